@@ -1,0 +1,149 @@
+"""Build the bundle's ``bundle.json`` from the exported graph, the checkpoint config and the steps.
+
+Tensor names are read from the ONNX graph, never assumed, so the runtime reads whatever naming
+style the exporter produced.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import re
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from typing import Any
+
+from gpt2_edge.runtime.bundle import (
+    MODEL_FILE,
+    TOKENIZER_FILE,
+    Architecture,
+    Manifest,
+    file_entry,
+    generation_defaults,
+)
+
+from .errors import ExportError
+from .onnx_files import data_path
+
+LIBRARIES = (
+    "torch",
+    "transformers",
+    "optimum",
+    "optimum-onnx",
+    "onnx",
+    "onnxruntime",
+    "tokenizers",
+)
+_LAYER = re.compile(r"\d+")
+_ELEM_TYPES = {1: "float32", 10: "float16", 16: "bfloat16"}
+
+
+def library_versions() -> dict[str, str]:
+    found = {"python": platform.python_version()}
+    for name in LIBRARIES:
+        try:
+            found[name] = version(name)
+        except PackageNotFoundError:
+            continue
+    return found
+
+
+def graph_io(model_path: Path) -> tuple[dict[str, int], list[str]]:
+    """Graph input names with their element types, and output names, without loading weights."""
+    import onnx
+
+    graph = onnx.load(str(model_path), load_external_data=False).graph
+    inputs = {i.name: i.type.tensor_type.elem_type for i in graph.input}
+    return inputs, [o.name for o in graph.output]
+
+
+def io_names(inputs: list[str], outputs: list[str], layers: int) -> dict[str, str]:
+    """Map the manifest's roles to the graph's tensor names; "%d" stands for the layer index."""
+    io: dict[str, str] = {}
+    for role in ("input_ids", "attention_mask", "position_ids"):
+        if role in inputs:
+            io[role] = role
+    if "input_ids" not in io:
+        raise ExportError(f"The exported graph has no input_ids input (inputs: {inputs}).")
+    io["logits"] = "logits" if "logits" in outputs else outputs[0]
+    for prefix, names in (("past", inputs), ("present", outputs)):
+        for kind in ("key", "value"):
+            io[f"{prefix}_{kind}"] = _layer_pattern(names, kind, layers, prefix)
+    return io
+
+
+def _layer_pattern(names: list[str], kind: str, layers: int, prefix: str) -> str:
+    """The one name pattern, with "%d" for the layer, that covers every layer's ``kind`` tensor."""
+    patterns = set()
+    for name in names:
+        match = _LAYER.search(name)
+        # The kind must follow the layer index: "past_key_values.0.value" is a value, not a key.
+        if match and kind in name[match.end() :]:
+            patterns.add(name[: match.start()] + "%d" + name[match.end() :])
+    for pattern in sorted(patterns):
+        if all(pattern % i in names for i in range(layers)):
+            return pattern
+    raise ExportError(f"The exported graph has no {prefix} {kind} tensors for all {layers} layers.")
+
+
+def architecture(config: dict[str, Any], kv_elem_type: int) -> Architecture:
+    heads, width = int(config["n_head"]), int(config["n_embd"])
+    return Architecture(
+        layers=int(config["n_layer"]),
+        heads=heads,
+        head_size=width // heads,
+        hidden_size=width,
+        context_length=int(config.get("n_positions", config.get("n_ctx", 1024))),
+        vocab_size=int(config["vocab_size"]),
+        model_type="gpt2",
+        kv_dtype=_ELEM_TYPES.get(kv_elem_type, "float32"),
+    )
+
+
+def special_tokens(config: dict[str, Any], tokenizer_path: Path) -> dict[str, int | None]:
+    """bos/eos/pad ids from the config, falling back to the tokenizer's <|endoftext|>."""
+    from tokenizers import Tokenizer
+
+    endoftext = Tokenizer.from_file(str(tokenizer_path)).token_to_id("<|endoftext|>")
+    eos = config.get("eos_token_id", endoftext)
+    bos = config.get("bos_token_id", eos)
+    pad = config.get("pad_token_id")
+    return {"bos": bos, "eos": eos, "pad": eos if pad is None else pad}
+
+
+def read_generation_defaults(checkpoint: Path) -> dict[str, Any]:
+    path = checkpoint / "generation_config.json"
+    if not path.is_file():
+        return {"temperature": 0.0}  # transformers' default is greedy
+    return generation_defaults(json.loads(path.read_text(encoding="utf-8")))
+
+
+def bundle_files(folder: Path) -> dict[str, dict[str, Any]]:
+    """Size and SHA-256 of every file the runtime needs, external data included when present."""
+    names = [MODEL_FILE, data_path(Path(MODEL_FILE)).name, TOKENIZER_FILE]
+    return {name: file_entry(folder / name) for name in names if (folder / name).is_file()}
+
+
+def build_manifest(
+    folder: Path,
+    name: str,
+    config: dict[str, Any],
+    checkpoint: Path,
+    precision: dict[str, Any],
+    source: dict[str, Any],
+) -> Manifest:
+    """The manifest for the bundle in ``folder`` (model and tokenizer already written)."""
+    inputs, outputs = graph_io(folder / MODEL_FILE)
+    layers = int(config["n_layer"])
+    io = io_names(list(inputs), outputs, layers)
+    arch = architecture(config, inputs.get(io["past_key"] % 0, 1))
+    return Manifest(
+        name=name,
+        architecture=arch,
+        io=io,
+        precision=precision,
+        special_tokens=special_tokens(config, folder / TOKENIZER_FILE),
+        generation=read_generation_defaults(checkpoint),
+        files=bundle_files(folder),
+        source={**source, "libraries": library_versions()},
+    )

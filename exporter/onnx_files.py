@@ -1,0 +1,69 @@
+"""Place an ONNX model at its bundle path, as one file or as ``model.onnx`` + ``model.onnx.data``.
+
+Protobuf cannot hold more than 2 GB, so larger models keep their weights in one external data file
+next to the graph. Optimum and the quantizer name that file differently (``model.onnx_data``,
+``model_quantized.onnx.data``); rewriting it here gives the bundle one fixed layout.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+# Above this many bytes of weights the model is saved with external data. A module constant so a
+# test can lower it to exercise the external-data path on a tiny model.
+EXTERNAL_DATA_THRESHOLD = 2_000_000_000  # a little under protobuf's 2 GiB limit, for the graph
+DATA_SUFFIX = ".data"
+
+
+def data_path(model_path: Path) -> Path:
+    return model_path.with_name(model_path.name + DATA_SUFFIX)
+
+
+def footprint(model_path: Path) -> int:
+    """Bytes of the model file plus every external data file beside it that it references."""
+    import onnx
+    from onnx.external_data_helper import _get_all_tensors, uses_external_data
+
+    total = model_path.stat().st_size
+    model = onnx.load(str(model_path), load_external_data=False)
+    locations = set()
+    for tensor in _get_all_tensors(model):
+        if uses_external_data(tensor):
+            locations.update(e.value for e in tensor.external_data if e.key == "location")
+    return total + sum((model_path.parent / loc).stat().st_size for loc in locations)
+
+
+def needs_external_data(size_bytes: int) -> bool:
+    # Read the constant at call time so monkeypatching the module attribute takes effect.
+    return size_bytes > EXTERNAL_DATA_THRESHOLD
+
+
+def place_model(source: Path, target: Path) -> list[Path]:
+    """Move the model at ``source`` to ``target`` in the bundle layout; return the files written.
+
+    A single-file model under the threshold is just renamed; anything else is loaded and saved
+    again so the external data, when needed, lives in ``<target>.data``.
+    """
+    import onnx
+
+    size = footprint(source)
+    external = needs_external_data(size)
+    if not external and size == source.stat().st_size:
+        os.replace(source, target)
+        return [target]
+    model = onnx.load(str(source), load_external_data=True)
+    if external:
+        data_path(target).unlink(missing_ok=True)  # onnx appends to an existing data file
+        onnx.save_model(
+            model,
+            str(target),
+            save_as_external_data=True,
+            all_tensors_to_one_file=True,
+            location=data_path(target).name,
+            size_threshold=1024,  # small constants stay inline, where onnxruntime expects them
+            convert_attribute=False,
+        )
+        return [target, data_path(target)]
+    onnx.save_model(model, str(target))
+    return [target]

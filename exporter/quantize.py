@@ -1,0 +1,100 @@
+"""Dynamic int8 quantization through Optimum's ``ORTQuantizer``, per channel, per target CPU.
+
+Dynamic quantization needs no calibration data: weights are stored as int8 with one scale per
+output channel, and activations are quantized on the fly (``DynamicQuantizeLinear``).
+"""
+
+from __future__ import annotations
+
+import platform
+from importlib.metadata import version
+from pathlib import Path
+from typing import Any
+
+from .errors import ExportError
+
+TARGETS = ("auto", "avx2", "avx512", "avx512_vnni", "arm64")
+BITS = (8,)
+METHOD = "dynamic"
+QUANTIZED_SUFFIX = "quantized"
+
+
+def cpu_flags(cpuinfo: Path = Path("/proc/cpuinfo")) -> set[str]:
+    """The instruction-set flags of the first CPU in ``/proc/cpuinfo`` (empty when unreadable)."""
+    try:
+        text = cpuinfo.read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return set()
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() in ("flags", "Features"):  # x86 says flags, arm says Features
+            return set(value.split())
+    return set()
+
+
+def detect_target(machine: str | None = None, flags: set[str] | None = None) -> str:
+    """The best quantization target for this CPU: arm64, avx512_vnni, avx512 or avx2."""
+    machine = (machine or platform.machine()).lower()
+    if machine in ("arm64", "aarch64") or machine.startswith("armv8"):
+        return "arm64"
+    flags = cpu_flags() if flags is None else flags
+    if "avx512f" in flags and ("avx512_vnni" in flags or "avx512vnni" in flags):
+        return "avx512_vnni"
+    if "avx512f" in flags:
+        return "avx512"
+    return "avx2"  # also the safe default for x86 CPUs whose flags cannot be read
+
+
+def resolve_target(target: str) -> str:
+    if target not in TARGETS:
+        raise ExportError(f"Unknown target '{target}'; choose one of {', '.join(TARGETS)}.")
+    return detect_target() if target == "auto" else target
+
+
+def check_bits(bits: int) -> None:
+    if bits not in BITS:
+        raise ExportError(
+            f"--bits {bits} is not supported; dynamic quantization here is {BITS[0]}-bit only."
+        )
+
+
+def quantization_config(target: str) -> Any:
+    from optimum.onnxruntime import AutoQuantizationConfig
+
+    make = getattr(AutoQuantizationConfig, target)
+    return make(is_static=False, per_channel=True)
+
+
+def quantize_model(model_path: Path, work_dir: Path, target: str, external_data: bool) -> Path:
+    """Quantize ``model_path`` into ``work_dir``; return the path of the quantized model."""
+    from optimum.onnxruntime import ORTQuantizer
+
+    from .onnx_export import quiet_libraries
+
+    with quiet_libraries():
+        quantizer = ORTQuantizer.from_pretrained(model_path.parent, file_name=model_path.name)
+        quantizer.quantize(
+            quantization_config(target),
+            save_dir=work_dir,
+            file_suffix=QUANTIZED_SUFFIX,
+            use_external_data_format=external_data,
+        )
+    return work_dir / f"{model_path.stem}_{QUANTIZED_SUFFIX}.onnx"
+
+
+def quantization_settings(target: str, bits: int = 8) -> dict[str, Any]:
+    """What goes into bundle.json ``precision``: enough to reproduce the quantization."""
+    config = quantization_config(target)
+    return {
+        "dtype": "int8",
+        "method": METHOD,
+        "bits": bits,
+        "per_channel": bool(config.per_channel),
+        "reduce_range": bool(config.reduce_range),
+        "target": target,
+        "weights_dtype": str(config.weights_dtype.name),
+        "activations_dtype": str(config.activations_dtype.name),
+        "weights_symmetric": bool(config.weights_symmetric),
+        "operators": sorted(getattr(op, "value", str(op)) for op in config.operators_to_quantize),
+        "tool": {"optimum": version("optimum"), "onnxruntime": version("onnxruntime")},
+    }

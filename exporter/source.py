@@ -1,0 +1,173 @@
+"""Resolve the MODEL argument (a hub id or a local folder) to a checked GPT-2 checkpoint folder.
+
+The config is checked before any weights are fetched, so a wrong model fails in a second, and the
+hub is asked with a short timeout so a machine without network fails fast with a hint to pass a
+local folder.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .errors import ExportError
+
+HUB_TIMEOUT_S = 10.0  # per hub request; huggingface_hub's default would retry for much longer
+ARCHITECTURE = "GPT2LMHeadModel"
+WEIGHT_FILES = (
+    "model.safetensors",
+    "model.safetensors.index.json",
+    "pytorch_model.bin",
+    "pytorch_model.bin.index.json",
+)
+_CONFIG_FILES = ["config.json", "generation_config.json"]
+_TOKENIZER_FILES = [
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "vocab.json",
+    "merges.txt",
+]
+# A hub id is "name" or "owner/name"; anything else that does not exist is a missing folder.
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.\-]*(/[\w.\-]+)?$")
+
+
+@dataclass(frozen=True)
+class Source:
+    """A local checkpoint folder ready to export, and where it came from."""
+
+    path: Path  # folder with config.json, weights and tokenizer files
+    model: str  # what the user passed: hub id or folder
+    name: str  # short name for the default output folder, e.g. "gpt2"
+    config: dict[str, Any]
+    revision: str | None = None  # hub commit hash when downloaded
+
+    def weight_bytes(self) -> int:
+        """Size of the checkpoint's weight files (an estimate of the fp32 ONNX file's size)."""
+        files = [*self.path.glob("*.safetensors"), *self.path.glob("pytorch_model*.bin")]
+        return sum(f.stat().st_size for f in files)
+
+    def describe(self) -> dict[str, Any]:
+        return {"model": self.model, "path": str(self.path), "revision": self.revision}
+
+
+def model_name(model: str) -> str:
+    """The short name used for the default output folder: last part of a hub id or folder."""
+    path = Path(model).expanduser()
+    if path.is_dir():  # "." or "../ckpt/" name the folder, not the text typed
+        return path.resolve().name or "model"
+    return Path(model.rstrip("/\\")).name or "model"
+
+
+def resolve_source(model: str) -> Source:
+    """Return the checkpoint for ``model``, downloading it from the hub when it is not a folder."""
+    folder = Path(model).expanduser()
+    if folder.is_dir():
+        return _local_source(folder, model)
+    if folder.exists():
+        raise ExportError(f"{model} is a file, not a checkpoint folder or a hub id.")
+    if not _HUB_ID.match(model) or model.startswith((".", "~")):
+        raise ExportError(f"Folder {model} does not exist (and it is not a valid hub id).")
+    return _hub_source(model)
+
+
+def _local_source(folder: Path, model: str) -> Source:
+    config = read_config(folder, model)
+    if not any((folder / name).is_file() for name in WEIGHT_FILES):
+        raise ExportError(
+            f"{model} has a config.json but no model weights (model.safetensors or "
+            "pytorch_model.bin); it is not a complete transformers checkpoint."
+        )
+    return Source(folder.resolve(), model, model_name(str(folder.resolve())), config)
+
+
+def read_config(folder: Path, model: str) -> dict[str, Any]:
+    """Read and check ``config.json``: it must describe a GPT-2 causal language model."""
+    path = folder / "config.json"
+    if not path.is_file():
+        raise ExportError(
+            f"{model} is not a transformers checkpoint folder (it has no config.json)."
+        )
+    try:
+        config = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ExportError(f"{path} cannot be read as JSON ({exc}).") from None
+    check_gpt2(config, model)
+    return config
+
+
+def check_gpt2(config: Any, model: str) -> None:
+    if not isinstance(config, dict):
+        raise ExportError(f"The config.json of {model} is not a JSON object.")
+    kind = config.get("model_type")
+    if kind != "gpt2":
+        raise ExportError(
+            f"{model} is a '{kind}' model, not GPT-2; gpt2-export converts GPT-2 checkpoints only."
+        )
+    architectures = config.get("architectures") or [ARCHITECTURE]
+    if ARCHITECTURE not in architectures:
+        raise ExportError(
+            f"{model} is a GPT-2 {', '.join(architectures)} without a language-model head; "
+            f"gpt2-export needs a {ARCHITECTURE} checkpoint."
+        )
+
+
+def _hub_source(repo_id: str) -> Source:
+    # Config first: a wrong model type should not cost a multi-GB download.
+    snapshot = _download(repo_id, _CONFIG_FILES)
+    config = read_config(snapshot, repo_id)
+    snapshot = _download(
+        repo_id,
+        [*_CONFIG_FILES, *_TOKENIZER_FILES, "*.safetensors", "model.safetensors.index.json"],
+    )
+    if not any((snapshot / name).is_file() for name in WEIGHT_FILES):
+        snapshot = _download(repo_id, ["pytorch_model*.bin", "pytorch_model.bin.index.json"])
+    if not any((snapshot / name).is_file() for name in WEIGHT_FILES):
+        raise ExportError(f"Hub model {repo_id} has no PyTorch weights to export.")
+    return Source(snapshot, repo_id, model_name(repo_id), config, revision=snapshot.name)
+
+
+def _download(repo_id: str, patterns: list[str]) -> Path:
+    """snapshot_download with our errors; the snapshot folder's name is the commit hash."""
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import (
+        GatedRepoError,
+        HFValidationError,
+        LocalEntryNotFoundError,
+        RepositoryNotFoundError,
+        RevisionNotFoundError,
+    )
+
+    try:
+        return Path(snapshot_download(repo_id, allow_patterns=patterns, etag_timeout=HUB_TIMEOUT_S))
+    except GatedRepoError:
+        raise ExportError(
+            f"Hub model {repo_id} is gated; accept its licence on the hub and log in with "
+            "`hf auth login`, or pass a local checkpoint folder."
+        ) from None
+    except (RepositoryNotFoundError, RevisionNotFoundError, HFValidationError):
+        raise ExportError(
+            f"{repo_id} is neither a local folder nor a model on the Hugging Face hub."
+        ) from None
+    except LocalEntryNotFoundError:
+        raise ExportError(hub_unreachable(repo_id)) from None
+    except Exception as exc:
+        if not is_network_error(exc):
+            raise
+        raise ExportError(f"{hub_unreachable(repo_id)[:-1]} ({type(exc).__name__}).") from None
+
+
+def is_network_error(exc: BaseException) -> bool:
+    """Connection and timeout errors of the HTTP clients huggingface_hub uses (requests, httpx)."""
+    module = type(exc).__module__.split(".")[0]
+    return isinstance(exc, (OSError, TimeoutError)) or module in ("requests", "httpx", "urllib3")
+
+
+def hub_unreachable(repo_id: str) -> str:
+    return (
+        f"Cannot reach the Hugging Face hub to download {repo_id} and it is not in the local "
+        "cache; connect once, or pass a local checkpoint folder instead."
+    )

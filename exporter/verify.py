@@ -1,0 +1,139 @@
+"""Check the finished bundle against the transformers model it came from.
+
+The bundle is run through the runtime's own ``Session`` (onnxruntime, not PyTorch), in three calls
+per prompt: a prefill with empty past, a chunk with past, and a one-token decode step, so both the
+first call and the cached path are covered. fp32 must match PyTorch to ``FP32_TOLERANCE``; int8 is
+only measured (max logit difference, top-1 agreement, perplexity) and the figures are recorded.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .errors import ExportError
+
+FP32_TOLERANCE = 1e-3  # max absolute logit difference between the fp32 bundle and PyTorch
+MIN_PROMPT_TOKENS = 3  # prefill, chunk and decode need one token each
+PROMPTS_FILE = Path(__file__).parent / "data" / "prompts.txt"  # one prompt a line, "\\n" = newline
+
+
+def prompts() -> list[str]:
+    text = PROMPTS_FILE.read_text(encoding="utf-8")
+    return [line.replace("\\n", "\n") for line in text.splitlines() if line.strip()]
+
+
+@dataclass
+class Tally:
+    """Running comparison figures over every position of every prompt."""
+
+    max_diff: float = 0.0
+    sum_diff: float = 0.0
+    values: int = 0
+    positions: int = 0
+    top1_same: int = 0
+    nll: dict[str, list[float]] = field(default_factory=lambda: {"bundle": [], "reference": []})
+
+    def add(self, ours: np.ndarray, ref: np.ndarray, ids: list[int]) -> None:  # (T, V) each
+        diff = np.abs(ours - ref)
+        self.max_diff = max(self.max_diff, float(diff.max()))
+        self.sum_diff += float(diff.sum())
+        self.values += diff.size
+        self.positions += ours.shape[0]
+        self.top1_same += int((ours.argmax(-1) == ref.argmax(-1)).sum())
+        targets = np.asarray(ids[1:])
+        for key, logits in (("bundle", ours), ("reference", ref)):
+            self.nll[key].extend(_nll(logits[:-1], targets))
+
+    def figures(self) -> dict[str, Any]:
+        return {
+            "positions": self.positions,
+            "max_abs_logit_diff": self.max_diff,
+            "mean_abs_logit_diff": self.sum_diff / max(self.values, 1),
+            "top1_agreement": self.top1_same / max(self.positions, 1),
+            "perplexity": {k: float(np.exp(np.mean(v))) for k, v in self.nll.items() if v},
+        }
+
+
+def _nll(logits: np.ndarray, targets: np.ndarray) -> list[float]:
+    logits = logits.astype(np.float64)
+    top = logits.max(-1, keepdims=True)
+    log_z = top[:, 0] + np.log(np.exp(logits - top).sum(-1))
+    return list(log_z - logits[np.arange(len(targets)), targets])
+
+
+def bundle_logits(session: Any, ids: list[int]) -> np.ndarray:
+    """Logits (T, V) for ``ids`` from three calls: empty past, a chunk with past, one token."""
+    cut1, cut2 = max(1, len(ids) // 2), len(ids) - 1
+    past = session.empty_past(1)
+    pieces, done = [], 0
+    for end in (cut1, cut2, len(ids)):
+        if end <= done:
+            continue
+        chunk = np.asarray([ids[done:end]], dtype=np.int64)  # (1, t)
+        mask = np.ones((1, end), dtype=np.int64)  # (1, past_len + t)
+        positions = np.arange(done, end, dtype=np.int64)[None, :]  # (1, t)
+        logits, past = session.forward(chunk, mask, positions, past)
+        pieces.append(logits[0])
+        done = end
+    return np.concatenate(pieces, axis=0)
+
+
+def verify_bundle(folder: Path, checkpoint: Path, precision: str) -> dict[str, Any]:
+    """Compare the bundle in ``folder`` with the transformers model in ``checkpoint``.
+
+    Returns the figures for ``bundle.json``; raises ``ExportError`` when fp32 parity fails.
+    """
+    import torch
+    from gpt2_edge.runtime.bundle import load_bundle
+    from gpt2_edge.runtime.session import Session
+    from tokenizers import Tokenizer
+    from transformers import GPT2LMHeadModel
+
+    from .onnx_export import quiet_libraries
+
+    bundle = load_bundle(folder, check_hashes=True)
+    session = Session(bundle, provider="cpu")
+    tokenizer = Tokenizer.from_file(str(bundle.tokenizer_path))
+    arch = bundle.manifest.architecture
+    with quiet_libraries():
+        model = GPT2LMHeadModel.from_pretrained(checkpoint, dtype=torch.float32).eval()
+    tally, used = Tally(), 0
+    for prompt in prompts():
+        ids = [i for i in tokenizer.encode(prompt).ids if i < arch.vocab_size][
+            : arch.context_length
+        ]
+        if len(ids) < MIN_PROMPT_TOKENS:
+            continue
+        with torch.no_grad():
+            ref = model(torch.tensor([ids])).logits[0].float().numpy()  # (T, V)
+        tally.add(bundle_logits(session, ids), ref, ids)
+        used += 1
+    if not used:
+        raise ExportError(
+            "No verification prompt gives 3 tokens with this tokenizer; use --no-verify."
+        )
+    figures = {
+        "reference": f"transformers {_version('transformers')} float32 (PyTorch)",
+        "runtime": "gpt2_edge.runtime.Session on onnxruntime CPU",
+        "calls": ["prefill with empty past", "chunk with past", "one-token decode"],
+        "prompts": used,
+        **tally.figures(),
+    }
+    if precision == "float32":
+        figures["tolerance"] = FP32_TOLERANCE
+        if tally.max_diff > FP32_TOLERANCE:
+            raise ExportError(
+                f"Verification failed: the ONNX logits differ from PyTorch by up to "
+                f"{tally.max_diff:.3g} (limit {FP32_TOLERANCE:g}), so no bundle was written."
+            )
+    return figures
+
+
+def _version(name: str) -> str:
+    from importlib.metadata import version
+
+    return version(name)

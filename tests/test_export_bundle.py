@@ -1,0 +1,256 @@
+"""End-to-end exports of tiny GPT-2 checkpoints: fp32 and int8 bundles, parity, the manifest.
+
+The bundles are built once per session (a tiny export takes a few seconds) and shared by the tests
+of this module.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from gpt2_edge.exporter import ExportError, export_bundle, onnx_files
+from gpt2_edge.exporter.manifest import graph_io
+from gpt2_edge.exporter.quantize import detect_target
+from gpt2_edge.exporter.verify import verify_bundle
+from gpt2_edge.runtime.bundle import load_bundle, sha256_of
+from gpt2_edge.runtime.session import Session
+
+pytestmark = pytest.mark.export
+
+
+@pytest.fixture(scope="module")
+def fp32_bundle(tiny_checkpoint: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("bundles") / "tiny-gpt2"
+    out.mkdir()
+    (out / "stale.txt").write_text("from an older export")  # --force must replace the folder
+    return export_bundle(str(tiny_checkpoint), out, force=True, progress=False)
+
+
+@pytest.fixture(scope="module")
+def int8_bundle(tiny_checkpoint: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("bundles") / "tiny-gpt2-int8"
+    return export_bundle(str(tiny_checkpoint), out, quantize=True, progress=False)
+
+
+def manifest_of(folder: Path) -> dict:
+    return json.loads((folder / "bundle.json").read_text())
+
+
+def test_fp32_bundle_files(fp32_bundle: Path) -> None:
+    assert sorted(p.name for p in fp32_bundle.iterdir()) == [
+        "bundle.json",
+        "model.onnx",
+        "tokenizer.json",
+    ]
+    assert oct(fp32_bundle.stat().st_mode & 0o777) != oct(0o700)  # not left private by mkdtemp
+
+
+def test_fp32_manifest(fp32_bundle: Path, tiny_checkpoint: Path) -> None:
+    m = manifest_of(fp32_bundle)
+    assert m["format"] == "gpt2-edge-bundle" and m["format_version"] == 1
+    config = json.loads((tiny_checkpoint / "config.json").read_text())
+    arch = m["architecture"]
+    assert arch["layers"] == config["n_layer"] == 2
+    assert arch["heads"] == 4 and arch["head_size"] == 16 and arch["hidden_size"] == 64
+    assert arch["context_length"] == 128 and arch["vocab_size"] == config["vocab_size"]
+    assert arch["kv_dtype"] == "float32"
+    inputs, outputs = graph_io(fp32_bundle / "model.onnx")
+    io = m["io"]
+    for role in ("input_ids", "attention_mask", "position_ids"):
+        assert io[role] in inputs
+    assert io["logits"] in outputs
+    for i in range(arch["layers"]):
+        assert io["past_key"] % i in inputs and io["past_value"] % i in inputs
+        assert io["present_key"] % i in outputs and io["present_value"] % i in outputs
+    assert m["precision"]["dtype"] == "float32"
+    eos = config["eos_token_id"]
+    assert m["special_tokens"] == {"bos": eos, "eos": eos, "pad": eos}
+    assert m["generation"] == {"max_new_tokens": 20, "temperature": 0.0}
+    for name, entry in m["files"].items():
+        assert entry == {
+            "size": (fp32_bundle / name).stat().st_size,
+            "sha256": sha256_of(fp32_bundle / name),
+        }
+    assert set(m["files"]) == {"model.onnx", "tokenizer.json"}
+    assert m["source"]["model"] == str(tiny_checkpoint)
+    assert {"torch", "transformers", "optimum", "onnxruntime"} <= set(m["source"]["libraries"])
+    v = m["verification"]
+    assert v["max_abs_logit_diff"] <= 1e-3 and v["top1_agreement"] == 1.0
+    assert v["positions"] >= 200 and v["prompts"] >= 5
+
+
+def test_fp32_greedy_matches_transformers(fp32_bundle: Path, tiny_checkpoint: Path) -> None:
+    """A batch of two prompts decoded greedily through the runtime's Session, step by step."""
+    import torch
+    from transformers import GPT2LMHeadModel
+
+    session = Session(load_bundle(fp32_bundle), provider="cpu")
+    model = GPT2LMHeadModel.from_pretrained(tiny_checkpoint).eval()
+    ids = np.array([[11, 22, 33, 44, 55], [66, 77, 88, 99, 111]], dtype=np.int64)  # (B, T)
+    with torch.no_grad():
+        want = model.generate(
+            torch.tensor(ids),
+            attention_mask=torch.ones_like(torch.tensor(ids)),
+            max_new_tokens=8,
+            do_sample=False,
+            pad_token_id=0,
+        )[:, ids.shape[1] :].numpy()
+    past, tokens, got = session.empty_past(2), ids, []
+    for _ in range(8):
+        start = past[0][0].shape[2]
+        mask = np.ones((2, start + tokens.shape[1]), dtype=np.int64)
+        positions = np.arange(start, start + tokens.shape[1], dtype=np.int64)[None].repeat(2, 0)
+        logits, past = session.forward(tokens, mask, positions, past)
+        tokens = logits[:, -1].argmax(-1)[:, None].astype(np.int64)  # (B, 1)
+        got.append(tokens[:, 0])
+    np.testing.assert_array_equal(np.stack(got, 1), want)
+
+
+def test_int8_bundle(int8_bundle: Path, fp32_bundle: Path) -> None:
+    import onnx
+
+    assert sorted(p.name for p in int8_bundle.iterdir()) == [
+        "bundle.json",
+        "model.onnx",
+        "tokenizer.json",
+    ]
+    ratio = (int8_bundle / "model.onnx").stat().st_size / (
+        fp32_bundle / "model.onnx"
+    ).stat().st_size
+    assert ratio <= 0.35
+    ops = {n.op_type for n in onnx.load(str(int8_bundle / "model.onnx")).graph.node}
+    assert {"MatMulInteger", "DynamicQuantizeLinear"} <= ops
+    assert "Gemm" not in ops  # every projection was quantized
+    m = manifest_of(int8_bundle)
+    p = m["precision"]
+    assert p["dtype"] == "int8" and p["method"] == "dynamic" and p["bits"] == 8
+    assert p["per_channel"] is True and p["target"] == detect_target()
+    assert "reduce_range" in p and p["tool"]["optimum"]
+    v = m["verification"]
+    assert v["positions"] >= 200
+    assert 0 < v["max_abs_logit_diff"] < 1.0
+    assert v["top1_agreement"] >= 0.8
+    assert "tolerance" not in v  # int8 is measured, not held to the fp32 limit
+
+
+def test_default_target_is_avx2_here() -> None:
+    flags = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
+    if "avx512f" in flags or "avx2" not in flags:
+        pytest.skip("this check is for the AVX2-only machines of FACTS.md")
+    assert detect_target() == "avx2"
+
+
+def test_fp32_parity_failure_is_an_error(fp32_bundle, tiny_checkpoint, monkeypatch) -> None:
+    from gpt2_edge.exporter import verify
+
+    monkeypatch.setattr(verify, "FP32_TOLERANCE", 0.0)
+    with pytest.raises(ExportError, match=r"differ from PyTorch by up to .* \(limit 0\)"):
+        verify_bundle(fp32_bundle, tiny_checkpoint, "float32")
+
+
+def test_place_model_external_data(fp32_bundle: Path, tmp_path: Path, monkeypatch) -> None:
+    """Re-placed under a lowered threshold, the fp32 file splits into graph + data."""
+    monkeypatch.setattr(onnx_files, "EXTERNAL_DATA_THRESHOLD", 1_000_000)
+    src = tmp_path / "src.onnx"
+    shutil.copyfile(fp32_bundle / "model.onnx", src)
+    written = onnx_files.place_model(src, tmp_path / "model.onnx")
+    assert [p.name for p in written] == ["model.onnx", "model.onnx.data"]
+    assert (tmp_path / "model.onnx").stat().st_size < 1_000_000
+    assert (tmp_path / "model.onnx.data").stat().st_size > 10_000_000
+
+
+def test_external_data_export_int8(tiny_checkpoint: Path, tmp_path: Path, monkeypatch) -> None:
+    """With the threshold lowered, quantization runs in external-data mode and the bundle keeps
+    model.onnx + model.onnx.data, listed in the manifest and loadable by the runtime."""
+    monkeypatch.setattr(onnx_files, "EXTERNAL_DATA_THRESHOLD", 1_000_000)
+    out = export_bundle(str(tiny_checkpoint), tmp_path / "ext", quantize=True, progress=False)
+    files = manifest_of(out)["files"]
+    assert set(files) == {"model.onnx", "model.onnx.data", "tokenizer.json"}
+    assert files["model.onnx.data"]["size"] > files["model.onnx"]["size"]
+    assert sorted(p.name for p in out.iterdir()) == sorted([*files, "bundle.json"])
+    assert manifest_of(out)["verification"]["top1_agreement"] >= 0.8
+
+
+@pytest.mark.parametrize("how", ["trained-fp32", "trained-int8"])
+def test_trained_fixture(trained_fixture_dir: Path, tmp_path: Path, how: str) -> None:
+    quantize = how.endswith("int8")
+    out = export_bundle(str(trained_fixture_dir), tmp_path / how, quantize=quantize, progress=False)
+    v = manifest_of(out)["verification"]
+    ppl = v["perplexity"]
+    if quantize:
+        assert v["top1_agreement"] >= 0.9
+        assert abs(ppl["bundle"] / ppl["reference"] - 1) < 0.05
+    else:
+        assert v["max_abs_logit_diff"] <= 1e-3 and v["top1_agreement"] == 1.0
+        assert ppl["bundle"] == pytest.approx(ppl["reference"], rel=1e-4)
+
+
+def test_kill_mid_export_leaves_nothing(tiny_checkpoint: Path, tmp_path: Path) -> None:
+    """A real `kill` (SIGTERM) while Optimum exports: no bundle, no hidden partial folder."""
+    out = tmp_path / "killed"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "gpt2_edge.exporter", str(tiny_checkpoint), "--output", str(out)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.monotonic() + 60
+    while not list(tmp_path.glob(".killed.partial-*/.work")) and time.monotonic() < deadline:
+        time.sleep(0.05)  # the export step has started once Optimum creates its folder
+    assert proc.poll() is None, proc.communicate()
+    proc.send_signal(signal.SIGTERM)
+    _, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 130, stderr
+    assert "Interrupted; no bundle was written." in stderr and "Traceback" not in stderr
+    assert not out.exists()
+    assert [p.name for p in tmp_path.iterdir()] == []
+
+
+def test_python_m_entry_point_help() -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "gpt2_edge.exporter", "--help"],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "COLUMNS": "120"},
+    )
+    assert proc.returncode == 0
+    for flag in (
+        "--output",
+        "--quantize",
+        "--bits",
+        "--target",
+        "--opset",
+        "--force",
+        "--no-verify",
+    ):
+        assert flag in proc.stdout
+
+
+def test_cli_default_output_opset_and_no_verify(
+    tiny_checkpoint: Path, tmp_path: Path, monkeypatch
+) -> None:
+    """The CLI path: models/<name> under the working directory, --opset honoured, summary table."""
+    import onnx
+    from gpt2_edge.exporter.cli import app
+    from typer.testing import CliRunner
+
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(app, [str(tiny_checkpoint), "--opset", "17", "--no-verify"])
+    assert result.exit_code == 0, result.output
+    out = tmp_path / "models" / tiny_checkpoint.name
+    assert manifest_of(out)["verification"] == {"skipped": True}
+    graph = onnx.load(str(out / "model.onnx"), load_external_data=False)
+    assert [o.version for o in graph.opset_import if o.domain in ("", "ai.onnx")] == [17]
+    for text in ("model.onnx", "tokenizer.json", "MiB", "float32", "skipped"):
+        assert text in result.stdout
+    for step in ("Resolve", "Export ONNX", "Write tokenizer.json", "Write bundle.json"):
+        assert step in result.stderr
