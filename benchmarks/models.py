@@ -1,0 +1,172 @@
+"""Build (and cache) the benchmark models: random-weight GPT-2 checkpoints and their ONNX exports.
+
+Everything lands under a work folder (default ``benchmarks/.cache``) so a rerun only measures.
+Random weights with the real configs are enough for speed: the work per token depends on the
+shapes, not the values. The real GPT-2 tokenizer comes from ``../shared/gpt2-tokenizer``
+(no download).
+
+Run directly to build ahead of time::
+
+    python benchmarks/models.py --models 124m,355m --variants optimum-fp32,optimum-int8,ours-int8
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+SHARED = ROOT.parent / "shared"
+TOKENIZER_DIR = SHARED / "gpt2-tokenizer"
+DEFAULT_WORKDIR = HERE / ".cache"
+
+# name -> GPT2Config overrides. "tiny" is for dev runs that must take seconds.
+MODEL_CONFIGS: dict[str, dict[str, int]] = {
+    "tiny": dict(n_layer=2, n_embd=128, n_head=4),
+    "124m": {},  # GPT2Config() defaults: 12 layers, 768 wide, 12 heads
+    "355m": dict(n_layer=24, n_embd=1024, n_head=16),
+}
+
+
+def log(msg: str) -> None:
+    print(f"[models] {msg}", file=sys.stderr, flush=True)
+
+
+def checkpoint(model: str, workdir: Path = DEFAULT_WORKDIR, seed: int = 0) -> Path:
+    """A transformers checkpoint folder with random weights and the real GPT-2 tokenizer."""
+    folder = workdir / model / "checkpoint"
+    if (folder / "config.json").is_file() and (folder / "model.safetensors").is_file():
+        return folder
+    import torch
+    from transformers import GPT2Config, GPT2LMHeadModel, GPT2TokenizerFast
+
+    log(f"building random {model} checkpoint")
+    tmp = folder.with_name("checkpoint.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    for name in ("vocab.json", "merges.txt", "tokenizer.json"):
+        shutil.copy(TOKENIZER_DIR / name, tmp / name)
+    tokenizer = GPT2TokenizerFast.from_pretrained(str(tmp))
+    eos = tokenizer.convert_tokens_to_ids("<|endoftext|>")
+    config = GPT2Config(bos_token_id=eos, eos_token_id=eos, **MODEL_CONFIGS[model])
+    torch.manual_seed(seed)
+    GPT2LMHeadModel(config).eval().save_pretrained(tmp)
+    tokenizer.save_pretrained(tmp)
+    (tmp / "generation_config.json").write_text(
+        json.dumps({"bos_token_id": eos, "eos_token_id": eos}), encoding="utf-8"
+    )
+    shutil.rmtree(folder, ignore_errors=True)
+    tmp.rename(folder)
+    return folder
+
+
+def optimum_fp32(model: str, workdir: Path = DEFAULT_WORKDIR) -> Path:
+    """Optimum ``text-generation-with-past`` export of the checkpoint (one decoder graph)."""
+    folder = workdir / model / "optimum-fp32"
+    if (folder / "model.onnx").is_file():
+        return folder
+    from optimum.exporters.onnx import main_export
+
+    ckpt = checkpoint(model, workdir)
+    log(f"exporting {model} with optimum")
+    tmp = folder.with_name("optimum-fp32.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    main_export(str(ckpt), output=tmp, task="text-generation-with-past", no_post_process=False)
+    shutil.rmtree(folder, ignore_errors=True)
+    tmp.rename(folder)
+    return folder
+
+
+def optimum_int8(model: str, workdir: Path = DEFAULT_WORKDIR) -> Path:
+    """Optimum's own dynamic int8 (``ORTQuantizer``, avx2, per-channel): the peer's int8."""
+    folder = workdir / model / "optimum-int8"
+    if (folder / "model.onnx").is_file():
+        return folder
+    from optimum.onnxruntime import ORTQuantizer
+    from optimum.onnxruntime.configuration import AutoQuantizationConfig
+
+    src = optimum_fp32(model, workdir)
+    log(f"quantizing {model} with ORTQuantizer avx2 dynamic per-channel")
+    tmp = folder.with_name("optimum-int8.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    quantizer = ORTQuantizer.from_pretrained(src, file_name="model.onnx")
+    qconfig = AutoQuantizationConfig.avx2(is_static=False, per_channel=True)
+    quantizer.quantize(save_dir=tmp, quantization_config=qconfig)
+    # ORTQuantizer writes model_quantized.onnx; ORTModelForCausalLM and our runtime read model.onnx.
+    (tmp / "model_quantized.onnx").rename(tmp / "model.onnx")
+    for name in src.iterdir():
+        if name.suffix != ".onnx" and not name.name.endswith(".onnx_data") and name.is_file():
+            shutil.copy(name, tmp / name.name)
+    shutil.rmtree(folder, ignore_errors=True)
+    tmp.rename(folder)
+    return folder
+
+
+def _exporter_available() -> bool:
+    try:
+        from gpt2_edge.exporter import pipeline  # noqa: F401
+    except Exception:
+        return False
+    return hasattr(pipeline, "export_bundle")
+
+
+def ours(model: str, precision: str, workdir: Path = DEFAULT_WORKDIR) -> tuple[Path, str]:
+    """Our bundle for ``precision`` (fp32|int8|int4) and a label saying how it was made.
+
+    Uses the project's exporter when it exists; until then the Optimum files driven by our
+    runtime stand in (labelled ``stand-in``), so the loop can be measured before the exporter lands.
+    """
+    folder = workdir / model / f"ours-{precision}"
+    if (folder / "bundle.json").is_file():
+        return folder, "gpt2-export"
+    if _exporter_available():
+        from gpt2_edge.exporter.pipeline import export_bundle
+
+        ckpt = checkpoint(model, workdir)
+        log(f"exporting {model} {precision} with gpt2_edge.exporter")
+        kwargs: dict[str, Any] = {}
+        if precision != "fp32":
+            kwargs = {"quantize": True, "bits": 8 if precision == "int8" else 4}
+        try:
+            export_bundle(str(ckpt), folder, **kwargs)
+            return folder, "gpt2-export"
+        except Exception as exc:  # the exporter is young: fall back rather than lose the row
+            log(f"our exporter failed ({type(exc).__name__}: {exc}); using the stand-in")
+    if precision == "fp32":
+        return optimum_fp32(model, workdir), "stand-in: optimum fp32 graph"
+    if precision == "int8":
+        return optimum_int8(model, workdir), "stand-in: optimum int8 graph"
+    raise FileNotFoundError(f"no int4 bundle for {model}: needs gpt2_edge.exporter")
+
+
+VARIANTS = {
+    "checkpoint": lambda m, w: checkpoint(m, w),
+    "optimum-fp32": optimum_fp32,
+    "optimum-int8": optimum_int8,
+    "ours-fp32": lambda m, w: ours(m, "fp32", w)[0],
+    "ours-int8": lambda m, w: ours(m, "int8", w)[0],
+    "ours-int4": lambda m, w: ours(m, "int4", w)[0],
+}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--models", default="124m")
+    parser.add_argument("--variants", default="optimum-fp32,optimum-int8")
+    parser.add_argument("--workdir", type=Path, default=DEFAULT_WORKDIR)
+    args = parser.parse_args()
+    for model in args.models.split(","):
+        for variant in args.variants.split(","):
+            t0 = time.perf_counter()
+            path = VARIANTS[variant](model, args.workdir)
+            log(f"{model} {variant}: {path} ({time.perf_counter() - t0:.1f} s)")
+
+
+if __name__ == "__main__":
+    main()
