@@ -1,0 +1,276 @@
+"""Generation in three layers, as in mlx-lm:
+
+1. :class:`TokenSteps` owns the KV cache and yields the next token of every live row per step.
+2. :func:`stream_generate` adds detokenization, EOS, stop strings, the token budget, the context
+   bound and timing, and yields one :class:`StreamEvent` per row and token.
+3. :class:`Generator` resolves settings and prompts, and offers ``generate()`` and ``stream()``.
+
+A list of prompts runs as one batch, left-padded; rows that finish leave the batch.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import numpy as np
+
+from .cache import KVCache, left_pad
+from .errors import EdgeError
+from .results import FinishReason, GenerationResult, StreamEvent, Timings
+from .sampling import Sampler
+from .session import Session
+from .settings import GenerationOptions, resolve_settings
+from .stream import RowText
+from .tokenizer import Tokenizer
+
+
+class TokenSteps:
+    """Layer 1: prefill, then one decode step per ``next()``; yields (B_live,) int64 tokens.
+
+    The forward for a step runs only when the next token is asked for, so the caller can
+    :meth:`drop` finished rows first and no step is computed that nobody needs.
+
+    Args:
+        session: the model.
+        prompts: B non-empty (T_i,) int64 token arrays.
+        sampler: picks a token per row from (B, V) logits.
+        pad_id: token id used for left padding.
+        capacity: most steps to run.
+
+    Attributes:
+        rows: the index into ``prompts`` of each live row, in batch order.
+    """
+
+    def __init__(
+        self,
+        session: Session,
+        prompts: Sequence[np.ndarray],
+        sampler: Sampler,
+        pad_id: int,
+        capacity: int,
+    ):
+        self._session, self._sampler, self._pad_id = session, sampler, pad_id
+        self._prompts = list(prompts)
+        self.rows = list(range(len(prompts)))
+        self._generated = np.zeros((len(prompts), capacity), dtype=np.int64)  # (B, N)
+        self._count = 0
+        self._cache: KVCache | None = None
+        self._last = np.zeros(len(prompts), dtype=np.int64)  # (B,) tokens of the previous step
+
+    def __iter__(self) -> TokenSteps:
+        return self
+
+    def __next__(self) -> np.ndarray:
+        if not self.rows or self._count >= self._generated.shape[1]:
+            raise StopIteration
+        logits = self._prefill() if self._cache is None else self._decode()  # (B, T, V)
+        last = logits[:, -1, :]  # (B, V)
+        if last.dtype != np.float32:  # fp16 graphs
+            last = last.astype(np.float32)
+        n = self._count
+        tokens = self._sampler(last, self._prompts, [g[:n] for g in self._generated])  # (B,)
+        self._generated[:, n] = tokens
+        self._count, self._last = n + 1, tokens
+        return tokens
+
+    def _prefill(self) -> np.ndarray:
+        ids, new_mask = left_pad(self._prompts, self._pad_id)  # (B, T) each
+        self._cache = cache = KVCache(self._session, len(self._prompts))
+        mask, positions = cache.prefill_inputs(new_mask)
+        logits, present = self._session.step(ids, mask, positions, cache.past)
+        cache.update(present, mask)
+        return logits
+
+    def _decode(self) -> np.ndarray:
+        cache = self._cache
+        assert cache is not None
+        mask, positions = cache.decode_inputs()  # (B, L + 1), (B, 1)
+        logits, present = self._session.step(self._last[:, None], mask, positions, cache.past)
+        cache.update(present, mask)
+        return logits
+
+    def drop(self, positions: Sequence[int]) -> None:
+        """Remove the rows at these batch positions (indices into :attr:`rows`)."""
+        gone = set(positions)
+        keep = [j for j in range(len(self.rows)) if j not in gone]
+        self.rows = [self.rows[j] for j in keep]
+        if not keep:
+            return
+        if self._cache is not None:
+            self._cache.select(keep)
+        self._prompts = [self._prompts[j] for j in keep]
+        self._generated = self._generated[keep]
+        self._last = self._last[keep]
+
+
+class _Row:
+    """Per-row bookkeeping for layer 2."""
+
+    def __init__(self, prompt_len: int, budget: int, reason: FinishReason, text: RowText):
+        self.prompt_len, self.budget, self.budget_reason = prompt_len, budget, reason
+        self.text = text
+        self.tokens: list[int] = []
+
+    def add(self, token: int, eos: int | None) -> tuple[str, FinishReason | None]:
+        self.tokens.append(token)
+        if token == eos:
+            return self.text.finish(), "eos"
+        piece = self.text.push(token)
+        if self.text.stopped:
+            return piece, "stop"
+        if len(self.tokens) >= self.budget:
+            return piece + self.text.finish(), self.budget_reason
+        return piece, None
+
+
+def stream_generate(
+    session: Session,
+    tokenizer: Tokenizer,
+    prompts: Sequence[np.ndarray],
+    sampler: Sampler,
+    options: GenerationOptions,
+    eos_id: int | None,
+    pad_id: int,
+) -> Iterator[StreamEvent]:
+    """Layer 2: run prompts (already fitted to the context) as one batch; yield per-token events.
+
+    Args:
+        session: the model.
+        tokenizer: for detokenizing.
+        prompts: B non-empty (T_i,) int64 token arrays, each shorter than the context.
+        sampler: picks the tokens.
+        options: budget, stop strings, ignore_eos.
+        eos_id: end-of-text id (None: never stops on a token).
+        pad_id: id used for left padding.
+    """
+    context = session.arch.context_length
+    rows = [_make_row(len(p), context, options, tokenizer) for p in prompts]
+    eos = None if options.ignore_eos else eos_id
+    steps = TokenSteps(session, prompts, sampler, pad_id, max(r.budget for r in rows))
+    start = time.perf_counter()
+    first: float | None = None  # when the first tokens came out of prefill
+    for tokens in steps:
+        now = time.perf_counter()
+        first = now if first is None else first
+        done: list[int] = []
+        for position, (index, token) in enumerate(zip(steps.rows, tokens.tolist(), strict=True)):
+            row = rows[index]
+            piece, reason = row.add(token, eos)
+            result = None
+            if reason is not None:
+                done.append(position)
+                timings = Timings((first - start) * 1e3, (now - first) * 1e3, len(row.tokens) - 1)
+                result = GenerationResult(
+                    row.text.text, row.tokens, reason, row.prompt_len, timings
+                )
+            yield StreamEvent(index, piece, token, result)
+        if done:
+            steps.drop(done)
+
+
+def _make_row(
+    prompt_len: int, context: int, options: GenerationOptions, tokenizer: Tokenizer
+) -> _Row:
+    room = context - prompt_len  # positions left for new tokens
+    if options.max_new_tokens <= room:
+        return _Row(prompt_len, options.max_new_tokens, "length", RowText(tokenizer, options.stop))
+    return _Row(prompt_len, room, "context", RowText(tokenizer, options.stop))
+
+
+class Generator:
+    """Text generation from one loaded bundle (layer 3).
+
+    Settings (keyword arguments of :meth:`generate` and :meth:`stream`): ``max_new_tokens``,
+    ``temperature`` (0 = greedy), ``top_k``, ``top_p``, ``min_p``, ``repetition_penalty``,
+    ``presence_penalty``, ``frequency_penalty``, ``no_repeat_ngram_size``, ``seed``, ``stop``,
+    ``truncate`` and ``ignore_eos``. Each one left out (or None) comes from the bundle's
+    generation defaults, else from the built-in constants (:mod:`.settings`, :mod:`.sampling`).
+
+    Args:
+        session: the model's onnxruntime session.
+        tokenizer: the bundle's tokenizer.
+    """
+
+    def __init__(self, session: Session, tokenizer: Tokenizer):
+        self.session, self.tokenizer = session, tokenizer
+        self.manifest = session.bundle.manifest
+        special = self.manifest.special_tokens
+        self.eos_id: int | None = special.get("eos")
+        self.bos_id: int | None = special.get("bos", self.eos_id)
+        pad = special.get("pad")
+        self.pad_id: int = pad if pad is not None else (self.eos_id or 0)
+
+    @property
+    def context_length(self) -> int:
+        """Most tokens (prompt plus generated) the model can attend to."""
+        return self.session.arch.context_length
+
+    @property
+    def notices(self) -> list[str]:
+        """One-line messages for the user from loading (CPU fallback, int8 on CUDA)."""
+        return list(self.session.notices)
+
+    def generate(
+        self, prompt: str | Sequence[str], **settings: Any
+    ) -> GenerationResult | list[GenerationResult]:
+        """Generate a continuation of ``prompt``, or of each prompt in a list (one batch).
+
+        Returns:
+            One result for a string, a list of results (in order) for a list.
+
+        Raises:
+            EdgeError: an invalid setting, a prompt that does not fit the context, or text that
+                is not valid UTF-8; all checked before any model call.
+        """
+        prompts = [prompt] if isinstance(prompt, str) else list(prompt)
+        results: list[GenerationResult | None] = [None] * len(prompts)
+        for event in self.stream_events(prompts, **settings):
+            if event.result is not None:
+                results[event.row] = event.result
+        done = [r for r in results if r is not None]
+        return done[0] if isinstance(prompt, str) else done
+
+    def stream(self, prompt: str, **settings: Any) -> Iterator[str]:
+        """Yield text pieces of one prompt's continuation as they are decoded.
+
+        The pieces join to the ``text`` that :meth:`generate` returns. Settings are validated
+        when this is called, not at the first ``next()``.
+        """
+        events = self.stream_events([prompt], **settings)
+        return (event.text for event in events if event.text)
+
+    def stream_events(self, prompts: Sequence[str], **settings: Any) -> Iterator[StreamEvent]:
+        """Layer-2 events for a batch of prompts; validates everything before returning."""
+        if isinstance(prompts, str) or not prompts:
+            raise TypeError("prompts must be a non-empty list of strings")
+        sampling, options = resolve_settings(self.manifest.generation, **settings)
+        ids = [self.fit(self.encode(p), options) for p in prompts]
+        return stream_generate(
+            self.session, self.tokenizer, ids, Sampler(sampling), options, self.eos_id, self.pad_id
+        )
+
+    def encode(self, prompt: str) -> np.ndarray:
+        """Prompt token ids; an empty prompt becomes the start token, as GPT-2 was trained."""
+        if not isinstance(prompt, str):
+            raise TypeError(f"a prompt must be a str, got {type(prompt).__name__}")
+        ids = self.tokenizer.encode(prompt)
+        if ids.size:
+            return ids
+        if self.bos_id is None:
+            raise EdgeError("The prompt is empty and the bundle names no start token to use.")
+        return np.array([self.bos_id], dtype=np.int64)
+
+    def fit(self, ids: np.ndarray, options: GenerationOptions) -> np.ndarray:
+        """Apply the context bound to prompt ids: error, or keep the last tokens."""
+        context = self.context_length
+        if options.truncate == "left":
+            keep = max(context - options.max_new_tokens, 1)  # room for max_new_tokens if possible
+            return ids[-keep:] if ids.size > keep else ids
+        if ids.size >= context:
+            raise EdgeError(
+                f"The prompt is {ids.size} tokens long but the model's context is {context}, "
+                f"so at most {context - 1} fit; shorten it or truncate it from the left."
+            )
+        return ids

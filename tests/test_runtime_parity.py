@@ -1,0 +1,178 @@
+"""The runtime against transformers: greedy parity through the KV cache, batches, the context
+bound, the IO-binding path, a manifest bundle, and generation in a process that cannot import
+torch, transformers or optimum. Needs the export extra (to make the models and the reference)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from gpt2_edge.runtime import EdgeError, Generator, load
+from gpt2_edge.runtime.bundle import file_entry, load_bundle, manifest_from_optimum, write_manifest
+from gpt2_edge.runtime.session import BindingRunner, Session
+
+pytestmark = pytest.mark.export
+
+PROMPTS = ["The history of the city", "In 1998, the band released", "Hello", "A B C D E F G"]
+NEW = 64
+
+
+@pytest.fixture(scope="session")
+def trained_export(trained_fixture_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from optimum.exporters.onnx import main_export
+
+    out = tmp_path_factory.mktemp("trained") / "gpt2-wikitext-tiny-onnx"
+    main_export(str(trained_fixture_dir), output=out, task="text-generation-with-past")
+    return out
+
+
+@pytest.fixture(scope="session")
+def trained(trained_export: Path) -> Generator:
+    return load(trained_export, provider="cpu", threads=1)
+
+
+@pytest.fixture(scope="session")
+def tiny(tiny_optimum_export: Path) -> Generator:
+    return load(tiny_optimum_export, provider="cpu", threads=1)
+
+
+def reference(checkpoint: Path, prompt_ids: np.ndarray, new: int) -> list[int]:
+    """transformers' greedy continuation (stops at EOS, which it includes)."""
+    import torch
+    from transformers import GPT2LMHeadModel
+
+    model = _hf_model(checkpoint, GPT2LMHeadModel)
+    ids = torch.tensor(prompt_ids[None])
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # tiny models: more threads only fight over 2 shared cores
+    try:
+        with torch.no_grad():
+            out = model.generate(
+                ids,
+                attention_mask=torch.ones_like(ids),
+                max_new_tokens=new,
+                do_sample=False,
+                pad_token_id=model.config.eos_token_id,
+            )
+    finally:
+        torch.set_num_threads(threads)
+    return out[0, ids.shape[1] :].tolist()
+
+
+_MODELS: dict[Path, object] = {}
+
+
+def _hf_model(checkpoint: Path, cls: type) -> object:
+    if checkpoint not in _MODELS:
+        _MODELS[checkpoint] = cls.from_pretrained(checkpoint).eval()  # type: ignore[attr-defined]
+    return _MODELS[checkpoint]
+
+
+@pytest.mark.parametrize("which", ["trained", "tiny"])
+def test_greedy_equals_transformers(
+    which: str, request: pytest.FixtureRequest, trained_fixture_dir: Path, tiny_checkpoint: Path
+) -> None:
+    gen: Generator = request.getfixturevalue(which)
+    checkpoint = trained_fixture_dir if which == "trained" else tiny_checkpoint
+    for prompt in [*PROMPTS, ""]:
+        result = gen.generate(prompt, max_new_tokens=NEW, temperature=0)
+        expected = reference(checkpoint, gen.encode(prompt), NEW)
+        assert result.tokens == expected, prompt
+        assert result.finish_reason == ("eos" if expected[-1] == gen.eos_id else "length")
+        assert result.text == gen.tokenizer.decode(
+            [t for t in result.tokens if t != gen.eos_id or result.finish_reason != "eos"]
+        )
+
+
+def test_batch_equals_each_prompt_alone(trained: Generator, tiny: Generator) -> None:
+    for gen in (trained, tiny):
+        alone = [gen.generate(p, max_new_tokens=24, temperature=0).tokens for p in PROMPTS]
+        batch = gen.generate(PROMPTS, max_new_tokens=24, temperature=0)
+        assert [r.tokens for r in batch] == alone
+
+
+def test_binding_runner_matches_numpy_runner(trained: Generator) -> None:
+    """The CUDA code path (IO binding, cache as OrtValues), run on the CPU device."""
+    first = trained.generate(PROMPTS[0], max_new_tokens=16, temperature=0)
+    stop = trained.tokenizer.decode(first.tokens[3:5])  # row 0 stops early: the batch shrinks
+    settings = {"max_new_tokens": 16, "temperature": 0, "stop": stop}
+    expected = [trained.generate(p, **settings) for p in PROMPTS[:3]]
+    session = Session(trained.session.bundle, provider="cpu", threads=1, io_binding=True)
+    assert isinstance(session.runner, BindingRunner)
+    batch = Generator(session, trained.tokenizer).generate(PROMPTS[:3], **settings)
+    assert [(r.tokens, r.text) for r in batch] == [(r.tokens, r.text) for r in expected]
+    assert {r.finish_reason for r in batch} == {"stop", "length"}
+
+
+def test_context_bound_on_tiny_model(tiny: Generator) -> None:
+    assert tiny.context_length == 128
+    long_prompt = " ".join(["word"] * 200)
+    with pytest.raises(EdgeError, match="context is 128"):
+        tiny.generate(long_prompt, max_new_tokens=4)
+    kept = tiny.generate(long_prompt, max_new_tokens=8, truncate="left", temperature=0)
+    assert kept.prompt_tokens == 120 and len(kept.tokens) == 8
+    ids = tiny.encode(long_prompt)
+    alone = tiny.generate(tiny.tokenizer.decode(ids[-120:]), max_new_tokens=8, temperature=0)
+    assert kept.tokens == alone.tokens
+    hundred = " ".join(["word"] * 100)
+    full = tiny.generate(hundred, max_new_tokens=100, temperature=0, ignore_eos=True)
+    assert full.finish_reason == "context"
+    assert full.prompt_tokens + len(full.tokens) == 128
+
+
+def test_manifest_bundle_and_hash_check(tiny_optimum_export: Path, tmp_path: Path) -> None:
+    folder = tmp_path / "bundle"
+    shutil.copytree(tiny_optimum_export, folder)
+    manifest = manifest_from_optimum(folder)
+    manifest.files = {n: file_entry(folder / n) for n in ("model.onnx", "tokenizer.json")}
+    manifest.generation = {"max_new_tokens": 5, "temperature": 0.0}
+    write_manifest(folder, manifest)
+    result = load(folder, provider="cpu").generate("Hello")
+    assert len(result.tokens) == 5  # the bundle's defaults apply
+    assert load_bundle(folder).manifest.name == "bundle"
+    data = (folder / "model.onnx").read_bytes()
+    (folder / "model.onnx").write_bytes(data[:-1] + bytes([data[-1] ^ 1]))
+    with pytest.raises(EdgeError, match="SHA-256"):
+        load(folder)
+
+
+BLOCKER = """
+import importlib.abc, sys
+class Block(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in {"torch", "transformers", "optimum"}:
+            raise ImportError(f"{name} is blocked in this test")
+sys.meta_path.insert(0, Block())
+"""
+
+
+def test_runtime_never_imports_torch(tiny_optimum_export: Path) -> None:
+    code = BLOCKER + (
+        "import json, sys\n"
+        "from gpt2_edge.runtime import load\n"
+        "from gpt2_edge.runtime import cli  # the CLI's imports too\n"
+        f"r = load({str(tiny_optimum_export)!r}, provider='cpu').generate('Hi', max_new_tokens=4)\n"
+        "blocked = {'torch', 'transformers', 'optimum'}\n"
+        "heavy = [m for m in sys.modules if m.split('.')[0] in blocked]\n"
+        "print(json.dumps({'tokens': r.tokens, 'heavy': heavy}))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    data = json.loads(out.stdout.strip().splitlines()[-1])
+    assert len(data["tokens"]) == 4 and data["heavy"] == []
+
+
+def test_exporter_bundle_generates_like_the_optimum_export(
+    tiny_checkpoint: Path, tiny: Generator, tmp_path: Path
+) -> None:
+    from gpt2_edge.exporter.pipeline import export_bundle
+
+    folder = export_bundle(str(tiny_checkpoint), tmp_path / "tiny", verify=False, progress=False)
+    bundle = load(folder, provider="cpu", threads=1)
+    for prompt in PROMPTS[:2]:
+        ours = bundle.generate(prompt, max_new_tokens=16, temperature=0).tokens
+        assert ours == tiny.generate(prompt, max_new_tokens=16, temperature=0).tokens
