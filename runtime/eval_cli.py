@@ -1,0 +1,106 @@
+"""``gpt2-eval``: perplexity of a bundle on a text file (sliding window, torch-free)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from .errors import EdgeError
+from .evaluate import PerplexityResult, evaluate_file
+
+app = typer.Typer(add_completion=False, help=__doc__)
+
+
+def _progress(enabled: bool):  # -> contextmanager yielding a (done, total) callback
+    """A rich progress bar on stderr (so ``--json`` stdout stays machine-readable)."""
+    from contextlib import contextmanager
+
+    @contextmanager
+    def bar():
+        if not enabled:
+            yield None
+            return
+        from rich.console import Console
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
+
+        with Progress(
+            "[progress.description]{task.description}",
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeRemainingColumn(),
+            console=Console(stderr=True),
+            transient=True,
+        ) as progress:
+            task = progress.add_task("windows", total=None)
+
+            def update(done: int, total: int) -> None:
+                progress.update(task, completed=done, total=total)
+
+            yield update
+
+    return bar()
+
+
+def _print_table(result: PerplexityResult, model: Path, text: Path) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"{model.name} on {text.name}", show_header=False)
+    table.add_row("perplexity", f"{result.perplexity:.4f}")
+    table.add_row("mean NLL", f"{result.mean_nll:.5f}")
+    table.add_row("tokens", str(result.tokens))
+    table.add_row("scored tokens", str(result.scored_tokens))
+    table.add_row("windows", f"{result.windows} (context {result.context}, stride {result.stride})")
+    Console().print(table)
+
+
+@app.command()
+def eval_command(
+    model: Annotated[Path, typer.Option("--model", help="Bundle folder (or an Optimum export).")],
+    text: Annotated[Path, typer.Option("--text", help="UTF-8 text file to score.")],
+    context: Annotated[
+        int | None, typer.Option(help="Window length in tokens [default: the model's context].")
+    ] = None,
+    stride: Annotated[
+        int | None, typer.Option(help="Window step in tokens [default: min(512, context)].")
+    ] = None,
+    max_tokens: Annotated[
+        int | None, typer.Option("--max-tokens", help="Score only the first N tokens.")
+    ] = None,
+    json_output: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+    provider: Annotated[str, typer.Option(help="cpu, cuda or auto.")] = "cpu",
+    threads: Annotated[int | None, typer.Option(help="Intra-op threads.")] = None,
+) -> None:
+    """Perplexity of MODEL on TEXT with the transformers guide's sliding window."""
+    try:
+        with _progress(sys.stderr.isatty()) as update:
+            result = evaluate_file(
+                model,
+                text,
+                context=context,
+                stride=stride,
+                max_tokens=max_tokens,
+                provider=provider,
+                threads=threads,
+                on_window=update,
+            )
+    except EdgeError as exc:
+        typer.echo(f"Error: {exc}", err=True)
+        raise typer.Exit(1) from None
+    if json_output:
+        typer.echo(json.dumps({"model": str(model), "text": str(text), **result.to_dict()}))
+    else:
+        _print_table(result, model, text)
+
+
+def main() -> None:
+    """Console-script entry point (``gpt2-eval``)."""
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,225 @@
+"""Perplexity of a bundle on a text, torch-free, with the sliding window of the transformers guide.
+
+The arithmetic follows https://huggingface.co/docs/transformers/perplexity exactly, so our figure
+can be compared with a transformers run of the guide's loop to 4 significant digits:
+
+- windows start at ``0, stride, 2*stride, ...``; a window is ``ids[begin:end]`` with
+  ``end = min(begin + context, n)``; the loop stops after the window that reaches the end;
+- only the last ``trg_len = end - prev_end`` tokens of a window are targets; transformers shifts
+  labels by one, so the window's loss is the mean NLL over its targets that have a predecessor
+  *inside the window* (``min(trg_len, window_len - 1)`` tokens);
+- that mean is weighted by ``num_valid - 1`` where ``num_valid = min(trg_len, window_len)``: the
+  guide subtracts one per window "for the label shift" even when the first target keeps its
+  predecessor (every window but the first), so later windows carry one token less weight than
+  they score. We reproduce that rather than "fix" it; ``scored_tokens`` is the guide's count.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .bundle import load_bundle
+from .errors import EdgeError
+from .session import Session
+
+DEFAULT_STRIDE = 512  # the guide's stride for GPT-2
+# Log-softmax this many rows at a time in float64: memory stays at 128 x vocab x 8 bytes.
+_ROWS_PER_CHUNK = 128
+
+
+@dataclass(frozen=True)
+class Window:
+    begin: int
+    end: int
+    trg_len: int  # end - previous end: the new tokens this window is responsible for
+
+
+@dataclass(frozen=True)
+class PerplexityResult:
+    perplexity: float
+    mean_nll: float
+    tokens: int  # tokens of the text that were evaluated (after --max-tokens)
+    scored_tokens: int  # the guide's n_tokens: sum over windows of (valid targets - 1)
+    windows: int
+    context: int
+    stride: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def plan_windows(n_tokens: int, context: int, stride: int) -> list[Window]:
+    """The guide's windows over ``n_tokens`` ids, in order; validated ``context``/``stride``."""
+    if context < 2:
+        raise EdgeError(f"context must be at least 2 tokens, got {context}.")
+    if stride < 1 or stride > context:
+        raise EdgeError(f"stride must be between 1 and the context ({context}), got {stride}.")
+    if n_tokens < 2:
+        raise EdgeError(f"The text has {n_tokens} token(s); perplexity needs at least 2.")
+    windows: list[Window] = []
+    prev_end = 0
+    for begin in range(0, n_tokens, stride):
+        end = min(begin + context, n_tokens)
+        windows.append(Window(begin, end, end - prev_end))
+        prev_end = end
+        if end == n_tokens:
+            break
+    return windows
+
+
+def target_nll(logits: np.ndarray, ids: np.ndarray, first: int) -> np.ndarray:
+    """NLL of ``ids[j]`` under ``logits[j-1]`` for ``j`` in ``[first, len(ids))``; float64."""
+    out = np.empty(len(ids) - first, dtype=np.float64)
+    for start in range(first, len(ids), _ROWS_PER_CHUNK):
+        stop = min(start + _ROWS_PER_CHUNK, len(ids))
+        rows = logits[start - 1 : stop - 1].astype(np.float64)  # (R, V)
+        peak = rows.max(axis=-1, keepdims=True)
+        log_z = np.log(np.exp(rows - peak).sum(axis=-1)) + peak[:, 0]
+        picked = rows[np.arange(stop - start), ids[start:stop]]
+        out[start - first : stop - first] = log_z - picked
+    return out
+
+
+def window_logits(session: Session, ids: np.ndarray) -> np.ndarray:
+    """Logits (T, V) of one window, computed from scratch (no past), batch 1."""
+    t = len(ids)
+    logits, _ = session.forward(
+        ids[None, :].astype(np.int64),  # (1, T)
+        np.ones((1, t), dtype=np.int64),  # (1, T): nothing cached, nothing padded
+        np.arange(t, dtype=np.int64)[None, :],  # (1, T)
+        session.empty_past(1),
+    )
+    return logits[0]
+
+
+def window_loss(logits: np.ndarray, chunk: np.ndarray, window: Window) -> tuple[float, int, int]:
+    """The guide's ``(mean NLL, weight)`` for one window, plus ``first``, the first target index.
+
+    ``logits`` (T, V) are the window's logits; targets are ``chunk[first:]``, predicted by rows
+    ``first - 1 .. T - 2``. A window with no target (length 1) returns a weight of 0.
+    """
+    length = len(chunk)
+    first = max(length - window.trg_len, 1)  # position 0 never has a predecessor
+    weight = min(window.trg_len, length) - 1  # the guide's num_valid - batch_size
+    if first >= length:  # transformers' mean is NaN here, but its weight is 0
+        return 0.0, 0, first
+    return float(target_nll(logits, chunk, first).mean()), weight, first
+
+
+def iter_window_losses(
+    session: Session, ids: np.ndarray, windows: list[Window]
+) -> Iterator[tuple[Window, float, int]]:
+    """Yield ``(window, mean NLL over its targets, the guide's weight)`` per window."""
+    for w in windows:
+        chunk = ids[w.begin : w.end]
+        loss, weight, _ = window_loss(window_logits(session, chunk), chunk, w)
+        yield w, loss, weight
+
+
+def perplexity(
+    session: Session,
+    ids: np.ndarray | list[int],
+    context: int | None = None,
+    stride: int | None = None,
+    on_window: Callable[[int, int], None] | None = None,
+) -> PerplexityResult:
+    """Sliding-window perplexity of ``ids`` under ``session``'s model.
+
+    Args:
+        session: an open :class:`Session`.
+        ids: the token ids of the whole text.
+        context: window length; default the model's context length (1024 for GPT-2).
+        stride: how far each window moves (default ``min(512, context)``, the guide's 512);
+            must not exceed ``context``.
+        on_window: called as ``on_window(done, total)`` after each window, for a progress bar.
+    """
+    ids = np.asarray(ids, dtype=np.int64)
+    limit = session.arch.context_length
+    context = limit if context is None else context
+    if context > limit:
+        raise EdgeError(f"context {context} exceeds the model's context length ({limit}).")
+    stride = min(DEFAULT_STRIDE, context) if stride is None else stride
+    windows = plan_windows(len(ids), context, stride)
+    nll_sum, n_scored = 0.0, 0
+    for done, (_, loss, weight) in enumerate(iter_window_losses(session, ids, windows), 1):
+        nll_sum += loss * weight
+        n_scored += weight
+        if on_window:
+            on_window(done, len(windows))
+    if n_scored == 0:
+        raise EdgeError("The text is too short to score a single token; give it more text.")
+    mean = nll_sum / n_scored
+    return PerplexityResult(
+        perplexity=math.exp(mean),
+        mean_nll=mean,
+        tokens=len(ids),
+        scored_tokens=n_scored,
+        windows=len(windows),
+        context=context,
+        stride=stride,
+    )
+
+
+def read_text(path: str | Path) -> str:
+    """The text of a UTF-8 file, or an :class:`EdgeError` sentence saying why not."""
+    path = Path(path)
+    if not path.is_file():
+        raise EdgeError(f"Text file {path} does not exist.")
+    try:
+        return path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise EdgeError(f"{path} is not UTF-8 text (bad byte at offset {exc.start}).") from None
+    except OSError as exc:
+        raise EdgeError(f"{path} cannot be read ({exc.strerror}).") from None
+
+
+def encode(tokenizer_path: str | Path, text: str) -> np.ndarray:
+    """Token ids of ``text`` with a bundle's ``tokenizer.json``; no special tokens added.
+
+    Uses ``tokenizers`` directly, as ``GPT2TokenizerFast(text)`` does, so ids match transformers.
+    """
+    from tokenizers import Tokenizer
+
+    tok = Tokenizer.from_file(str(tokenizer_path))
+    return np.asarray(tok.encode(text, add_special_tokens=False).ids, dtype=np.int64)
+
+
+def evaluate_file(
+    model: str | Path,
+    text: str | Path,
+    context: int | None = None,
+    stride: int | None = None,
+    max_tokens: int | None = None,
+    provider: str = "cpu",
+    threads: int | None = None,
+    on_window: Callable[[int, int], None] | None = None,
+) -> PerplexityResult:
+    """Perplexity of the bundle at ``model`` on the UTF-8 file ``text``.
+
+    Args:
+        model: a bundle folder (or a plain Optimum export folder).
+        text: path of a UTF-8 text file.
+        context: window length (default: the model's context length).
+        stride: window step (default ``min(512, context)``).
+        max_tokens: evaluate only the first N tokens (default: all).
+        provider: ``cpu``, ``cuda`` or ``auto`` (default ``cpu``).
+        threads: intra-op threads (default: onnxruntime's choice).
+        on_window: progress callback ``(done, total)``.
+    """
+    if max_tokens is not None and max_tokens < 2:
+        raise EdgeError(f"max-tokens must be at least 2, got {max_tokens}.")
+    body = read_text(text)
+    bundle = load_bundle(model)
+    ids = encode(bundle.tokenizer_path, body)
+    if max_tokens is not None:
+        ids = ids[:max_tokens]
+    if len(ids) < 2:
+        raise EdgeError(f"{text} is too short: it has {len(ids)} token(s), perplexity needs 2.")
+    session = Session(bundle, provider=provider, threads=threads)
+    return perplexity(session, ids, context=context, stride=stride, on_window=on_window)
