@@ -74,6 +74,7 @@ def build_fused_decoder(
             layer_norm_epsilon).
         lm_head_transposed: store the LM head as a constant (E, V) MatMul weight (default), so the
             weight-only quantizers can quantize it; the embedding Gather keeps its own copy.
+            False: ``MatMul(h, Transpose(wte))``, one copy of the tied weight on disk.
         last_token_logits: output logits for the last position only, (B, 1, V). The prefill then
             skips S-1 rows of the largest MatMul and never holds (B, S, V) floats (180 MiB for an
             896-token prompt); perplexity evaluation needs the full logits, so it is opt-in.
@@ -209,7 +210,11 @@ def build_fused_decoder(
         head_w = _init(graph, "lm_head.weight_t", np.ascontiguousarray(wte.T))  # (E, V)
         node("MatMul", [head_in, head_w], ["logits"])
     else:
-        node("Gemm", ["final_norm", "wte"], ["logits"], transB=1)  # 2-D only; kept for reference
+        # Tied form, as Optimum writes it: the weight is stored once and onnxruntime folds the
+        # Transpose when the session starts; the weight-only quantizer (``int4.py``) recognises
+        # this shape and lets the embedding Gather share the quantized LM head.
+        node("Transpose", ["wte"], ["wte_t"], perm=[1, 0])
+        node("MatMul", [head_in, "wte_t"], ["logits"])
 
     graph.node.extend(nodes)
     graph.input.extend(inputs)
@@ -265,7 +270,9 @@ def quantize_weight_only(
     return quant.model.model
 
 
-def quantize_dynamic_int8(src: str | Path, dst: str | Path, per_channel: bool = True) -> Path:
+def quantize_dynamic_int8(
+    src: str | Path, dst: str | Path, per_channel: bool = True, exclude: list[str] | None = None
+) -> Path:
     """Dynamic int8 (``MatMulInteger`` + ``DynamicQuantizeLinear``), the ORTQuantizer method."""
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
@@ -275,6 +282,7 @@ def quantize_dynamic_int8(src: str | Path, dst: str | Path, per_channel: bool = 
         weight_type=QuantType.QInt8,
         per_channel=per_channel,
         op_types_to_quantize=["MatMul"],
+        nodes_to_exclude=exclude or [],
         # Shape inference cannot type the outputs of com.microsoft ops; say they are float.
         extra_options={"MatMulConstBOnly": True, "DefaultTensorType": TensorProto.FLOAT},
     )

@@ -52,7 +52,7 @@ class Architecture:
 
 @dataclass
 class Manifest:
-    """The parsed ``bundle.json``. Unknown keys are kept in ``extra`` so nothing is lost on rewrite."""
+    """The parsed ``bundle.json``; unknown keys stay in ``extra``, so a rewrite loses nothing."""
 
     name: str
     architecture: Architecture
@@ -63,6 +63,9 @@ class Manifest:
     files: dict[str, dict[str, Any]] = field(default_factory=dict)
     source: dict[str, Any] = field(default_factory=dict)
     verification: dict[str, Any] = field(default_factory=dict)
+    # How the graph wants to be driven: {"kind": "fused-gqa", "kv_cache": "shared-buffer",
+    # "padding": "right"} for the fused decoder; empty (or kind "optimum") for Optimum's graph.
+    graph: dict[str, Any] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
@@ -87,6 +90,7 @@ class Manifest:
                 files=dict(data.get("files", {})),
                 source=dict(data.get("source", {})),
                 verification=dict(data.get("verification", {})),
+                graph=dict(data.get("graph", {})),
                 extra={k: v for k, v in data.items() if k not in known},
             )
         except (KeyError, TypeError, ValueError) as exc:
@@ -111,12 +115,15 @@ class Bundle:
 
 def _check_format(data: Any, where: Path) -> None:
     if not isinstance(data, dict) or data.get("format") != FORMAT_NAME:
-        raise EdgeError(f"{where / MANIFEST} is not a gpt2-edge manifest (no format '{FORMAT_NAME}').")
+        raise EdgeError(
+            f"{where / MANIFEST} is not a gpt2-edge manifest (no format '{FORMAT_NAME}')."
+        )
     version = data.get("format_version")
     if version not in KNOWN_VERSIONS:
         known = ", ".join(str(v) for v in KNOWN_VERSIONS)
         raise EdgeError(
-            f"{where / MANIFEST} has format version {version!r}; this runtime knows version {known}."
+            f"{where / MANIFEST} has format version {version!r}; "
+            f"this runtime knows version {known}."
         )
 
 
@@ -137,7 +144,9 @@ def write_manifest(folder: Path, manifest: Manifest) -> Path:
     """Write ``bundle.json`` atomically (temp file + rename) so a reader never sees half of it."""
     target = folder / MANIFEST
     tmp = target.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(manifest.to_json(), indent=2, sort_keys=False) + "\n", encoding="utf-8")
+    tmp.write_text(
+        json.dumps(manifest.to_json(), indent=2, sort_keys=False) + "\n", encoding="utf-8"
+    )
     os.replace(tmp, target)
     return target
 
@@ -194,7 +203,8 @@ def manifest_from_optimum(folder: Path) -> Manifest:
         raise EdgeError(f"{folder / 'config.json'} cannot be read as JSON ({exc}).") from None
     if config.get("model_type") != "gpt2":
         raise EdgeError(
-            f"{folder} holds a '{config.get('model_type')}' model; gpt2-edge runs GPT-2 models only."
+            f"{folder} holds a '{config.get('model_type')}' model; "
+            "gpt2-edge runs GPT-2 models only."
         )
     heads, width = int(config["n_head"]), int(config["n_embd"])
     arch = Architecture(
@@ -240,7 +250,11 @@ def generation_defaults(gen_config: dict[str, Any]) -> dict[str, Any]:
 
     transformers samples only when ``do_sample`` is true, so without it the default is greedy.
     """
-    out = {ours: gen_config[theirs] for theirs, ours in _GENERATION_KEYS.items() if theirs in gen_config}
+    out = {
+        ours: gen_config[theirs]
+        for theirs, ours in _GENERATION_KEYS.items()
+        if theirs in gen_config
+    }
     if not gen_config.get("do_sample", False):
         out["temperature"] = 0.0
     return out

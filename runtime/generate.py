@@ -5,7 +5,9 @@
    bound and timing, and yields one :class:`StreamEvent` per row and token.
 3. :class:`Generator` resolves settings and prompts, and offers ``generate()`` and ``stream()``.
 
-A list of prompts runs as one batch, left-padded; rows that finish leave the batch.
+A list of prompts runs as one batch, left-padded; rows that finish leave the batch. Fused GQA
+bundles (``session.shared_kv``) run right-padded on one preallocated cache instead, where finished
+rows stay in the batch, frozen, and their logits are ignored (see ``shared_cache.py``).
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from .results import FinishReason, GenerationResult, StreamEvent, Timings
 from .sampling import Sampler
 from .session import Session
 from .settings import GenerationOptions, resolve_settings
+from .shared_cache import SharedKVCache
 from .stream import RowText
 from .tokenizer import Tokenizer
 
@@ -58,6 +61,12 @@ class TokenSteps:
         self._count = 0
         self._cache: KVCache | None = None
         self._last = np.zeros(len(prompts), dtype=np.int64)  # (B,) tokens of the previous step
+        self._shared: SharedKVCache | None = None
+        if getattr(session, "shared_kv", False):  # fakes in unit tests have no such flag
+            width = max(len(p) for p in self._prompts)
+            self._shared = SharedKVCache(session, len(prompts), width + capacity)
+            self._index = np.arange(len(prompts))  # (B_live,) batch row of each live row
+            self._feed = np.zeros(len(prompts), dtype=np.int64)  # (B,) tokens fed, frozen too
 
     def __iter__(self) -> TokenSteps:
         return self
@@ -65,8 +74,11 @@ class TokenSteps:
     def __next__(self) -> np.ndarray:
         if not self.rows or self._count >= self._generated.shape[1]:
             raise StopIteration
-        logits = self._prefill() if self._cache is None else self._decode()  # (B, T, V)
-        last = logits[:, -1, :]  # (B, V)
+        if self._shared is not None:
+            last = self._shared_step()  # (B, V)
+        else:
+            logits = self._prefill() if self._cache is None else self._decode()  # (B, T, V)
+            last = logits[:, -1, :]  # (B, V)
         if last.dtype != np.float32:  # fp16 graphs
             last = last.astype(np.float32)
         n = self._count
@@ -91,6 +103,16 @@ class TokenSteps:
         cache.update(present, mask)
         return logits
 
+    def _shared_step(self) -> np.ndarray:
+        shared, index = self._shared, self._index
+        assert shared is not None
+        if self._count == 0:
+            return shared.prefill(self._prompts, self._pad_id)  # (B, V)
+        if index.size == self._feed.size:  # nobody finished: no gather, no scatter
+            return shared.decode(self._last)
+        self._feed[index] = self._last
+        return shared.decode(self._feed)[index]  # (B_live, V)
+
     def drop(self, positions: Sequence[int]) -> None:
         """Remove the rows at these batch positions (indices into :attr:`rows`)."""
         gone = set(positions)
@@ -100,6 +122,9 @@ class TokenSteps:
             return
         if self._cache is not None:
             self._cache.select(keep)
+        if self._shared is not None:
+            self._shared.freeze(self._index[list(gone)])
+            self._index = self._index[keep]
         self._prompts = [self._prompts[j] for j in keep]
         self._generated = self._generated[keep]
         self._last = self._last[keep]

@@ -291,6 +291,13 @@ class Session:
         self._io = io
         self.kv_dtype = self._detect_kv_dtype()
         self.names = graph_names(io, n, self.input_names)
+        # Fused GQA graphs append to one preallocated buffer in place (``shared_cache.py``); the
+        # generation loop then drives them through SharedKVCache instead of the runner.
+        self.shared_kv = (
+            bundle.manifest.graph.get("kv_cache") == "shared-buffer"
+            and self.names.attention_mask is not None
+            and self.names.position_ids is not None
+        )
         self.runner: Runner = NumpyRunner(self.ort, self.names)
         if self.provider == "cuda" or io_binding:
             self.runner = BindingRunner(self.ort, self.names, device=self.provider)

@@ -134,7 +134,8 @@ def test_int8_bundle(int8_bundle: Path, fp32_bundle: Path) -> None:
     p = m["precision"]
     assert p["dtype"] == "int8" and p["method"] == "dynamic" and p["bits"] == 8
     assert p["per_channel"] is True and p["target"] == detect_target()
-    assert "reduce_range" in p and p["tool"]["optimum"]
+    assert "reduce_range" in p and p["tool"]["onnxruntime"]
+    assert m["graph"]["kind"] == "fused-gqa"  # the default graph
     v = m["verification"]
     assert v["positions"] >= 200
     assert 0 < v["max_abs_logit_diff"] < 1.0
