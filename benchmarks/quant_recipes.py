@@ -36,6 +36,7 @@ from gpt2_edge.exporter.int4 import (
     quantize_weight_only,
 )
 from gpt2_edge.exporter.quality import compare_on_ids
+from gpt2_edge.exporter.quantize import attention_matmuls  # the exporter's rule, one copy
 from gpt2_edge.runtime.bundle import load_bundle
 from gpt2_edge.runtime.evaluate import encode
 from gpt2_edge.runtime.session import Session
@@ -47,19 +48,6 @@ TEXT = SHARED / "data" / "wikitext-2" / "test.txt"
 CONTEXT, STRIDE = 1024, 512
 
 Builder = Callable[[Path, Path], None]  # (fp32 model.onnx, output model.onnx)
-
-
-def attention_matmuls(model: onnx.ModelProto) -> list[str]:
-    """MatMuls whose two inputs are both activations (Q·K^T and P·V), by node name."""
-    consts = {t.name for t in model.graph.initializer}
-    producers = {o: n.op_type for n in model.graph.node for o in n.output}
-    return [
-        n.name
-        for n in model.graph.node
-        if n.op_type == "MatMul"
-        and not any(i in consts for i in n.input)
-        and producers.get(n.input[1]) != "Transpose"  # the LM head multiplies by Transpose(wte)
-    ]
 
 
 def lm_head_matmul(model: onnx.ModelProto) -> list[str]:
@@ -108,12 +96,21 @@ def dynamic(
 
 
 def optimum_avx2(src: Path, dst: Path) -> None:
-    """Exactly what exporter/quantize.py does today."""
+    """What exporter/quantize.py did before this study: attention MatMuls quantized too."""
     from optimum.onnxruntime import AutoQuantizationConfig, ORTQuantizer
 
     quantizer = ORTQuantizer.from_pretrained(src.parent, file_name=src.name)
     config = AutoQuantizationConfig.avx2(is_static=False, per_channel=True)
     quantizer.quantize(config, save_dir=dst.parent, file_suffix="quantized")
+    (dst.parent / f"{src.stem}_quantized.onnx").rename(dst)
+
+
+def optimum_avx2_no_attention(src: Path, dst: Path) -> None:
+    """The exporter's recipe: the same config with the attention MatMuls excluded."""
+    from gpt2_edge.exporter.quantize import quantize_model
+
+    exclude = attention_matmuls(onnx.load(str(src), load_external_data=False))
+    quantize_model(src, dst.parent, "avx2", external_data=False, nodes_to_exclude=exclude)
     (dst.parent / f"{src.stem}_quantized.onnx").rename(dst)
 
 
@@ -154,7 +151,8 @@ def const_head_dynamic(src: Path, dst: Path) -> None:
 
 
 RECIPES: dict[str, Builder] = {
-    "optimum avx2 per-channel (exporter today)": optimum_avx2,
+    "optimum avx2 per-channel (exporter before)": optimum_avx2,
+    "optimum avx2 per-channel, attn excluded (exporter)": optimum_avx2_no_attention,
     "dyn u8 per-tensor, proj+Gather": dynamic(False, False, False, False, False, True),
     "dyn u8 per-channel, proj+Gather": dynamic(True, False, False, False, False, True),
     "dyn s8 per-channel rr, proj+Gather": dynamic(True, True, True, False, False, True),

@@ -15,10 +15,13 @@ import typer
 from gpt2_edge.runtime.bundle import MANIFEST
 from gpt2_edge.runtime.errors import EdgeError
 
+from .gate import DEFAULT_MAX_PPL_INCREASE, describe_quality
+from .int4 import ACCURACY_LEVELS, DEFAULT_ACCURACY_LEVEL, DEFAULT_BLOCK_SIZE
 from .pipeline import DEFAULT_MODEL, export_bundle
+from .precision import DTYPES, describe
 from .quantize import TARGETS
 
-OUTPUT_DEFAULT = "models/<name>, or models/<name>-int8 with --quantize"
+OUTPUT_DEFAULT = "models/<name>, or models/<name>-int8, -int4 or -fp16"
 app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
 
 
@@ -32,9 +35,39 @@ def export(
         typer.Option("--output", "-o", help=f"Bundle folder (default: {OUTPUT_DEFAULT})."),
     ] = None,
     quantize: Annotated[
-        bool, typer.Option("--quantize", "-q", help="Dynamic int8 quantization.")
+        bool, typer.Option("--quantize", "-q", help="Quantize: int8 unless --bits 4.")
     ] = False,
-    bits: Annotated[int, typer.Option(help="Quantization bits (8).")] = 8,
+    bits: Annotated[
+        int | None,
+        typer.Option(
+            help="8: dynamic int8 (the default with --quantize); 4: weight-only int4 "
+            "(MatMulNBits). Implies --quantize."
+        ),
+    ] = None,
+    dtype: Annotated[
+        str, typer.Option(help=f"{'|'.join(DTYPES)}: fp16 = float16 weights and KV cache.")
+    ] = "fp32",
+    block_size: Annotated[
+        int, typer.Option(help="int4: weights per scale (a power of two >= 16).")
+    ] = DEFAULT_BLOCK_SIZE,
+    accuracy_level: Annotated[
+        int,
+        typer.Option(
+            help=f"int4: MatMulNBits compute type {ACCURACY_LEVELS}: 0 onnxruntime's default, "
+            "1 fp32, 2 fp16, 3 bf16, 4 int8 (fastest on AVX2/VNNI CPUs)."
+        ),
+    ] = DEFAULT_ACCURACY_LEVEL,
+    eval_text: Annotated[
+        Path | None,
+        typer.Option(help="A UTF-8 text the quality gate also measures perplexity on."),
+    ] = None,
+    max_ppl_increase: Annotated[
+        float,
+        typer.Option(
+            help="Quality gate: fail an int8/int4/fp16 export whose perplexity exceeds the fp32 "
+            "graph's by more than this fraction (0.05 = 5%)."
+        ),
+    ] = DEFAULT_MAX_PPL_INCREASE,
     target: Annotated[
         str, typer.Option(help=f"Quantization target: {'|'.join(TARGETS)}; auto reads this CPU.")
     ] = "auto",
@@ -43,20 +76,37 @@ def export(
     ] = None,
     force: Annotated[bool, typer.Option("--force", help="Replace an existing output.")] = False,
     verify: Annotated[
-        bool, typer.Option("--verify/--no-verify", help="Compare with transformers.")
+        bool,
+        typer.Option(
+            "--verify/--no-verify",
+            help="Compare with transformers, and run the quality gate (--no-verify skips both).",
+        ),
     ] = True,
+    graph: Annotated[
+        str,
+        typer.Option(
+            help="fused: rebuilt decoder with GroupQueryAttention and an in-place KV cache, "
+            "checked against the Optimum graph; optimum: Optimum's graph as exported."
+        ),
+    ] = "fused",
 ) -> None:
     """Export a GPT-2 checkpoint to a verified ONNX bundle (model, tokenizer, manifest)."""
     try:
         folder = export_bundle(
             model,
             output,
-            quantize=quantize,
-            bits=bits,
+            quantize=quantize or bits is not None,
+            bits=8 if bits is None else bits,
+            dtype=dtype,
+            block_size=block_size,
+            accuracy_level=accuracy_level,
+            eval_text=eval_text,
+            max_ppl_increase=max_ppl_increase,
             target=target,
             opset=opset,
             force=force,
             verify=verify,
+            graph=graph,
         )
     except EdgeError as exc:
         typer.echo(f"Error: {exc}", err=True)
@@ -85,10 +135,7 @@ def print_summary(folder: Path) -> None:
 
 
 def describe_precision(precision: dict[str, Any]) -> str:
-    if precision.get("dtype") != "int8":
-        return str(precision.get("dtype", "float32"))
-    channel = "per-channel" if precision.get("per_channel") else "per-tensor"
-    return f"int8 {precision.get('method')} {channel}, target {precision.get('target')}"
+    return describe(precision)
 
 
 def describe_verification(figures: dict[str, Any]) -> list[tuple[str, str]]:
@@ -101,7 +148,7 @@ def describe_verification(figures: dict[str, Any]) -> list[tuple[str, str]]:
     ppl = figures.get("perplexity", {})
     if "bundle" in ppl and "reference" in ppl:
         rows.append(("perplexity", f"{ppl['bundle']:.3f} (PyTorch {ppl['reference']:.3f})"))
-    return rows
+    return rows + describe_quality(figures.get("quality", {}))
 
 
 def main(argv: list[str] | None = None) -> None:

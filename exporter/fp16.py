@@ -39,10 +39,26 @@ def convert_model(model: onnx.ModelProto, keep_io: tuple[str, ...] = (LOGITS,)) 
     )
 
 
-def convert_file(src: Path, dst: Path, keep_io: tuple[str, ...] = (LOGITS,)) -> dict[str, Any]:
-    """Convert ``src`` to an fp16 ``dst``; return the settings for bundle.json ``precision``."""
+def convert_file(
+    src: Path, dst: Path, keep_io: tuple[str, ...] = (LOGITS,), external_data: bool = False
+) -> dict[str, Any]:
+    """Convert ``src`` to an fp16 ``dst``; return the settings for bundle.json ``precision``.
+
+    ``external_data``: write the weights to ``<dst>.data`` (gpt2-xl in fp16 is ~3 GB, over
+    protobuf's 2 GB limit); the exporter's ``place_model`` then gives them the bundle layout.
+    """
     model = convert_model(onnx.load(str(src)), keep_io)
-    onnx.save(model, str(dst))
+    if external_data:
+        onnx.save(
+            model,
+            str(dst),
+            save_as_external_data=True,
+            all_tensors_to_one_file=True,
+            location=dst.name + ".data",
+            size_threshold=1024,
+        )
+    else:
+        onnx.save(model, str(dst))
     return {
         "dtype": "float16",
         "method": "onnxruntime.transformers.float16",

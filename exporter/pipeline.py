@@ -12,10 +12,13 @@ from pathlib import Path
 from gpt2_edge.runtime.bundle import MODEL_FILE, TOKENIZER_FILE, write_manifest
 
 from .errors import ExportError
+from .fused import GRAPHS, OPTIMUM_GRAPH
+from .gate import DEFAULT_MAX_PPL_INCREASE, check_gate_options
+from .int4 import DEFAULT_ACCURACY_LEVEL, DEFAULT_BLOCK_SIZE
 from .manifest import build_manifest
-from .onnx_files import footprint, needs_external_data, place_model
+from .onnx_files import place_model
+from .precision import PrecisionChoice, apply_precision, choose_precision
 from .progress import Steps
-from .quantize import check_bits, quantization_settings, resolve_target
 from .source import Source, model_name, resolve_source
 from .staging import check_free_space, check_output, staging
 from .tokenizer_files import write_tokenizer
@@ -28,9 +31,10 @@ FP32 = {"dtype": "float32", "method": None}
 SPACE_FACTOR = {False: 1.1, True: 1.5}
 
 
-def default_output(model: str, quantize: bool) -> Path:
-    """``models/<name>`` for fp32, ``models/<name>-int8`` with quantization."""
-    return MODELS_DIR / (model_name(model) + (INT8_SUFFIX if quantize else ""))
+def default_output(model: str, quantize: bool = False, suffix: str | None = None) -> Path:
+    """``models/<name>`` (fp32), ``models/<name>-int8`` (quantize) or ``models/<name><suffix>``."""
+    tail = suffix if suffix is not None else (INT8_SUFFIX if quantize else "")
+    return MODELS_DIR / (model_name(model) + tail)
 
 
 def export_bundle(
@@ -44,28 +48,43 @@ def export_bundle(
     force: bool = False,
     verify: bool = True,
     progress: bool = True,
+    graph: str = "fused",
+    dtype: str = "fp32",
+    block_size: int = DEFAULT_BLOCK_SIZE,
+    accuracy_level: int = DEFAULT_ACCURACY_LEVEL,
+    eval_text: str | Path | None = None,
+    max_ppl_increase: float = DEFAULT_MAX_PPL_INCREASE,
 ) -> Path:
     """Export ``model`` (hub id or checkpoint folder) to a bundle folder and return its path.
 
     Args:
         model: hub id (default ``gpt2``) or a local GPT-2 checkpoint folder.
         output: bundle folder; default ``models/<name>`` or ``models/<name>-int8``.
-        quantize: dynamic int8 quantization (default off: fp32).
-        bits: quantization bits; only 8 is supported.
+        quantize: quantize (default off: fp32); ``bits`` says how.
+        bits: 8 (default: dynamic int8) or 4 (weight-only int4, ``MatMulNBits``).
         target: ``auto`` (default: detect from this CPU), ``avx2``, ``avx512``, ``avx512_vnni``
             or ``arm64``.
         opset: ONNX opset; default Optimum's choice for GPT-2.
         force: replace an existing output folder (default off).
         verify: compare the bundle with the transformers model (default on).
         progress: print one line per step on stderr (default on).
+        graph: ``fused`` (default: the fused GroupQueryAttention decoder, parity-checked against
+            the Optimum export) or ``optimum`` (Optimum's graph as exported).
+        dtype: ``fp32`` (default) or ``fp16`` (float16 weights and KV cache; not with quantize).
+        block_size: int4 weights per scale (default 32).
+        accuracy_level: int4 MatMulNBits compute type (default 0: onnxruntime's choice).
+        eval_text: a UTF-8 file the quality gate measures besides its built-in text.
+        max_ppl_increase: the quality gate's largest relative perplexity increase of an int8,
+            int4 or fp16 bundle over the fp32 graph (default 0.05); runs only with ``verify``.
 
     Raises:
         ExportError: for anything the user can fix; nothing is left at ``output`` then.
     """
-    if quantize:
-        check_bits(bits)
-        target = resolve_target(target)
-    out = Path(output) if output is not None else default_output(model, quantize)
+    if graph not in GRAPHS:
+        raise ExportError(f"Unknown graph '{graph}'; choose one of {', '.join(GRAPHS)}.")
+    choice = choose_precision(quantize, bits, dtype, target, block_size, accuracy_level)
+    check_gate_options(eval_text, max_ppl_increase)
+    out = Path(output) if output is not None else default_output(model, suffix=choice.suffix)
     check_output(out, force)
     steps = Steps(progress)
     with steps.step(f"Resolve {model}"):
@@ -74,9 +93,10 @@ def export_bundle(
         raise ExportError(
             f"The output {out} is the checkpoint folder itself; choose another --output."
         )
-    check_free_space(out, int(source.weight_bytes() * SPACE_FACTOR[quantize]))
+    check_free_space(out, int(source.weight_bytes() * SPACE_FACTOR[choice.reduced]))
     with staging(out, force) as tmp:
-        _build(source, tmp, steps, quantize, target, opset, verify, out.name)
+        gate = (eval_text, max_ppl_increase)
+        _build(source, tmp, steps, choice, opset, verify, out.name, graph, gate)
     return out
 
 
@@ -84,34 +104,38 @@ def _build(
     source: Source,
     folder: Path,
     steps: Steps,
-    quantize: bool,
-    target: str,
+    choice: PrecisionChoice,
     opset: int | None,
     verify: bool,
     name: str,
+    graph: str = "fused",
+    gate: tuple[str | Path | None, float] = (None, DEFAULT_MAX_PPL_INCREASE),
 ) -> None:
     from .onnx_export import export_onnx
 
     work = folder / ".work"
     with steps.step("Export ONNX graph with KV cache (Optimum, text-generation-with-past)"):
         onnx_path = export_onnx(source.path, work / "fp32", opset)
-    precision = FP32
-    if quantize:
-        from .quantize import quantize_model
+    precision, graph_info = FP32, dict(OPTIMUM_GRAPH)
+    if graph == "fused":
+        from .fused import build_fused
 
-        with steps.step(f"Quantize to int8 (dynamic, per-channel, {target})"):
-            external = needs_external_data(footprint(onnx_path))
-            onnx_path = quantize_model(onnx_path, work / "int8", target, external)
-            precision = quantization_settings(target)
+        with steps.step("Optimize: fused decoder (GroupQueryAttention), parity vs Optimum"):
+            fused_path, graph_info = build_fused(source.path, onnx_path, work / "fused")
+        onnx_path = fused_path or onnx_path  # None: the builder does not cover this checkpoint
+    reference = onnx_path  # the fp32 graph: the quality gate's reference
+    if choice.reduced:
+        with steps.step(choice.step_title(graph_info["kind"])):
+            onnx_path, precision = apply_precision(choice, onnx_path, work, graph_info["kind"])
     with steps.step("Place model.onnx"):
         place_model(onnx_path, folder / MODEL_FILE)
-        shutil.rmtree(work)  # the fp32 graph is not part of an int8 bundle
     with steps.step("Write tokenizer.json"):
         write_tokenizer(source.path, folder / TOKENIZER_FILE)
     with steps.step("Write bundle.json"):
         manifest = build_manifest(
             folder, name, source.config, source.path, precision, source.describe()
         )
+        manifest.graph = graph_info
         write_manifest(folder, manifest)
     if verify:
         from .verify import verify_bundle
@@ -119,6 +143,15 @@ def _build(
         with steps.step("Verify against transformers"):
             manifest.verification = verify_bundle(folder, source.path, precision["dtype"])
             write_manifest(folder, manifest)
+        if choice.reduced:
+            from .gate import reference_bundle, run_gate
+
+            with steps.step(f"Quality gate vs fp32 (perplexity +{gate[1]:.1%} at most)"):
+                info = (name, source.config, source.path, source.describe(), graph_info)
+                ref = reference_bundle(reference, folder, *info)
+                manifest.verification["quality"] = run_gate(folder, ref, *gate)
+                write_manifest(folder, manifest)
     else:
         manifest.verification = {"skipped": True}
         write_manifest(folder, manifest)
+    shutil.rmtree(work)  # the fp32 graph is not part of a quantized bundle

@@ -185,7 +185,7 @@ def test_default_output_exists(tmp_path: Path, fake_gpt2: Path, monkeypatch) -> 
 
 @pytest.mark.parametrize(
     "args, words",
-    [(["--quantize", "--bits", "4"], ["--bits 4"]), (["--quantize", "--target", "x86"], ["x86"])],
+    [(["--quantize", "--bits", "3"], ["--bits 3"]), (["--quantize", "--target", "x86"], ["x86"])],
 )
 def test_bad_quantization_flags(tmp_path: Path, fake_gpt2: Path, args, words) -> None:
     result = run_cli(str(fake_gpt2), "--output", str(tmp_path / "out"), *args)
