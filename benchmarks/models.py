@@ -108,41 +108,20 @@ def optimum_int8(model: str, workdir: Path = DEFAULT_WORKDIR) -> Path:
     return folder
 
 
-def _exporter_available() -> bool:
-    try:
-        from gpt2_edge.exporter import pipeline  # noqa: F401
-    except Exception:
-        return False
-    return hasattr(pipeline, "export_bundle")
-
-
 def ours(model: str, precision: str, workdir: Path = DEFAULT_WORKDIR) -> tuple[Path, str]:
-    """Our bundle for ``precision`` (fp32|int8|int4) and a label saying how it was made.
-
-    Uses the project's exporter when it exists; until then the Optimum files driven by our
-    runtime stand in (labelled ``stand-in``), so the loop can be measured before the exporter lands.
-    """
+    """Our bundle for ``precision`` (fp32|int8|int4), exported once by the project's exporter."""
     folder = workdir / model / f"ours-{precision}"
     if (folder / "bundle.json").is_file():
         return folder, "gpt2-export"
-    if _exporter_available():
-        from gpt2_edge.exporter.pipeline import export_bundle
+    from gpt2_edge.exporter.pipeline import export_bundle
 
-        ckpt = checkpoint(model, workdir)
-        log(f"exporting {model} {precision} with gpt2_edge.exporter")
-        kwargs: dict[str, Any] = {}
-        if precision != "fp32":
-            kwargs = {"quantize": True, "bits": 8 if precision == "int8" else 4}
-        try:
-            export_bundle(str(ckpt), folder, **kwargs)
-            return folder, "gpt2-export"
-        except Exception as exc:  # the exporter is young: fall back rather than lose the row
-            log(f"our exporter failed ({type(exc).__name__}: {exc}); using the stand-in")
-    if precision == "fp32":
-        return optimum_fp32(model, workdir), "stand-in: optimum fp32 graph"
-    if precision == "int8":
-        return optimum_int8(model, workdir), "stand-in: optimum int8 graph"
-    raise FileNotFoundError(f"no int4 bundle for {model}: needs gpt2_edge.exporter")
+    ckpt = checkpoint(model, workdir)
+    log(f"exporting {model} {precision} with gpt2_edge.exporter")
+    kwargs: dict[str, Any] = {}
+    if precision != "fp32":
+        kwargs = {"quantize": True, "bits": 8 if precision == "int8" else 4}
+    export_bundle(str(ckpt), folder, **kwargs)  # a failure must stop the benchmark, not hide
+    return folder, "gpt2-export"
 
 
 VARIANTS = {
