@@ -133,8 +133,10 @@ def _int8(
     if graph_kind == "fused-gqa":
         # Attention is one GroupQueryAttention op there: no activation x activation MatMul.
         from .fused import quantize_fused
+        from .onnx_export import quiet_libraries
 
-        return quantize_fused(model_path, out_dir, target)
+        with quiet_libraries():  # onnxruntime's quantizer logs advice the user cannot act on
+            return quantize_fused(model_path, out_dir, target)
     import onnx
 
     from .onnx_files import footprint, needs_external_data
