@@ -185,8 +185,8 @@ def default_model(models: Path) -> Path:
 
 
 def is_bundle(folder: Path) -> bool:
-    """A gpt2-edge bundle or a plain Optimum export."""
-    return folder.is_dir() and (
+    """A bundle or a plain Optimum export; hidden folders (exports in progress) are not."""
+    return not folder.name.startswith(".") and folder.is_dir() and (
         (folder / MANIFEST).is_file()
         or ((folder / "config.json").is_file() and (folder / MODEL_FILE).is_file())
     )

@@ -140,3 +140,13 @@ def test_real_model_via_module_entry_point(tiny_optimum_export: Path) -> None:
         check=True,
     )
     assert len(json.loads(out.stdout)["tokens"]) == 5
+
+
+def test_default_model_ignores_hidden_staging_folders(tmp_path: Path) -> None:
+    from gpt2_edge.runtime.bundle import MANIFEST
+    from gpt2_edge.runtime.cli import default_model
+
+    for name in ("gpt2-int8", ".gpt2.partial-123-abc"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / MANIFEST).write_text("{}")
+    assert default_model(tmp_path) == tmp_path / "gpt2-int8"
