@@ -13,7 +13,7 @@ from typing import Annotated, Any
 
 import typer
 from gpt2_edge.runtime.bundle import MANIFEST
-from gpt2_edge.runtime.errors import EdgeError
+from gpt2_edge.runtime.cli_errors import user_errors
 
 from .gate import DEFAULT_MAX_PPL_INCREASE, describe_quality
 from .int4 import ACCURACY_LEVELS, DEFAULT_ACCURACY_LEVEL, DEFAULT_BLOCK_SIZE
@@ -91,7 +91,7 @@ def export(
     ] = "fused",
 ) -> None:
     """Export a GPT-2 checkpoint to a verified ONNX bundle (model, tokenizer, manifest)."""
-    try:
+    with user_errors(interrupted="Interrupted; no bundle was written."):
         folder = export_bundle(
             model,
             output,
@@ -108,12 +108,6 @@ def export(
             verify=verify,
             graph=graph,
         )
-    except EdgeError as exc:
-        typer.echo(f"Error: {exc}", err=True)
-        raise typer.Exit(1) from None
-    except KeyboardInterrupt:
-        typer.echo("Interrupted; no bundle was written.", err=True)
-        raise typer.Exit(130) from None
     print_summary(folder)
 
 

@@ -16,6 +16,7 @@ import typer
 
 from .api import DEFAULT_PROVIDER, load
 from .bundle import MANIFEST, MODEL_FILE
+from .cli_errors import report, user_errors
 from .errors import EdgeError
 from .generate import Generator
 from .settings import resolve_settings
@@ -82,14 +83,8 @@ def generate(
         truncate=truncate,
         ignore_eos=ignore_eos or None,
     )
-    try:
+    with user_errors():
         run(prompt, model, settings, json_output, provider, threads, interactive)
-    except EdgeError as exc:
-        typer.echo(f"Error: {exc}", err=True)
-        raise typer.Exit(1) from None
-    except KeyboardInterrupt:
-        typer.echo("", err=True)
-        raise typer.Exit(130) from None
 
 
 def run(
@@ -141,8 +136,8 @@ def interact(generator: Generator, settings: dict[str, Any], json_output: bool) 
             return
         try:
             answer(generator, decode_utf8(line, "The input").rstrip("\r\n"), settings, json_output)
-        except EdgeError as exc:
-            typer.echo(f"Error: {exc}", err=True)
+        except EdgeError as exc:  # a bad line in the loop is reported, and the loop goes on
+            report(exc)
 
 
 def read_prompt(prompt: str | None) -> str:
@@ -186,9 +181,13 @@ def default_model(models: Path) -> Path:
 
 def is_bundle(folder: Path) -> bool:
     """A bundle or a plain Optimum export; hidden folders (exports in progress) are not."""
-    return not folder.name.startswith(".") and folder.is_dir() and (
-        (folder / MANIFEST).is_file()
-        or ((folder / "config.json").is_file() and (folder / MODEL_FILE).is_file())
+    return (
+        not folder.name.startswith(".")
+        and folder.is_dir()
+        and (
+            (folder / MANIFEST).is_file()
+            or ((folder / "config.json").is_file() and (folder / MODEL_FILE).is_file())
+        )
     )
 
 

@@ -9,7 +9,7 @@ from typing import Annotated
 
 import typer
 
-from .errors import EdgeError
+from .cli_errors import user_errors
 from .evaluate import PerplexityResult, evaluate_file
 
 app = typer.Typer(add_completion=False, help=__doc__)
@@ -76,21 +76,17 @@ def eval_command(
     threads: Annotated[int | None, typer.Option(help="Intra-op threads.")] = None,
 ) -> None:
     """Perplexity of MODEL on TEXT with the transformers guide's sliding window."""
-    try:
-        with _progress(sys.stderr.isatty()) as update:
-            result = evaluate_file(
-                model,
-                text,
-                context=context,
-                stride=stride,
-                max_tokens=max_tokens,
-                provider=provider,
-                threads=threads,
-                on_window=update,
-            )
-    except EdgeError as exc:
-        typer.echo(f"Error: {exc}", err=True)
-        raise typer.Exit(1) from None
+    with user_errors(), _progress(sys.stderr.isatty()) as update:
+        result = evaluate_file(
+            model,
+            text,
+            context=context,
+            stride=stride,
+            max_tokens=max_tokens,
+            provider=provider,
+            threads=threads,
+            on_window=update,
+        )
     if json_output:
         typer.echo(json.dumps({"model": str(model), "text": str(text), **result.to_dict()}))
     else:

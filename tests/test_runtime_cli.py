@@ -11,7 +11,7 @@ import shutil
 from pathlib import Path
 
 import pytest
-from gpt2_edge.runtime import Generator, Tokenizer, cli
+from gpt2_edge.runtime import EdgeError, Generator, Tokenizer, cli
 from gpt2_edge.runtime.bundle import Architecture, Manifest, file_entry, write_manifest
 from test_runtime_units import FakeSession
 from typer.testing import CliRunner, Result
@@ -150,3 +150,19 @@ def test_default_model_ignores_hidden_staging_folders(tmp_path: Path) -> None:
         (tmp_path / name).mkdir()
         (tmp_path / name / MANIFEST).write_text("{}")
     assert default_model(tmp_path) == tmp_path / "gpt2-int8"
+
+
+@pytest.mark.parametrize(
+    ("raised", "code", "line"),
+    [(EdgeError("Bad thing."), 1, "Error: Bad thing."), (KeyboardInterrupt(), 130, "Stopped.")],
+)
+def test_user_errors_become_one_line_and_an_exit_code(
+    raised: BaseException, code: int, line: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import typer
+    from gpt2_edge.runtime.cli_errors import user_errors
+
+    with pytest.raises(typer.Exit) as exit_info, user_errors(interrupted="Stopped."):
+        raise raised
+    assert exit_info.value.exit_code == code
+    assert capsys.readouterr().err.strip() == line
