@@ -17,7 +17,7 @@ can be compared with a transformers run of the guide's loop to 4 significant dig
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -27,6 +27,7 @@ import numpy as np
 from .bundle import load_bundle
 from .errors import EdgeError
 from .session import Session
+from .tokenizer import Tokenizer
 
 DEFAULT_STRIDE = 512  # the guide's stride for GPT-2
 # Log-softmax this many rows at a time in float64: memory stays at 128 x vocab x 8 bytes.
@@ -112,16 +113,6 @@ def window_loss(logits: np.ndarray, chunk: np.ndarray, window: Window) -> tuple[
     return float(target_nll(logits, chunk, first).mean()), weight, first
 
 
-def iter_window_losses(
-    session: Session, ids: np.ndarray, windows: list[Window]
-) -> Iterator[tuple[Window, float, int]]:
-    """Yield ``(window, mean NLL over its targets, the guide's weight)`` per window."""
-    for w in windows:
-        chunk = ids[w.begin : w.end]
-        loss, weight, _ = window_loss(window_logits(session, chunk), chunk, w)
-        yield w, loss, weight
-
-
 def perplexity(
     session: Session,
     ids: np.ndarray | list[int],
@@ -147,7 +138,9 @@ def perplexity(
     stride = min(DEFAULT_STRIDE, context) if stride is None else stride
     windows = plan_windows(len(ids), context, stride)
     nll_sum, n_scored = 0.0, 0
-    for done, (_, loss, weight) in enumerate(iter_window_losses(session, ids, windows), 1):
+    for done, w in enumerate(windows, 1):
+        chunk = ids[w.begin : w.end]
+        loss, weight, _ = window_loss(window_logits(session, chunk), chunk, w)
         nll_sum += loss * weight
         n_scored += weight
         if on_window:
@@ -182,12 +175,9 @@ def read_text(path: str | Path) -> str:
 def encode(tokenizer_path: str | Path, text: str) -> np.ndarray:
     """Token ids of ``text`` with a bundle's ``tokenizer.json``; no special tokens added.
 
-    Uses ``tokenizers`` directly, as ``GPT2TokenizerFast(text)`` does, so ids match transformers.
+    No special tokens, as ``GPT2TokenizerFast(text)`` encodes, so ids match transformers.
     """
-    from tokenizers import Tokenizer
-
-    tok = Tokenizer.from_file(str(tokenizer_path))
-    return np.asarray(tok.encode(text, add_special_tokens=False).ids, dtype=np.int64)
+    return Tokenizer(tokenizer_path).encode(text, add_special_tokens=False)
 
 
 def evaluate_file(

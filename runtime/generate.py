@@ -62,7 +62,7 @@ class TokenSteps:
         self._cache: KVCache | None = None
         self._last = np.zeros(len(prompts), dtype=np.int64)  # (B,) tokens of the previous step
         self._shared: SharedKVCache | None = None
-        if getattr(session, "shared_kv", False):  # fakes in unit tests have no such flag
+        if session.shared_kv:
             width = max(len(p) for p in self._prompts)
             self._shared = SharedKVCache(session, len(prompts), width + capacity)
             self._index = np.arange(len(prompts))  # (B_live,) batch row of each live row

@@ -75,6 +75,21 @@ def _is_bool(value: object) -> bool:
     return isinstance(value, (bool, np.bool_))
 
 
+def first_given(
+    names: Sequence[str], overrides: Mapping[str, Any], defaults: Mapping[str, Any] | None
+) -> dict[str, Any]:
+    """Per name, the override, else the default; None counts as not given, and a name given by
+    neither is left out (so the dataclass's built-in default applies)."""
+    defaults = defaults or {}
+    values: dict[str, Any] = {}
+    for name in names:
+        if overrides.get(name) is not None:
+            values[name] = overrides[name]
+        elif defaults.get(name) is not None:
+            values[name] = defaults[name]
+    return values
+
+
 @dataclass(frozen=True)
 class SamplingSettings:
     """How to pick each next token; validated on construction.
@@ -156,14 +171,7 @@ class SamplingSettings:
             raise EdgeError(
                 f"Unknown sampling setting {unknown[0]!r}; the settings are {', '.join(names)}."
             )
-        bundle = bundle_defaults or {}
-        values: dict[str, Any] = {}
-        for name in names:
-            if overrides.get(name) is not None:
-                values[name] = overrides[name]
-            elif bundle.get(name) is not None:
-                values[name] = bundle[name]
-        return cls(**values)
+        return cls(**first_given(names, overrides, bundle_defaults))
 
     @property
     def greedy(self) -> bool:

@@ -15,7 +15,6 @@ Two ways to run a step, chosen by provider:
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -250,6 +249,12 @@ def graph_names(io: dict[str, str], layers: int, inputs: set[str]) -> GraphNames
     )
 
 
+def kv_dtype(input_types: dict[str, str], past: Sequence[str]) -> np.dtype:
+    """The past/present element type from the graph's input types (float32 unless float16)."""
+    kind = input_types.get(past[0], "tensor(float)") if past else ""
+    return np.dtype(np.float16) if "float16" in kind else np.dtype(np.float32)
+
+
 class Session:
     """The decoder graph of one bundle, with the manifest's tensor names resolved.
 
@@ -277,20 +282,14 @@ class Session:
         self.bundle = bundle
         self.arch: Architecture = bundle.manifest.architecture
         choice = resolve_provider(provider)
-        self.provider, self.notice = choice.name, choice.notice
+        self.provider = choice.name
         self.notices: list[str] = [choice.notice] if choice.notice else []
         if self.provider == "cuda" and is_int8(bundle.manifest.precision):
             self.notices.append(INT8_ON_CUDA)
         self.ort = create_inference_session(bundle.model_path, self.provider, threads)
-        io = bundle.manifest.io
-        n = self.arch.layers
-        self.past_names = [(io["past_key"] % i, io["past_value"] % i) for i in range(n)]
-        self.present_names = [(io["present_key"] % i, io["present_value"] % i) for i in range(n)]
-        self.input_names = {i.name for i in self.ort.get_inputs()}
-        self.output_names = [io["logits"]] + [name for pair in self.present_names for name in pair]
-        self._io = io
-        self.kv_dtype = self._detect_kv_dtype()
-        self.names = graph_names(io, n, self.input_names)
+        input_types = {i.name: i.type for i in self.ort.get_inputs()}
+        self.names = graph_names(bundle.manifest.io, self.arch.layers, set(input_types))
+        self.kv_dtype = kv_dtype(input_types, self.names.past)
         # Fused GQA graphs append to one preallocated buffer in place (``shared_cache.py``); the
         # generation loop then drives them through SharedKVCache instead of the runner.
         self.shared_kv = (
@@ -301,11 +300,6 @@ class Session:
         self.runner: Runner = NumpyRunner(self.ort, self.names)
         if self.provider == "cuda" or io_binding:
             self.runner = BindingRunner(self.ort, self.names, device=self.provider)
-
-    def _detect_kv_dtype(self) -> np.dtype:
-        by_name = {i.name: i.type for i in self.ort.get_inputs()}
-        kind = by_name.get(self.past_names[0][0], "tensor(float)") if self.past_names else ""
-        return np.dtype(np.float16) if "float16" in kind else np.dtype(np.float32)
 
     def empty_past(self, batch: int) -> KV:
         shape = (batch, self.arch.heads, 0, self.arch.head_size)  # (B, nh, 0, hs)
@@ -323,16 +317,10 @@ class Session:
 
         The decode loop uses :meth:`step` instead, which keeps the cache on the device.
         """
-        feeds: dict[str, np.ndarray] = {self._io["input_ids"]: input_ids}
-        if self._io["attention_mask"] in self.input_names:
-            feeds[self._io["attention_mask"]] = attention_mask
-        if self._io["position_ids"] in self.input_names:
-            feeds[self._io["position_ids"]] = position_ids
-        for (k_name, v_name), (k, v) in zip(self.past_names, past, strict=True):
-            feeds[k_name], feeds[v_name] = k, v
-        outputs = self.ort.run(self.output_names, feeds)
-        present = [(outputs[1 + 2 * i], outputs[2 + 2 * i]) for i in range(self.arch.layers)]
-        return outputs[0], present
+        flat = [tensor for pair in past for tensor in pair]
+        runner = NumpyRunner(self.ort, self.names)  # numpy in and out whatever the provider
+        logits, present = runner.run(input_ids, attention_mask, position_ids, flat)
+        return logits, list(zip(present[0::2], present[1::2], strict=True))
 
     def new_past(self, batch: int) -> FlatPast:
         """An empty flat KV cache (length 0) in the runner's form, for the first :meth:`step`."""
@@ -348,8 +336,3 @@ class Session:
     ) -> tuple[np.ndarray, FlatPast]:
         """One call of the graph; returns logits (B, T, V) on the host and the flat present."""
         return self.runner.run(input_ids, attention_mask, position_ids, past)
-
-
-def print_notice(message: str | None) -> None:
-    if message:
-        print(message, file=sys.stderr)

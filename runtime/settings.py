@@ -10,7 +10,7 @@ from dataclasses import dataclass, fields
 from typing import Any
 
 from .errors import EdgeError
-from .sampling import SamplingSettings
+from .sampling import SamplingSettings, first_given
 
 # Built-in defaults, used when neither the caller nor the bundle gives a value.
 DEFAULT_MAX_NEW_TOKENS = 128
@@ -79,15 +79,8 @@ def resolve_settings(
     if unknown:
         known = ", ".join((*GENERATOR_NAMES, *SAMPLING_NAMES))
         raise EdgeError(f"Unknown setting {unknown[0]!r}; the settings are {known}.")
-    defaults = dict(bundle_defaults or {})
     sampling = SamplingSettings.from_defaults(
-        {k: v for k, v in defaults.items() if k in SAMPLING_NAMES},
-        **{k: v for k, v in overrides.items() if k in SAMPLING_NAMES},
+        bundle_defaults, **{k: v for k, v in overrides.items() if k in SAMPLING_NAMES}
     )
-    chosen: dict[str, Any] = {}
-    for name in GENERATOR_NAMES:
-        if overrides.get(name) is not None:
-            chosen[name] = overrides[name]
-        elif defaults.get(name) is not None:
-            chosen[name] = defaults[name]
-    return sampling, GenerationOptions(**chosen)
+    options = GenerationOptions(**first_given(GENERATOR_NAMES, overrides, bundle_defaults))
+    return sampling, options

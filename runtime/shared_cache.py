@@ -18,14 +18,12 @@ buffer or the position table. Their logits are ignored.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
 
 import numpy as np
 import onnxruntime as ort
 
+from .cache import MASK_DTYPE
 from .session import Session
-
-MASK_DTYPE = np.int64
 
 
 def right_pad(prompts: Sequence[np.ndarray], pad_id: int) -> tuple[np.ndarray, np.ndarray]:
@@ -44,13 +42,12 @@ class SharedKVCache:
         session: a session whose graph is a fused GQA decoder (``session.shared_kv``).
         batch: number of rows (fixed for the life of the cache).
         capacity: positions per row to allocate; at most the model's context.
-        ortvalue: the ``OrtValue`` class (a seam for tests).
 
     Attributes:
         lengths: (B,) tokens cached per row (the position of each row's next token).
     """
 
-    def __init__(self, session: Session, batch: int, capacity: int, ortvalue: Any = ort.OrtValue):
+    def __init__(self, session: Session, batch: int, capacity: int):
         arch, names = session.arch, session.names
         self._session, self._names = session, names
         self.capacity = min(int(capacity), arch.context_length)
@@ -59,7 +56,7 @@ class SharedKVCache:
         # Zeros, not uninitialised memory: positions past a row's length are never attended, but
         # garbage there could hold NaNs that a kernel multiplies by zero.
         self._buffers = [
-            ortvalue.ortvalue_from_numpy(np.zeros(shape, dtype=session.kv_dtype), device, 0)
+            ort.OrtValue.ortvalue_from_numpy(np.zeros(shape, dtype=session.kv_dtype), device, 0)
             for _ in names.past
         ]
         self._binding = binding = session.ort.io_binding()

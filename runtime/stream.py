@@ -16,7 +16,7 @@ class StopFilter:
     """Holds back text that may be the beginning of a stop string.
 
     Args:
-        stops: the stop strings; none may be empty.
+        stops: the stop strings; none may be empty. With no stop strings, text passes through.
 
     Attributes:
         stopped: True once a stop string has appeared; later input is ignored.
@@ -25,6 +25,7 @@ class StopFilter:
 
     def __init__(self, stops: Sequence[str]):
         self._stops = tuple(stops)
+        self._longest = max((len(s) for s in self._stops), default=0)
         self._buffer = ""  # text received but not yet released
         self.text = ""
         self.stopped = False
@@ -48,7 +49,7 @@ class StopFilter:
     def _held_back(self) -> int:
         """Length of the longest buffer suffix that is a proper prefix of some stop string."""
         buffer = self._buffer
-        for size in range(min(len(buffer), max(len(s) for s in self._stops) - 1), 0, -1):
+        for size in range(min(len(buffer), self._longest - 1), 0, -1):
             tail = buffer[-size:]
             if any(s.startswith(tail) for s in self._stops):
                 return size
@@ -70,29 +71,25 @@ class RowText:
 
     def __init__(self, tokenizer: Tokenizer, stops: Sequence[str]):
         self._decoder: TextStream = tokenizer.stream()
-        self._stops = StopFilter(stops) if stops else None
+        self._stops = StopFilter(stops)
 
     @property
     def stopped(self) -> bool:
         """True once a stop string has been seen."""
-        return self._stops is not None and self._stops.stopped
+        return self._stops.stopped
 
     @property
     def text(self) -> str:
         """All text released so far."""
-        return self._stops.text if self._stops is not None else self._decoder.text
+        return self._stops.text
 
     def push(self, token: int) -> str:
         """Add one generated token; return the text it releases (may be "")."""
-        piece = self._decoder.push(token)
-        return self._stops.push(piece) if self._stops is not None else piece
+        return self._stops.push(self._decoder.push(token))
 
     def finish(self) -> str:
         """Release the rest: incomplete characters (as U+FFFD) and held-back text."""
         if self.stopped:
             return ""
-        rest = self._decoder.finish()
-        if self._stops is None:
-            return rest
-        piece = self._stops.push(rest)
+        piece = self._stops.push(self._decoder.finish())
         return piece + self._stops.flush()

@@ -38,13 +38,18 @@ class Tokenizer:
         """The underlying ``tokenizers.Tokenizer``."""
         return self._tok
 
-    def encode(self, text: str) -> np.ndarray:
-        """Token ids of ``text`` as a (T,) int64 array; EdgeError if it is not valid UTF-8."""
+    def encode(self, text: str, add_special_tokens: bool = True) -> np.ndarray:
+        """Token ids of ``text`` as a (T,) int64 array; EdgeError if it is not valid UTF-8.
+
+        ``add_special_tokens=False`` skips the tokenizer's post-processor additions, as
+        transformers' ``GPT2TokenizerFast(text)`` does (the perplexity evaluation needs that).
+        """
         try:
             text.encode("utf-8")  # lone surrogates (from undecodable argv bytes) fail here
         except UnicodeEncodeError:
             raise EdgeError("The prompt is not valid UTF-8 text.") from None
-        return np.asarray(self._tok.encode(text).ids, dtype=np.int64)
+        ids = self._tok.encode(text, add_special_tokens=add_special_tokens).ids
+        return np.asarray(ids, dtype=np.int64)
 
     def decode(self, ids: Sequence[int] | np.ndarray) -> str:
         """The text of ``ids`` (special tokens kept)."""

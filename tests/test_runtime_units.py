@@ -43,6 +43,7 @@ class FakeSession:
         manifest = Manifest("fake", self.arch, special_tokens={"eos": EOS, "bos": EOS, "pad": EOS})
         self.bundle = Bundle(Path("."), manifest)
         self.notices: list[str] = []
+        self.shared_kv = False  # Optimum's graph: the runner path, not the shared buffer
         self.runner = NumpyRunner(None, GraphNames("i", "m", "p", ("k", "v"), ("l", "pk", "pv")))
         self.script = script or {}  # generated-count -> forced token, to plant EOS and words
         self.eos_at = eos_at or {}  # first prompt token -> generated-count where that row ends
