@@ -100,19 +100,13 @@ class Loop:
         """Returns (tokens (B, new), prefill seconds, per-step decode seconds)."""
         return getattr(self, f"_gen_{self.mode}")(prompt, new)
 
-    def _gen_numpy(self, prompt: np.ndarray, new: int):
-        b = prompt.shape[0]
-        empty = np.zeros((b, self.shape.heads, 0, self.shape.head_size), np.float32)
-        past = [empty] * len(self.past_names)
+    def _timed(self, prompt: np.ndarray, new: int, forward) -> tuple[np.ndarray, float, list]:
+        """The greedy loop of every mode; ``forward(ids, pos, step)`` returns (B, S, V) logits."""
         ids, pos, out, steps = prompt, 0, [], []
         t0 = time.perf_counter()
         prefill = 0.0
         for step in range(new):
-            feeds = self._feeds(ids, pos)
-            feeds.update(zip(self.past_names, past, strict=True))
-            res = self.sess.run(self.output_names, feeds)
-            nxt = res[0][:, -1].argmax(-1)  # (B,)
-            past = res[1:]
+            nxt = forward(ids, pos, step)[:, -1].argmax(-1)  # (B,)
             pos += ids.shape[1]
             ids = nxt[:, None].astype(np.int64)
             out.append(nxt)
@@ -124,6 +118,20 @@ class Loop:
             t0 = t1
         return np.stack(out, 1), prefill, steps
 
+    def _gen_numpy(self, prompt: np.ndarray, new: int):
+        b = prompt.shape[0]
+        empty = np.zeros((b, self.shape.heads, 0, self.shape.head_size), np.float32)
+        past = [empty] * len(self.past_names)
+
+        def forward(ids: np.ndarray, pos: int, step: int) -> np.ndarray:
+            nonlocal past
+            feeds = self._feeds(ids, pos)
+            feeds.update(zip(self.past_names, past, strict=True))
+            logits, *past = self.sess.run(self.output_names, feeds)
+            return logits
+
+        return self._timed(prompt, new, forward)
+
     def _gen_ortvalue(self, prompt: np.ndarray, new: int):
         b = prompt.shape[0]
         empty = ort.OrtValue.ortvalue_from_numpy(
@@ -131,10 +139,9 @@ class Loop:
         )
         past = [empty] * len(self.past_names)
         binding = self.sess.io_binding()
-        ids, pos, out, steps = prompt, 0, [], []
-        t0 = time.perf_counter()
-        prefill = 0.0
-        for step in range(new):
+
+        def forward(ids: np.ndarray, pos: int, step: int) -> np.ndarray:
+            nonlocal past
             binding.clear_binding_inputs()
             binding.clear_binding_outputs()
             for name, arr in self._feeds(ids, pos).items():
@@ -144,19 +151,10 @@ class Loop:
             for name in self.output_names:
                 binding.bind_output(name, "cpu")
             self.sess.run_with_iobinding(binding)
-            res = binding.get_outputs()
-            nxt = res[0].numpy()[:, -1].argmax(-1)
-            past = res[1:]
-            pos += ids.shape[1]
-            ids = nxt[:, None].astype(np.int64)
-            out.append(nxt)
-            t1 = time.perf_counter()
-            if step == 0:
-                prefill = t1 - t0
-            else:
-                steps.append(t1 - t0)
-            t0 = t1
-        return np.stack(out, 1), prefill, steps
+            logits, *past = binding.get_outputs()
+            return logits.numpy()
+
+        return self._timed(prompt, new, forward)
 
     def _gen_shared(self, prompt: np.ndarray, new: int):
         b = prompt.shape[0]
@@ -177,27 +175,16 @@ class Loop:
             binding.bind_ortvalue_input(name, val)
         for name, val in zip(self.present_names, cache, strict=True):
             binding.bind_ortvalue_output(name, val)
-        ids, pos, out, steps = prompt, 0, [], []
-        t0 = time.perf_counter()
-        prefill = 0.0
-        for step in range(new):
+
+        def forward(ids: np.ndarray, pos: int, step: int) -> np.ndarray:
             for name, arr in self._feeds(ids, pos).items():
                 binding.bind_cpu_input(name, arr)
             if step == 1:  # prefill logits are (B, S, V), sized by onnxruntime; then (B, 1, V)
                 binding.bind_ortvalue_output("logits", logits_val)
             self.sess.run_with_iobinding(binding)
-            logits = binding.get_outputs()[0].numpy() if step == 0 else logits_step
-            nxt = logits[:, -1].argmax(-1)
-            pos += ids.shape[1]
-            ids = nxt[:, None].astype(np.int64)
-            out.append(nxt)
-            t1 = time.perf_counter()
-            if step == 0:
-                prefill = t1 - t0
-            else:
-                steps.append(t1 - t0)
-            t0 = t1
-        return np.stack(out, 1), prefill, steps
+            return binding.get_outputs()[0].numpy() if step == 0 else logits_step
+
+        return self._timed(prompt, new, forward)
 
 
 def run(args: argparse.Namespace) -> dict:

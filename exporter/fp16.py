@@ -20,6 +20,8 @@ from typing import Any
 
 import onnx
 
+from .onnx_files import save_model
+
 LOGITS = "logits"
 # Ops the converter must leave in float32: their fp16 CPU kernels are missing or lose too much.
 # (The converter's own default block list is added to these.)
@@ -47,18 +49,7 @@ def convert_file(
     ``external_data``: write the weights to ``<dst>.data`` (gpt2-xl in fp16 is ~3 GB, over
     protobuf's 2 GB limit); the exporter's ``place_model`` then gives them the bundle layout.
     """
-    model = convert_model(onnx.load(str(src)), keep_io)
-    if external_data:
-        onnx.save(
-            model,
-            str(dst),
-            save_as_external_data=True,
-            all_tensors_to_one_file=True,
-            location=dst.name + ".data",
-            size_threshold=1024,
-        )
-    else:
-        onnx.save(model, str(dst))
+    save_model(convert_model(onnx.load(str(src)), keep_io), dst, external_data)
     return {
         "dtype": "float16",
         "method": "onnxruntime.transformers.float16",

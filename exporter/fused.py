@@ -14,7 +14,6 @@ compute on the same fused graph: see ``INT8_CHOICE``.
 
 from __future__ import annotations
 
-import json
 from importlib.metadata import version
 from pathlib import Path
 from typing import Any
@@ -31,8 +30,6 @@ OPTIMUM_GRAPH = {"kind": "optimum", "kv_cache": "concat", "padding": "left"}
 # tanh-approximated GELU is what FastGelu computes; plain erf GELU would not match.
 _ACTIVATIONS = ("gelu_new", "gelu_pytorch_tanh")
 EMBEDDING_BLOCK_SIZE = 32
-HEAD_MODE = "nbits"
-LM_HEAD = "lm_head.weight"  # the constant name int4.materialize_lm_head gives the tied head
 INT8_CHOICE = (
     "dynamic MatMulInteger (per-channel) on the fused graph, chosen over weight-only "
     "MatMulNBits 8-bit accuracy_level 4: 32-33 vs 27-31 decode tok/s and 490 vs 1100+ ms "
@@ -57,23 +54,6 @@ def unsupported_reason(config: dict[str, Any], weights: dict[str, np.ndarray]) -
     return f"checkpoint tensors missing: {missing}" if missing else None
 
 
-def load_weights(checkpoint: Path) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
-    """fp32 tensors named as GPT2Model's state dict, from safetensors or ``pytorch_model.bin``."""
-    from .optimize import load_gpt2_weights
-
-    if any(checkpoint.glob("*.safetensors")):
-        return load_gpt2_weights(checkpoint)
-    import torch
-
-    config = json.loads((checkpoint / "config.json").read_text(encoding="utf-8"))
-    tensors: dict[str, np.ndarray] = {}
-    for shard in sorted(checkpoint.glob("pytorch_model*.bin")):
-        state = torch.load(shard, map_location="cpu", weights_only=True)
-        for name, value in state.items():
-            tensors[name.removeprefix("transformer.")] = value.float().numpy()
-    return tensors, config
-
-
 def build_fused(
     checkpoint: Path, reference: Path, work_dir: Path
 ) -> tuple[Path | None, dict[str, Any]]:
@@ -87,26 +67,28 @@ def build_fused(
         ExportError: the fused graph was built but its logits differ from Optimum's by more than
             ``PARITY_TOLERANCE`` (a bug to report; ``--graph optimum`` exports without it).
     """
-    from .optimize import build_fused_decoder, parity, save_model
+    from .onnx_files import save_model
+    from .optimize import build_fused_decoder, load_gpt2_weights, parity
 
-    weights, config = load_weights(checkpoint)
+    weights, config = load_gpt2_weights(checkpoint)
     reason = unsupported_reason(config, weights)
     if reason:
         return None, {**OPTIMUM_GRAPH, "fused_skipped": reason}
-    model = build_fused_decoder(weights, config, lm_head_transposed=False)
+    model = build_fused_decoder(weights, config)
     del weights
     work_dir.mkdir(parents=True, exist_ok=True)
     path = save_model(model, work_dir / "model.onnx")
     del model
     heads, width = int(config["n_head"]), int(config["n_embd"])
     context = int(config.get("n_positions", 1024))
+    prompt_len = max(1, min(16, context - PARITY_STEPS - 1))
     figures = parity(
         reference,
         path,
         int(config["n_layer"]),
         heads,
         width // heads,
-        prompt_len=max(1, min(16, context - PARITY_STEPS - 1)),
+        prompt_len=prompt_len,
         steps=PARITY_STEPS,
         vocab=int(config["vocab_size"]),
     )
@@ -118,7 +100,7 @@ def build_fused(
         )
     parity_figures = {
         "reference": "Optimum export (onnxruntime CPU)",
-        "prompt_tokens": 16,
+        "prompt_tokens": prompt_len,
         "decode_steps": PARITY_STEPS,
         **figures,
     }
@@ -126,29 +108,32 @@ def build_fused(
 
 
 def quantize_fused(model_path: Path, work_dir: Path, target: str) -> tuple[Path, dict[str, Any]]:
-    """Dynamic int8 of the fused graph plus an 8-bit embedding; returns the path and ``precision``.
+    """Dynamic int8 of the fused graph plus an 8-bit LM head; returns the path and ``precision``.
 
-    The tied LM head is first made a constant ``MatMul`` weight (``int4.materialize_lm_head``) so
-    the quantizer covers it; the fp32 token table, otherwise the largest tensor left, is then
-    dropped and the embedding reads the LM head's int8 columns (:func:`share_int8_embedding`), so
-    the tied weight is stored once, as GPT-2 ties it. Fallback: an 8-bit blockwise
-    ``GatherBlockQuantized`` copy (``optimize.quantize_embedding``).
+    The tied LM head is first made a constant ``MatMul`` weight (``int4.materialize_lm_head``).
+    The projections get dynamic int8 (``MatMulInteger``); the LM head gets weight-only 8-bit
+    ``MatMulNBits`` blocks (accuracy level 4) instead, and the embedding ``Gather`` reads those
+    packed bytes (``int4.share_embedding``), so the tied weight is stored once, as GPT-2 ties it.
+    Fallback: an 8-bit blockwise ``GatherBlockQuantized`` copy (``optimize.quantize_embedding``).
     """
     import onnx
 
     from .int4 import Int4Settings, _nbits_quantize, materialize_lm_head, share_embedding
-    from .optimize import quantize_dynamic_int8, quantize_embedding, save_model
+    from .onnx_files import save_model
+    from .optimize import quantize_dynamic_int8, quantize_embedding
 
     work_dir.mkdir(parents=True, exist_ok=True)
     model = onnx.load(str(model_path))
     head = materialize_lm_head(model)
     untied = save_model(model, work_dir / "untied.onnx")
     del model
-    exclude = [head[0]] if head is not None and HEAD_MODE == "nbits" else []
+    exclude = [head[0]] if head is not None else []
     dynamic = quantize_dynamic_int8(untied, work_dir / "dynamic.onnx", exclude=exclude)
+    _remove_model(untied)
     model = onnx.load(str(dynamic))
+    _remove_model(dynamic)
     shared = False
-    if head is not None and HEAD_MODE == "nbits":
+    if head is not None:
         # Weight-only 8-bit blocks with float compute: the head's input is not quantized (that
         # cost 10% perplexity on the trained fixture) and the Gather shares the packed bytes.
         settings = Int4Settings(
@@ -156,10 +141,8 @@ def quantize_fused(model_path: Path, work_dir: Path, target: str) -> tuple[Path,
         )
         model = _nbits_quantize(model, settings, True, [])
         shared = share_embedding(model, head[0], head[1], EMBEDDING_BLOCK_SIZE, bits=8)
-    elif head is not None:
-        shared = share_int8_embedding(model, head[1], LM_HEAD)
-    if head is not None and not shared:
-        model = quantize_embedding(model, head[1], bits=8, block_size=EMBEDDING_BLOCK_SIZE)
+        if not shared:
+            model = quantize_embedding(model, head[1], bits=8, block_size=EMBEDDING_BLOCK_SIZE)
     path = save_model(model, work_dir / "model.onnx")
     precision = {
         "dtype": "int8",
@@ -172,9 +155,7 @@ def quantize_fused(model_path: Path, work_dir: Path, target: str) -> tuple[Path,
         "activations_dtype": "QUInt8",
         "target": target,
         "lm_head_quantized": head is not None,
-        "lm_head": f"MatMulNBits 8-bit, block {EMBEDDING_BLOCK_SIZE}, accuracy_level 4"
-        if HEAD_MODE == "nbits"
-        else "MatMulInteger",
+        "lm_head": f"MatMulNBits 8-bit, block {EMBEDDING_BLOCK_SIZE}, accuracy_level 4",
         "embedding": "shares the int8 LM head's weight"
         if shared
         else {"operator": "GatherBlockQuantized", "bits": 8, "block_size": EMBEDDING_BLOCK_SIZE}
@@ -186,39 +167,9 @@ def quantize_fused(model_path: Path, work_dir: Path, target: str) -> tuple[Path,
     return path, precision
 
 
-def share_int8_embedding(model: Any, table: str, head: str) -> bool:
-    """Make ``Gather(table, ids)`` read the dynamic-int8 LM head ``head`` (E, V) instead.
+def _remove_model(path: Path) -> None:
+    """Delete an intermediate model and its external data, once it has been read."""
+    from .onnx_files import data_path
 
-    Row ``v`` of the embedding is column ``v`` of the LM head's weight times its per-channel
-    scale (symmetric int8, zero point 0): ``Gather(axis=1)`` -> (E, B, S) int8, Cast, Transpose
-    to (B, S, E), times ``scale[ids]``. A step reads E strided bytes; nothing is stored twice.
-    """
-    from onnx import TensorProto, helper, numpy_helper
-
-    inits = {t.name: t for t in model.graph.initializer}
-    weight, scale, zero = f"{head}_quantized", f"{head}_scale", f"{head}_zero_point"
-    gather = next(
-        (n for n in model.graph.node if n.op_type == "Gather" and n.input[0] == table), None
-    )
-    if gather is None or weight not in inits or scale not in inits or zero not in inits:
-        return False
-    if np.any(numpy_helper.to_array(inits[zero])) or inits[weight].data_type != TensorProto.INT8:
-        return False  # asymmetric or unsigned: not the per-channel symmetric form we expect
-    ids, out, tag = gather.input[1], gather.output[0], f"{table}_from_{head}"
-    axes = numpy_helper.from_array(np.array([-1], dtype=np.int64), f"{tag}_axes")
-    model.graph.initializer.append(axes)
-    new_nodes = [
-        helper.make_node("Gather", [weight, ids], [f"{tag}_q"], axis=1),  # (E, B, S) int8
-        helper.make_node("Cast", [f"{tag}_q"], [f"{tag}_f"], to=TensorProto.FLOAT),
-        helper.make_node("Transpose", [f"{tag}_f"], [f"{tag}_t"], perm=[1, 2, 0]),  # (B, S, E)
-        helper.make_node("Gather", [scale, ids], [f"{tag}_s"], axis=0),  # (B, S)
-        helper.make_node("Unsqueeze", [f"{tag}_s", axes.name], [f"{tag}_s3"]),  # (B, S, 1)
-        helper.make_node("Mul", [f"{tag}_t", f"{tag}_s3"], [out]),
-    ]
-    at = list(model.graph.node).index(gather)
-    model.graph.node.remove(gather)
-    for offset, node in enumerate(new_nodes):
-        model.graph.node.insert(at + offset, node)
-    if not any(table in n.input for n in model.graph.node):
-        model.graph.initializer.remove(inits[table])
-    return True
+    path.unlink()
+    data_path(path).unlink(missing_ok=True)

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from gpt2_edge.runtime.bundle import MODEL_FILE, TOKENIZER_FILE, write_manifest
+from gpt2_edge.runtime.session import Session
 
 from .errors import ExportError
 from .precision import FP32_PRECISION
@@ -47,7 +48,13 @@ def reference_bundle(
         raise ExportError(f"The fp32 graph {model_path} is not named {MODEL_FILE}.")
     shutil.copyfile(bundle / TOKENIZER_FILE, folder / TOKENIZER_FILE)
     manifest = build_manifest(
-        folder, f"{name} (fp32 reference)", config, checkpoint, dict(FP32_PRECISION), source
+        folder,
+        f"{name} (fp32 reference)",
+        config,
+        checkpoint,
+        dict(FP32_PRECISION),
+        source,
+        hashes=False,  # opened with check_hashes=False by the gate: hashing would be wasted
     )
     manifest.graph = dict(graph)
     write_manifest(folder, manifest)
@@ -55,13 +62,14 @@ def reference_bundle(
 
 
 def run_gate(
-    bundle: Path,
+    bundle: Session | Path,
     reference: Path,
     eval_text: str | Path | None = None,
     max_increase: float = DEFAULT_MAX_PPL_INCREASE,
     threads: int | None = None,
 ) -> dict[str, Any]:
-    """Measure ``bundle`` against the fp32 ``reference`` folder and apply the threshold.
+    """Measure ``bundle`` (a folder or an open Session) against the fp32 ``reference`` folder
+    and apply the threshold.
 
     Returns:
         The figures for bundle.json ``verification["quality"]``.

@@ -118,10 +118,14 @@ def read_generation_defaults(checkpoint: Path) -> dict[str, Any]:
     return generation_defaults(json.loads(path.read_text(encoding="utf-8")))
 
 
-def bundle_files(folder: Path) -> dict[str, dict[str, Any]]:
-    """Size and SHA-256 of every file the runtime needs, external data included when present."""
+def bundle_files(folder: Path, hashes: bool = True) -> dict[str, dict[str, Any]]:
+    """Size and (with ``hashes``) SHA-256 of every file the runtime needs, external data included
+    when present."""
     names = [MODEL_FILE, data_path(Path(MODEL_FILE)).name, TOKENIZER_FILE]
-    return {name: file_entry(folder / name) for name in names if (folder / name).is_file()}
+    paths = [folder / name for name in names if (folder / name).is_file()]
+    if hashes:
+        return {p.name: file_entry(p) for p in paths}
+    return {p.name: {"size": p.stat().st_size} for p in paths}
 
 
 def build_manifest(
@@ -131,8 +135,13 @@ def build_manifest(
     checkpoint: Path,
     precision: dict[str, Any],
     source: dict[str, Any],
+    hashes: bool = True,
 ) -> Manifest:
-    """The manifest for the bundle in ``folder`` (model and tokenizer already written)."""
+    """The manifest for the bundle in ``folder`` (model and tokenizer already written).
+
+    ``hashes``: record each file's SHA-256 (off for the quality gate's fp32 reference, which is
+    opened without checking them and then deleted).
+    """
     inputs, outputs = graph_io(folder / MODEL_FILE)
     layers = int(config["n_layer"])
     io = io_names(list(inputs), outputs, layers)
@@ -144,6 +153,6 @@ def build_manifest(
         precision=precision,
         special_tokens=special_tokens(config, folder / TOKENIZER_FILE),
         generation=read_generation_defaults(checkpoint),
-        files=bundle_files(folder),
+        files=bundle_files(folder, hashes),
         source={**source, "libraries": library_versions()},
     )

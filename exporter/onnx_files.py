@@ -9,10 +9,16 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import onnx
 
 # Above this many bytes of weights the model is saved with external data. A module constant so a
 # test can lower it to exercise the external-data path on a tiny model.
 EXTERNAL_DATA_THRESHOLD = 2_000_000_000  # a little under protobuf's 2 GiB limit, for the graph
+# save_model's default: a serialized ModelProto above this many bytes keeps its weights external.
+PROTO_LIMIT = 1_900_000_000
 DATA_SUFFIX = ".data"
 
 
@@ -39,6 +45,30 @@ def needs_external_data(size_bytes: int) -> bool:
     return size_bytes > EXTERNAL_DATA_THRESHOLD
 
 
+def save_model(model: onnx.ModelProto, path: Path, external: bool | None = None) -> Path:
+    """Save ``model`` at ``path``; with ``external`` the weights go to ``<path>.data`` beside it.
+
+    ``external`` defaults to whether the model is too large for one protobuf (``PROTO_LIMIT``).
+    Small constants stay inline (onnx's ``size_threshold`` of 1024 bytes), where onnxruntime
+    expects them.
+    """
+    import onnx
+
+    if external is None:
+        external = model.ByteSize() > PROTO_LIMIT
+    if external:
+        data_path(path).unlink(missing_ok=True)  # onnx appends to an existing data file
+    onnx.save_model(
+        model,
+        str(path),
+        save_as_external_data=external,
+        all_tensors_to_one_file=True,
+        location=data_path(path).name,
+        size_threshold=1024,
+    )
+    return path
+
+
 def place_model(source: Path, target: Path) -> list[Path]:
     """Move the model at ``source`` to ``target`` in the bundle layout; return the files written.
 
@@ -52,18 +82,5 @@ def place_model(source: Path, target: Path) -> list[Path]:
     if not external and size == source.stat().st_size:
         os.replace(source, target)
         return [target]
-    model = onnx.load(str(source), load_external_data=True)
-    if external:
-        data_path(target).unlink(missing_ok=True)  # onnx appends to an existing data file
-        onnx.save_model(
-            model,
-            str(target),
-            save_as_external_data=True,
-            all_tensors_to_one_file=True,
-            location=data_path(target).name,
-            size_threshold=1024,  # small constants stay inline, where onnxruntime expects them
-            convert_attribute=False,
-        )
-        return [target, data_path(target)]
-    onnx.save_model(model, str(target))
-    return [target]
+    save_model(onnx.load(str(source), load_external_data=True), target, external)
+    return [target, data_path(target)] if external else [target]

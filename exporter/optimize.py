@@ -41,16 +41,25 @@ FUSED_GRAPH_TAG = "gpt2-edge-fused-gqa-v1"  # written into metadata_props so a r
 
 
 def load_gpt2_weights(checkpoint: str | Path) -> tuple[dict[str, np.ndarray], dict]:
-    """The fp32 tensors of a transformers GPT-2 checkpoint folder (safetensors) and its config."""
-    from safetensors.numpy import load_file
-
+    """fp32 tensors named as GPT2Model's state dict, from safetensors or ``pytorch_model*.bin``,
+    and the checkpoint's config."""
     folder = Path(checkpoint)
     config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
     tensors: dict[str, np.ndarray] = {}
-    for shard in sorted(folder.glob("*.safetensors")):
-        for name, value in load_file(shard).items():
-            # GPT2LMHeadModel saves "transformer.h.0..."; bare GPT2Model saves "h.0...".
-            tensors[name.removeprefix("transformer.")] = value.astype(np.float32)
+    # GPT2LMHeadModel saves "transformer.h.0..."; bare GPT2Model saves "h.0...".
+    if any(folder.glob("*.safetensors")):
+        from safetensors.numpy import load_file
+
+        for shard in sorted(folder.glob("*.safetensors")):
+            for name, value in load_file(shard).items():
+                tensors[name.removeprefix("transformer.")] = value.astype(np.float32)
+        return tensors, config
+    import torch
+
+    for shard in sorted(folder.glob("pytorch_model*.bin")):
+        state = torch.load(shard, map_location="cpu", weights_only=True)
+        for name, value in state.items():
+            tensors[name.removeprefix("transformer.")] = value.float().numpy()
     return tensors, config
 
 
@@ -59,12 +68,7 @@ def _init(graph: onnx.GraphProto, name: str, value: np.ndarray) -> str:
     return name
 
 
-def build_fused_decoder(
-    weights: Mapping[str, np.ndarray],
-    config: Mapping,
-    lm_head_transposed: bool = True,
-    last_token_logits: bool = False,
-) -> onnx.ModelProto:
+def build_fused_decoder(weights: Mapping[str, np.ndarray], config: Mapping) -> onnx.ModelProto:
     """Build the fused GPT-2 decoder graph (fp32) from checkpoint tensors.
 
     Args:
@@ -72,12 +76,11 @@ def build_fused_decoder(
             ``h.0.attn.c_attn.weight``...).
         config: the checkpoint's config.json as a dict (n_layer, n_head, n_embd, vocab_size,
             layer_norm_epsilon).
-        lm_head_transposed: store the LM head as a constant (E, V) MatMul weight (default), so the
-            weight-only quantizers can quantize it; the embedding Gather keeps its own copy.
-            False: ``MatMul(h, Transpose(wte))``, one copy of the tied weight on disk.
-        last_token_logits: output logits for the last position only, (B, 1, V). The prefill then
-            skips S-1 rows of the largest MatMul and never holds (B, S, V) floats (180 MiB for an
-            896-token prompt); perplexity evaluation needs the full logits, so it is opt-in.
+
+    The LM head is tied, as Optimum writes it: ``MatMul(h, Transpose(wte))``, so the weight is
+    stored once and onnxruntime folds the Transpose when the session starts; the quantizers
+    (``int4.materialize_lm_head``) recognise this shape and let the embedding Gather share the
+    quantized LM head.
     """
     n_layer, n_head, n_embd = int(config["n_layer"]), int(config["n_head"]), int(config["n_embd"])
     vocab = int(config["vocab_size"])
@@ -125,8 +128,7 @@ def build_fused_decoder(
     node("Cast", ["total_i64"], ["total_seq_len"], to=TensorProto.INT32)
 
     # Embeddings: token + position. (B, S, E)
-    wte = weights["wte.weight"]  # (V, E)
-    _init(graph, "wte", wte)
+    _init(graph, "wte", weights["wte.weight"])  # (V, E)
     _init(graph, "wpe", weights["wpe.weight"])
     node("Gather", ["wte", "input_ids"], ["tok_emb"])
     node("Gather", ["wpe", "position_ids"], ["pos_emb"])
@@ -200,21 +202,8 @@ def build_fused_decoder(
         )
         resid = f"resid_{i + 1}"
 
-    if last_token_logits:
-        _init(graph, "last_index", np.array([-1], dtype=np.int64))
-        node("Gather", ["final_norm", "last_index"], ["final_last"], axis=1)  # (B, 1, E)
-        head_in = "final_last"
-    else:
-        head_in = "final_norm"
-    if lm_head_transposed:
-        head_w = _init(graph, "lm_head.weight_t", np.ascontiguousarray(wte.T))  # (E, V)
-        node("MatMul", [head_in, head_w], ["logits"])
-    else:
-        # Tied form, as Optimum writes it: the weight is stored once and onnxruntime folds the
-        # Transpose when the session starts; the weight-only quantizer (``int4.py``) recognises
-        # this shape and lets the embedding Gather share the quantized LM head.
-        node("Transpose", ["wte"], ["wte_t"], perm=[1, 0])
-        node("MatMul", [head_in, "wte_t"], ["logits"])
+    node("Transpose", ["wte"], ["wte_t"], perm=[1, 0])  # the tied LM head (see the docstring)
+    node("MatMul", ["final_norm", "wte_t"], ["logits"])
 
     graph.node.extend(nodes)
     graph.input.extend(inputs)
@@ -227,47 +216,6 @@ def build_fused_decoder(
     model.ir_version = 8
     helper.set_model_props(model, {"gpt2_edge_graph": FUSED_GRAPH_TAG})
     return model
-
-
-def save_model(model: onnx.ModelProto, path: str | Path) -> Path:
-    """Save a model; above protobuf's 2 GB limit the weights go to ``<name>.data`` beside it."""
-    path = Path(path)
-    big = model.ByteSize() > 1_900_000_000
-    onnx.save_model(
-        model,
-        str(path),
-        save_as_external_data=big,
-        all_tensors_to_one_file=True,
-        location=path.name + ".data",
-    )
-    return path
-
-
-def quantize_weight_only(
-    model: onnx.ModelProto, bits: int = 8, block_size: int = 32, accuracy_level: int = 4
-) -> onnx.ModelProto:
-    """Weight-only quantization of every constant-weight MatMul to ``MatMulNBits`` (LM head too).
-
-    ``accuracy_level=4`` makes the kernel quantize activations to int8 per block and run int8 dot
-    products, the fastest path on AVX2 without VNNI; 0/1 computes in fp32 after dequantizing.
-    """
-    from onnxruntime.quantization.matmul_nbits_quantizer import (
-        DefaultWeightOnlyQuantConfig,
-        MatMulNBitsQuantizer,
-    )
-    from onnxruntime.quantization.quant_utils import QuantFormat
-
-    cfg = DefaultWeightOnlyQuantConfig(
-        block_size=block_size,
-        is_symmetric=True,
-        accuracy_level=accuracy_level,
-        quant_format=QuantFormat.QOperator,
-        op_types_to_quantize=("MatMul",),
-        bits=bits,
-    )
-    quant = MatMulNBitsQuantizer(model, algo_config=cfg)
-    quant.process()
-    return quant.model.model
 
 
 def quantize_dynamic_int8(
@@ -316,9 +264,10 @@ def parity(
     ids = rng.integers(0, vocab, size=(1, prompt_len), dtype=np.int64)
     empty = np.zeros((1, n_head, 0, head_size), np.float32)
     pasts = [[empty] * (2 * n_layer) for _ in sessions]
+    input_names = [{i.name for i in sess.get_inputs()} for sess in sessions]
     max_diff, agree, total = 0.0, 0, 0
     pos = 0
-    for step in range(steps + 1):
+    for _ in range(steps + 1):
         s = ids.shape[1]
         feeds = {
             "input_ids": ids,
@@ -327,9 +276,7 @@ def parity(
         }
         logits = []
         for k, sess in enumerate(sessions):
-            f = dict(feeds)
-            names = {i.name for i in sess.get_inputs()}
-            f = {n: v for n, v in f.items() if n in names}
+            f = {n: v for n, v in feeds.items() if n in input_names[k]}
             for i in range(n_layer):
                 f[f"past_key_values.{i}.key"] = pasts[k][2 * i]
                 f[f"past_key_values.{i}.value"] = pasts[k][2 * i + 1]
@@ -342,7 +289,6 @@ def parity(
         total += a.size
         pos += s
         ids = a[:, None].astype(np.int64)
-        del step
     return {"max_abs_logit_diff": max_diff, "greedy_agreement": agree / total}
 
 

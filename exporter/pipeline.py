@@ -17,7 +17,7 @@ from .gate import DEFAULT_MAX_PPL_INCREASE, check_gate_options
 from .int4 import DEFAULT_ACCURACY_LEVEL, DEFAULT_BLOCK_SIZE
 from .manifest import build_manifest
 from .onnx_files import place_model
-from .precision import PrecisionChoice, apply_precision, choose_precision
+from .precision import FP32_PRECISION, PrecisionChoice, apply_precision, choose_precision
 from .progress import Steps
 from .source import Source, model_name, resolve_source
 from .staging import check_free_space, check_output, staging
@@ -26,7 +26,6 @@ from .tokenizer_files import write_tokenizer
 DEFAULT_MODEL = "gpt2"
 MODELS_DIR = Path("models")  # relative to the current working directory
 INT8_SUFFIX = "-int8"
-FP32 = {"dtype": "float32", "method": None}
 # Peak disk use as a multiple of the weights: the fp32 graph, plus the int8 one while quantizing.
 SPACE_FACTOR = {False: 1.1, True: 1.5}
 
@@ -116,13 +115,15 @@ def _build(
     work = folder / ".work"
     with steps.step("Export ONNX graph with KV cache (Optimum, text-generation-with-past)"):
         onnx_path = export_onnx(source.path, work / "fp32", opset)
-    precision, graph_info = FP32, dict(OPTIMUM_GRAPH)
+    precision, graph_info = dict(FP32_PRECISION), dict(OPTIMUM_GRAPH)
     if graph == "fused":
         from .fused import build_fused
 
         with steps.step("Optimize: fused decoder (GroupQueryAttention), parity vs Optimum"):
             fused_path, graph_info = build_fused(source.path, onnx_path, work / "fused")
-        onnx_path = fused_path or onnx_path  # None: the builder does not cover this checkpoint
+        if fused_path is not None:  # None: the builder does not cover this checkpoint
+            shutil.rmtree(onnx_path.parent)  # Optimum's graph was only the parity reference
+            onnx_path = fused_path
     reference = onnx_path  # the fp32 graph: the quality gate's reference
     if choice.reduced:
         with steps.step(choice.step_title(graph_info["kind"])):
@@ -138,10 +139,11 @@ def _build(
         manifest.graph = graph_info
         write_manifest(folder, manifest)
     if verify:
-        from .verify import verify_bundle
+        from .verify import open_bundle, verify_bundle
 
         with steps.step("Verify against transformers"):
-            manifest.verification = verify_bundle(folder, source.path, precision["dtype"])
+            session = open_bundle(folder)  # the gate measures the same session
+            manifest.verification = verify_bundle(folder, source.path, precision["dtype"], session)
             write_manifest(folder, manifest)
         if choice.reduced:
             from .gate import reference_bundle, run_gate
@@ -149,7 +151,7 @@ def _build(
             with steps.step(f"Quality gate vs fp32 (perplexity +{gate[1]:.1%} at most)"):
                 info = (name, source.config, source.path, source.describe(), graph_info)
                 ref = reference_bundle(reference, folder, *info)
-                manifest.verification["quality"] = run_gate(folder, ref, *gate)
+                manifest.verification["quality"] = run_gate(session, ref, *gate)
                 write_manifest(folder, manifest)
     else:
         manifest.verification = {"skipped": True}

@@ -19,7 +19,6 @@ from typing import Any
 from .errors import ExportError
 
 TARGETS = ("auto", "avx2", "avx512", "avx512_vnni", "arm64")
-BITS = (8,)
 METHOD = "dynamic"
 QUANTIZED_SUFFIX = "quantized"
 
@@ -54,13 +53,6 @@ def resolve_target(target: str) -> str:
     if target not in TARGETS:
         raise ExportError(f"Unknown target '{target}'; choose one of {', '.join(TARGETS)}.")
     return detect_target() if target == "auto" else target
-
-
-def check_bits(bits: int) -> None:
-    if bits not in BITS:
-        raise ExportError(
-            f"--bits {bits} is not supported; dynamic quantization here is {BITS[0]}-bit only."
-        )
 
 
 # Ops that only reshape or retype a tensor: a constant stays a constant through them.

@@ -13,6 +13,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from gpt2_edge.runtime.bundle import load_bundle
+from gpt2_edge.runtime.evaluate import target_nll
+from gpt2_edge.runtime.session import Session
 
 from .errors import ExportError
 
@@ -44,9 +47,9 @@ class Tally:
         self.values += diff.size
         self.positions += ours.shape[0]
         self.top1_same += int((ours.argmax(-1) == ref.argmax(-1)).sum())
-        targets = np.asarray(ids[1:])
+        tokens = np.asarray(ids, dtype=np.int64)
         for key, logits in (("bundle", ours), ("reference", ref)):
-            self.nll[key].extend(_nll(logits[:-1], targets))
+            self.nll[key].extend(target_nll(logits, tokens, 1))
 
     def figures(self) -> dict[str, Any]:
         return {
@@ -56,13 +59,6 @@ class Tally:
             "top1_agreement": self.top1_same / max(self.positions, 1),
             "perplexity": {k: float(np.exp(np.mean(v))) for k, v in self.nll.items() if v},
         }
-
-
-def _nll(logits: np.ndarray, targets: np.ndarray) -> list[float]:
-    logits = logits.astype(np.float64)
-    top = logits.max(-1, keepdims=True)
-    log_z = top[:, 0] + np.log(np.exp(logits - top).sum(-1))
-    return list(log_z - logits[np.arange(len(targets)), targets])
 
 
 def bundle_logits(session: Any, ids: list[int]) -> np.ndarray:
@@ -82,21 +78,28 @@ def bundle_logits(session: Any, ids: list[int]) -> np.ndarray:
     return np.concatenate(pieces, axis=0)
 
 
-def verify_bundle(folder: Path, checkpoint: Path, precision: str) -> dict[str, Any]:
+def open_bundle(folder: Path) -> Session:
+    """The bundle in ``folder``, its files checked against the manifest's SHA-256, on the CPU."""
+    return Session(load_bundle(folder, check_hashes=True), provider="cpu")
+
+
+def verify_bundle(
+    folder: Path, checkpoint: Path, precision: str, session: Session | None = None
+) -> dict[str, Any]:
     """Compare the bundle in ``folder`` with the transformers model in ``checkpoint``.
 
+    ``session``: the bundle already opened with :func:`open_bundle` (default: open it here).
     Returns the figures for ``bundle.json``; raises ``ExportError`` when fp32 parity fails.
     """
     import torch
-    from gpt2_edge.runtime.bundle import load_bundle
-    from gpt2_edge.runtime.session import Session
     from tokenizers import Tokenizer
     from transformers import GPT2LMHeadModel
 
     from .onnx_export import quiet_libraries
 
-    bundle = load_bundle(folder, check_hashes=True)
-    session = Session(bundle, provider="cpu")
+    if session is None:
+        session = open_bundle(folder)
+    bundle = session.bundle
     tokenizer = Tokenizer.from_file(str(bundle.tokenizer_path))
     arch = bundle.manifest.architecture
     with quiet_libraries():
