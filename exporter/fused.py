@@ -30,6 +30,7 @@ OPTIMUM_GRAPH = {"kind": "optimum", "kv_cache": "concat", "padding": "left"}
 # tanh-approximated GELU is what FastGelu computes; plain erf GELU would not match.
 _ACTIVATIONS = ("gelu_new", "gelu_pytorch_tanh")
 EMBEDDING_BLOCK_SIZE = 32
+GQA_HEAD_SIZE_MULTIPLE = 8  # onnxruntime's GroupQueryAttention rejects other head sizes at run time
 INT8_CHOICE = (
     "dynamic MatMulInteger (per-channel) on the fused graph, chosen over weight-only "
     "MatMulNBits 8-bit accuracy_level 4: 32-33 vs 27-31 decode tok/s and 490 vs 1100+ ms "
@@ -47,6 +48,12 @@ def unsupported_reason(config: dict[str, Any], weights: dict[str, np.ndarray]) -
         return "unscaled attention is not supported by the fused graph"
     if int(config["n_embd"]) % int(config["n_head"]):
         return "n_embd is not a multiple of n_head"
+    head_size = int(config["n_embd"]) // int(config["n_head"])
+    if head_size % GQA_HEAD_SIZE_MULTIPLE:
+        return (
+            f"head size {head_size} is not a multiple of {GQA_HEAD_SIZE_MULTIPLE}, "
+            "which onnxruntime's GroupQueryAttention requires"
+        )
     head = weights.get("lm_head.weight")
     if head is not None and not np.array_equal(head, weights["wte.weight"]):
         return "the LM head is not tied to the token embedding"
@@ -132,17 +139,25 @@ def quantize_fused(model_path: Path, work_dir: Path, target: str) -> tuple[Path,
     _remove_model(untied)
     model = onnx.load(str(dynamic))
     _remove_model(dynamic)
-    shared = False
+    embedding: Any = "float32"
     if head is not None:
-        # Weight-only 8-bit blocks with float compute: the head's input is not quantized (that
-        # cost 10% perplexity on the trained fixture) and the Gather shares the packed bytes.
+        # 8-bit weight blocks; accuracy_level 4 quantizes the head's input per block of 32 for
+        # int8 compute (dynamic per-tensor quantization of that input cost 10% perplexity on
+        # the trained fixture), and the Gather shares the packed bytes.
         settings = Int4Settings(
             bits=8, block_size=EMBEDDING_BLOCK_SIZE, accuracy_level=4, symmetric=True
         )
         model = _nbits_quantize(model, settings, True, [])
-        shared = share_embedding(model, head[0], head[1], EMBEDDING_BLOCK_SIZE, bits=8)
-        if not shared:
+        if share_embedding(model, head[0], head[1], EMBEDDING_BLOCK_SIZE, bits=8):
+            embedding = "shares the int8 LM head's weight"
+        elif _embedding_width(model, head[1]) % EMBEDDING_BLOCK_SIZE == 0:
             model = quantize_embedding(model, head[1], bits=8, block_size=EMBEDDING_BLOCK_SIZE)
+            embedding = {
+                "operator": "GatherBlockQuantized",
+                "bits": 8,
+                "block_size": EMBEDDING_BLOCK_SIZE,
+            }
+        # else: blocks cannot tile the width, so the embedding stays float32
     path = save_model(model, work_dir / "model.onnx")
     precision = {
         "dtype": "int8",
@@ -156,15 +171,16 @@ def quantize_fused(model_path: Path, work_dir: Path, target: str) -> tuple[Path,
         "target": target,
         "lm_head_quantized": head is not None,
         "lm_head": f"MatMulNBits 8-bit, block {EMBEDDING_BLOCK_SIZE}, accuracy_level 4",
-        "embedding": "shares the int8 LM head's weight"
-        if shared
-        else {"operator": "GatherBlockQuantized", "bits": 8, "block_size": EMBEDDING_BLOCK_SIZE}
-        if head is not None
-        else "float32",
+        "embedding": embedding,
         "choice": INT8_CHOICE,
         "tool": {"onnxruntime": version("onnxruntime")},
     }
     return path, precision
+
+
+def _embedding_width(model: Any, name: str) -> int:
+    """The row width of the embedding table initializer ``name``."""
+    return next(int(t.dims[1]) for t in model.graph.initializer if t.name == name)
 
 
 def _remove_model(path: Path) -> None:

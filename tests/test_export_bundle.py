@@ -255,3 +255,26 @@ def test_cli_default_output_opset_and_no_verify(
         assert text in result.stdout
     for step in ("Resolve", "Export ONNX", "Write tokenizer.json", "Write bundle.json"):
         assert step in result.stderr
+
+
+@pytest.mark.export
+@pytest.mark.parametrize(
+    ("n_head", "graph_kind", "embedding"),
+    [
+        (4, "optimum", None),  # head size 12: GroupQueryAttention needs a multiple of 8
+        (6, "fused-gqa", "float32"),  # width 48: 8-bit blocks of 32 cannot tile the embedding
+    ],
+)
+def test_int8_export_of_odd_widths(
+    n_head: int, graph_kind: str, embedding: str | None, tmp_path: Path
+) -> None:
+    from conftest import make_checkpoint
+    from gpt2_edge.runtime import load
+
+    checkpoint = make_checkpoint(tmp_path / "ckpt", n_embd=48, n_head=n_head)
+    out = export_bundle(str(checkpoint), tmp_path / "int8", quantize=True, progress=False)
+    manifest = json.loads((out / "bundle.json").read_text())
+    assert manifest["graph"]["kind"] == graph_kind
+    assert manifest["precision"].get("embedding") == embedding
+    result = load(out, provider="cpu").generate("Hello world", max_new_tokens=4, temperature=0)
+    assert len(result.tokens) == 4
