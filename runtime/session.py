@@ -38,6 +38,10 @@ INT8_ON_CUDA = (
     "This bundle is quantized to int8 for CPUs; on CUDA it will be slower than an fp32 or fp16 "
     "bundle of the same model."
 )
+FP32_ATTENTION_ON_CUDA = (
+    "onnxruntime has no float32 CUDA kernel for this bundle's fused attention, so attention runs "
+    "on the CPU; export with --dtype fp16 for a GPU."
+)
 
 
 @dataclass(frozen=True)
@@ -74,10 +78,15 @@ def session_options(threads: int | None) -> ort.SessionOptions:
     return opts
 
 
-def ort_providers(provider: str) -> list[str]:
-    """onnxruntime's provider list; CUDA keeps CPU behind it for the few ops it does not run."""
+def ort_providers(provider: str) -> list[Any]:
+    """onnxruntime's provider list; CUDA keeps CPU behind it for the few ops it does not run.
+
+    TF32 is off: onnxruntime's CUDA provider enables it by default, which moved fp32 logits by
+    1e-2 against the CPU on an H100 (6.7e-6 with it off); an fp32 bundle should compute in fp32.
+    fp16 bundles are unaffected.
+    """
     if provider == "cuda":
-        return [_ORT_NAMES["cuda"], _ORT_NAMES["cpu"]]
+        return [(_ORT_NAMES["cuda"], {"use_tf32": "0"}), _ORT_NAMES["cpu"]]
     return [_ORT_NAMES[provider]]
 
 
@@ -297,9 +306,25 @@ class Session:
             and self.names.attention_mask is not None
             and self.names.position_ids is not None
         )
+        self.kv_device = self._kv_device()
+        if self.shared_kv and self.provider == "cuda" and self.kv_device == "cpu":
+            self.notices.append(FP32_ATTENTION_ON_CUDA)
         self.runner: Runner = NumpyRunner(self.ort, self.names)
         if self.provider == "cuda" or io_binding:
             self.runner = BindingRunner(self.ort, self.names, device=self.provider)
+
+    def _kv_device(self) -> str:
+        """Where the shared KV buffers live: on the device that runs GroupQueryAttention.
+
+        onnxruntime's CUDA GroupQueryAttention takes float16 (and bfloat16) only; a float32 one
+        falls back to the CPU kernel. Buffers bound on the GPU while the kernel runs on the CPU
+        are copied across each step and the in-place append breaks (measured on an H100 with
+        onnxruntime-gpu 1.31: logits off by up to 2.4 from the second token on), so float32
+        buffers stay on the CPU, where the kernel that writes them runs.
+        """
+        if self.provider == "cuda" and self.kv_dtype == np.dtype(np.float16):
+            return "cuda"
+        return "cpu"
 
     def empty_past(self, batch: int) -> KV:
         shape = (batch, self.arch.heads, 0, self.arch.head_size)  # (B, nh, 0, hs)

@@ -51,7 +51,7 @@ class SharedKVCache:
         arch, names = session.arch, session.names
         self._session, self._names = session, names
         self.capacity = min(int(capacity), arch.context_length)
-        device = session.provider  # "cpu" or "cuda"; both keep the buffers where the graph runs
+        device = session.kv_device  # where the attention kernel that writes them runs
         shape = (batch, arch.heads, self.capacity, arch.head_size)  # (B, nh, C, hs)
         # Zeros, not uninitialised memory: positions past a row's length are never attended, but
         # garbage there could hold NaNs that a kernel multiplies by zero.

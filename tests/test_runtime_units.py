@@ -382,3 +382,33 @@ def test_cuda_session_binds_and_warns_about_int8(monkeypatch: pytest.MonkeyPatch
     assert cpu.notices == ["No CUDA provider in this onnxruntime build; running on CPU."]
     with pytest.raises(EdgeError, match="CUDA provider is not available"):
         session_mod.Session(int8, provider="cuda")
+
+
+def test_cuda_keeps_fp32_attention_buffers_with_the_cpu_kernel(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """onnxruntime's CUDA GroupQueryAttention is fp16-only: fp32 shared buffers stay on the CPU."""
+    from gpt2_edge.runtime import session as session_mod
+
+    def fake_ort(kv_type: str) -> SimpleNamespace:
+        names = ("input_ids", "attention_mask", "position_ids", "past_key_values.0.key")
+        inputs = [SimpleNamespace(name=n, type=kv_type) for n in names]
+        return SimpleNamespace(get_inputs=lambda: inputs, io_binding=FakeBinding)
+
+    monkeypatch.setattr(
+        session_mod.ort,
+        "get_available_providers",
+        lambda: ["CUDAExecutionProvider", "CPUExecutionProvider"],
+    )
+    arch = Architecture(1, 1, 2, 2, 16, VOCAB)
+    fused = Bundle(Path("."), Manifest("f", arch, graph={"kv_cache": "shared-buffer"}))
+    for kv_type, device in (("tensor(float)", "cpu"), ("tensor(float16)", "cuda")):
+        graph = fake_ort(kv_type)
+        monkeypatch.setattr(session_mod, "create_inference_session", lambda *a, g=graph: g)
+        session = session_mod.Session(fused, provider="cuda")
+        assert session.shared_kv and session.kv_device == device
+        assert (session_mod.FP32_ATTENTION_ON_CUDA in session.notices) == (device == "cpu")
+        cpu = session_mod.Session(fused, provider="cpu")
+        assert cpu.kv_device == "cpu" and cpu.notices == []
+    # fp32 on CUDA computes in fp32: TF32 off
+    assert session_mod.ort_providers("cuda")[0] == ("CUDAExecutionProvider", {"use_tf32": "0"})
