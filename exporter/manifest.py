@@ -60,7 +60,7 @@ def graph_io(model_path: Path) -> tuple[dict[str, int], list[str]]:
 def io_names(inputs: list[str], outputs: list[str], layers: int) -> dict[str, str]:
     """Map the manifest's roles to the graph's tensor names; "%d" stands for the layer index."""
     io: dict[str, str] = {}
-    for role in ("input_ids", "attention_mask", "position_ids"):
+    for role in ("input_ids", "attention_mask", "position_ids", "logits_index"):
         if role in inputs:
             io[role] = role
     if "input_ids" not in io:

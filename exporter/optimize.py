@@ -17,7 +17,11 @@ place: no per-step copy of the cache. Fed ordinary growing past tensors it behav
 graph (present = past + new), so the same model serves a naive loop too.
 
 The I/O names are Optimum's (``input_ids``, ``attention_mask``, ``position_ids``,
-``past_key_values.{i}.key/.value`` -> ``logits``, ``present.{i}.key/.value``).
+``past_key_values.{i}.key/.value`` -> ``logits``, ``present.{i}.key/.value``), plus
+``logits_index`` (B, K): the positions of this call whose logits to compute, per row. Generation
+asks for each row's last real token only (K = 1), which skips the LM head — a third of GPT-2
+124M's weights — for every other prompt position and keeps a (B, T, 50257) float tensor out of
+memory; perplexity and verification pass every position.
 
 Limits: ``GroupQueryAttention`` derives each row's length from ``attention_mask`` (its sum), so the
 prompt batch must be right-padded or of equal length: a left-padded batch (transformers' habit)
@@ -37,7 +41,8 @@ from onnx import TensorProto, helper, numpy_helper
 
 MS = "com.microsoft"
 OPSET = 17  # LayerNormalization is opset 17
-FUSED_GRAPH_TAG = "gpt2-edge-fused-gqa-v1"  # written into metadata_props so a runtime can tell
+# Written into metadata_props so a runtime can tell; v2 added the logits_index input.
+FUSED_GRAPH_TAG = "gpt2-edge-fused-gqa-v2"
 
 
 def load_gpt2_weights(checkpoint: str | Path) -> tuple[dict[str, np.ndarray], dict]:
@@ -98,8 +103,9 @@ def build_fused_decoder(weights: Mapping[str, np.ndarray], config: Mapping) -> o
         helper.make_tensor_value_info("input_ids", TensorProto.INT64, ["batch", "seq"]),
         helper.make_tensor_value_info("attention_mask", TensorProto.INT64, ["batch", "total"]),
         helper.make_tensor_value_info("position_ids", TensorProto.INT64, ["batch", "seq"]),
+        helper.make_tensor_value_info("logits_index", TensorProto.INT64, ["batch", "kept"]),
     ]
-    outputs = [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", "seq", vocab])]
+    outputs = [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", "kept", vocab])]
     for i in range(n_layer):
         for kind in ("key", "value"):
             inputs.append(
@@ -202,8 +208,12 @@ def build_fused_decoder(weights: Mapping[str, np.ndarray], config: Mapping) -> o
         )
         resid = f"resid_{i + 1}"
 
+    # Only the asked-for positions reach the LM head: (B, S, E) -> (B, K, E).
+    _init(graph, "axes_last", np.array([-1], dtype=np.int64))
+    node("Unsqueeze", ["logits_index", "axes_last"], ["logits_index_3d"])  # (B, K, 1)
+    node("GatherND", ["final_norm", "logits_index_3d"], ["kept_norm"], batch_dims=1)
     node("Transpose", ["wte"], ["wte_t"], perm=[1, 0])  # the tied LM head (see the docstring)
-    node("MatMul", ["final_norm", "wte_t"], ["logits"])
+    node("MatMul", ["kept_norm", "wte_t"], ["logits"])
 
     graph.node.extend(nodes)
     graph.input.extend(inputs)
@@ -277,6 +287,8 @@ def parity(
         logits = []
         for k, sess in enumerate(sessions):
             f = {n: v for n, v in feeds.items() if n in input_names[k]}
+            if "logits_index" in input_names[k]:
+                f["logits_index"] = np.arange(s, dtype=np.int64)[None]
             for i in range(n_layer):
                 f[f"past_key_values.{i}.key"] = pasts[k][2 * i]
                 f[f"past_key_values.{i}.value"] = pasts[k][2 * i + 1]

@@ -28,6 +28,7 @@ DEFAULT_IO = {
     "input_ids": "input_ids",
     "attention_mask": "attention_mask",
     "position_ids": "position_ids",
+    "logits_index": "logits_index",  # fused graphs only (exporter/optimize.py)
     "past_key": "past_key_values.%d.key",
     "past_value": "past_key_values.%d.value",
     "logits": "logits",

@@ -137,6 +137,13 @@ class GraphNames:
     position_ids: str | None
     past: tuple[str, ...]  # flat: key 0, value 0, key 1, ...
     outputs: tuple[str, ...]  # logits, then present in the same flat order
+    logits_index: str | None = None  # fused graphs: which positions get logits (B, K)
+
+
+def every_position(input_ids: np.ndarray) -> np.ndarray:
+    """A ``logits_index`` that asks for the logits of every position of ``input_ids`` (B, T)."""
+    batch, width = input_ids.shape
+    return np.tile(np.arange(width, dtype=np.int64), (batch, 1))  # (B, T)
 
 
 class NumpyRunner:
@@ -164,6 +171,8 @@ class NumpyRunner:
             feeds[names.attention_mask] = attention_mask
         if names.position_ids:
             feeds[names.position_ids] = position_ids
+        if names.logits_index:
+            feeds[names.logits_index] = every_position(input_ids)
         for name, value in zip(names.past, past, strict=True):
             feeds[name] = value
         outputs = self._session.run(self._outputs, feeds)
@@ -219,6 +228,8 @@ class BindingRunner:
             binding.bind_cpu_input(names.attention_mask, attention_mask)
         if names.position_ids:
             binding.bind_cpu_input(names.position_ids, position_ids)
+        if names.logits_index:
+            binding.bind_cpu_input(names.logits_index, every_position(input_ids))
         for name, value in zip(names.past, past, strict=True):
             binding.bind_ortvalue_input(name, value)
         # Outputs grow by one position each step, so they are re-bound unallocated every time;
@@ -255,6 +266,7 @@ def graph_names(io: dict[str, str], layers: int, inputs: set[str]) -> GraphNames
         position_ids=io["position_ids"] if io["position_ids"] in inputs else None,
         past=past,
         outputs=(io["logits"], *present),
+        logits_index=io.get("logits_index") if io.get("logits_index") in inputs else None,
     )
 
 

@@ -60,7 +60,15 @@ class SharedKVCache:
             for _ in names.past
         ]
         self._binding = binding = session.ort.io_binding()
-        binding.bind_output(names.outputs[0], "cpu")  # logits; first so it is get_outputs()[0]
+        # Every call makes (B, 1, V) logits when the graph takes logits_index (a v1 fused graph
+        # makes (B, T, V) at the prefill): one host buffer is bound once and reused. Logits are
+        # bound first so that they are get_outputs()[0].
+        self._step_logits = np.empty((batch, 1, arch.vocab_size), dtype=logits_dtype(session))
+        self._last_index = np.zeros((batch, 1), dtype=np.int64)  # (B, 1): decode's only position
+        if names.logits_index:
+            self._bind_step_logits()
+        else:
+            binding.bind_output(names.outputs[0], "cpu")  # sized by onnxruntime at the prefill
         for name, value in zip(names.past, self._buffers, strict=True):
             binding.bind_ortvalue_input(name, value)
         for name, value in zip(names.outputs[1:], self._buffers, strict=True):
@@ -68,7 +76,11 @@ class SharedKVCache:
         self.lengths = np.zeros(batch, dtype=np.int64)  # (B,)
         self._live = np.ones(batch, dtype=bool)  # (B,) rows whose length still advances
         self._ones = np.ones(self.capacity + 1, dtype=MASK_DTYPE)  # batch-1 masks are its prefixes
-        self._step_logits: np.ndarray | None = None  # (B, 1, V) bound after the prefill
+
+    def _bind_step_logits(self) -> None:
+        self._binding.bind_ortvalue_output(
+            self._names.outputs[0], ort.OrtValue.ortvalue_from_numpy(self._step_logits)
+        )
 
     def freeze(self, rows: Sequence[int]) -> None:
         """Stop advancing these rows (indices into the batch); they finished."""
@@ -80,11 +92,15 @@ class SharedKVCache:
             return self._ones[:width].reshape(1, width)  # a contiguous view, no allocation
         return (np.arange(width) >= (width - totals)[:, None]).astype(MASK_DTYPE)
 
-    def _run(self, ids: np.ndarray, mask: np.ndarray, positions: np.ndarray) -> None:
+    def _run(
+        self, ids: np.ndarray, mask: np.ndarray, positions: np.ndarray, last: np.ndarray
+    ) -> None:
         binding, names = self._binding, self._names
         binding.bind_cpu_input(names.input_ids, ids)
         binding.bind_cpu_input(names.attention_mask, mask)
         binding.bind_cpu_input(names.position_ids, positions)
+        if names.logits_index:
+            binding.bind_cpu_input(names.logits_index, last)
         self._session.ort.run_with_iobinding(binding)
 
     def prefill(self, prompts: Sequence[np.ndarray], pad_id: int) -> np.ndarray:
@@ -92,21 +108,30 @@ class SharedKVCache:
         ids, lengths = right_pad(prompts, pad_id)  # (B, T), (B,)
         batch, width = ids.shape
         positions = np.broadcast_to(np.arange(width, dtype=np.int64), (batch, width))
-        self._run(ids, self._mask(width, lengths), np.ascontiguousarray(positions))
-        logits = self._binding.get_outputs()[0].numpy()  # (B, T, V), sized by onnxruntime
+        last = (lengths - 1)[:, None]  # (B, 1)
+        self._run(ids, self._mask(width, lengths), np.ascontiguousarray(positions), last)
         self.lengths = lengths.copy()
-        # From now on every step makes (B, 1, V) logits: bind one buffer and reuse it.
-        self._step_logits = np.empty((batch, 1, logits.shape[-1]), dtype=logits.dtype)
-        self._binding.bind_ortvalue_output(
-            self._names.outputs[0], ort.OrtValue.ortvalue_from_numpy(self._step_logits)
-        )
+        if self._names.logits_index:
+            return self._step_logits[:, 0]
+        logits = self._binding.get_outputs()[0].numpy()  # (B, T, V): a v1 graph
+        self._bind_step_logits()
         return logits[np.arange(batch), lengths - 1]  # (B, V)
 
     def decode(self, tokens: np.ndarray) -> np.ndarray:
         """Feed one token per row (B,); return the logits (B, V), finished rows included."""
-        assert self._step_logits is not None, "prefill() first"
         lengths, live = self.lengths, self._live
         totals = lengths + 1  # each row's length including this token
-        self._run(tokens.reshape(-1, 1), self._mask(int(totals.max()), totals), lengths[:, None])
+        mask = self._mask(int(totals.max()), totals)
+        self._run(tokens.reshape(-1, 1), mask, lengths[:, None], self._last_index)
         self.lengths = np.where(live, totals, lengths)  # frozen rows rewrite the same slot
         return self._step_logits[:, 0]
+
+
+def logits_dtype(session: Session) -> np.dtype:
+    """The graph's logits element type (float32 unless an fp16 export made them float16)."""
+    types = {o.name: o.type for o in session.ort.get_outputs()}
+    return (
+        np.dtype(np.float16)
+        if "float16" in types[session.names.outputs[0]]
+        else np.dtype(np.float32)
+    )

@@ -5,11 +5,14 @@ optimum`` path that keeps Optimum's graph."""
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 from gpt2_edge.runtime import Generator, load
 from gpt2_edge.runtime.session import NumpyRunner
+from gpt2_edge.runtime.shared_cache import SharedKVCache
 from test_runtime_parity import NEW, PROMPTS, reference
 
 pytestmark = pytest.mark.export
@@ -102,3 +105,51 @@ def test_graph_optimum_keeps_optimum_graph(
         assert ours == tiny_fused.generate(prompt, max_new_tokens=16, temperature=0).tokens
     bad = CliRunner().invoke(app, [str(tiny_checkpoint), "-o", str(tmp_path / "x"), "--graph", "x"])
     assert bad.exit_code == 1 and "Unknown graph" in bad.output
+
+
+def test_prefill_computes_only_each_rows_last_logits(trained_fused: Generator) -> None:
+    session = trained_fused.session
+    assert session.names.logits_index == "logits_index"
+    prompts = [trained_fused.encode(p) for p in PROMPTS[:3]]
+    cache = SharedKVCache(session, batch=len(prompts), capacity=64)
+    last = cache.prefill(prompts, pad_id=0)  # (B, V), from a (B, 1, V) output
+    for row, ids in enumerate(prompts):
+        positions = np.arange(len(ids))[None]
+        full, _ = session.forward(
+            ids[None], np.ones_like(positions), positions, session.empty_past(1)
+        )
+        assert full.shape[1] == len(ids)  # forward() still returns every position
+        np.testing.assert_allclose(last[row], full[0, -1], atol=1e-4)
+
+
+def test_bundles_without_logits_index_still_generate(tiny_fused: Generator, tmp_path: Path) -> None:
+    """A fused graph from before ``logits_index`` (format v1 too) computes every position."""
+    import onnx
+    from gpt2_edge.runtime.bundle import file_entry, read_manifest, write_manifest
+
+    src = tiny_fused.session.bundle.path
+    dst = tmp_path / "v1"
+    shutil.copytree(src, dst)
+    model = onnx.load(str(dst / "model.onnx"))
+    graph = model.graph
+    gather = next(n for n in graph.node if n.op_type == "GatherND")
+    head = next(n for n in graph.node if gather.output[0] in n.input)
+    head.input[0] = gather.input[0]
+    graph.node.remove(gather)
+    graph.node.remove(next(n for n in graph.node if n.output[0] == gather.input[1]))
+    graph.input.remove(next(i for i in graph.input if i.name == "logits_index"))
+    onnx.save(model, str(dst / "model.onnx"))
+    manifest = read_manifest(dst)
+    manifest.files["model.onnx"] = file_entry(dst / "model.onnx")
+    write_manifest(dst, manifest)
+    old = load(dst, provider="cpu", threads=1)
+    assert old.session.names.logits_index is None and old.session.shared_kv
+    for prompt in PROMPTS[:2]:
+        settings = {"max_new_tokens": 12, "temperature": 0}
+        assert (
+            old.generate(prompt, **settings).tokens
+            == tiny_fused.generate(prompt, **settings).tokens
+        )
+    assert [r.tokens for r in old.generate(PROMPTS[:2], max_new_tokens=8, temperature=0)] == [
+        r.tokens for r in tiny_fused.generate(PROMPTS[:2], max_new_tokens=8, temperature=0)
+    ]
