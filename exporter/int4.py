@@ -28,7 +28,10 @@ from onnx import helper, numpy_helper
 from .errors import ExportError
 
 DEFAULT_BLOCK_SIZE = 32
-DEFAULT_ACCURACY_LEVEL = 0  # 0 = onnxruntime's default; 4 = int8 compute (fastest on AVX2 CPUs)
+# 4 = int8 compute: onnxruntime quantizes each block of the input to int8 at run time. GPT-2 124M
+# int4 on AVX2 (2 threads, 128+128 greedy): 183 decode tok/s against 62 with level 0 (fp32
+# compute dequantizes every weight). CPUs without such kernels fall back to fp32 compute.
+DEFAULT_ACCURACY_LEVEL = 4
 ACCURACY_LEVELS = (0, 1, 2, 3, 4)
 EMBEDDING_MODES = ("shared", "float")
 LM_HEAD_WEIGHT = "lm_head.weight"

@@ -73,7 +73,7 @@ def export_bundle(
             the Optimum export) or ``optimum`` (Optimum's graph as exported).
         dtype: ``fp32`` (default) or ``fp16`` (float16 weights and KV cache; not with quantize).
         block_size: int4 weights per scale (default 32).
-        accuracy_level: int4 MatMulNBits compute type (default 0: onnxruntime's choice).
+        accuracy_level: int4 MatMulNBits compute type (default 4: int8 compute).
         eval_text: a UTF-8 file the quality gate measures besides its built-in text.
         max_ppl_increase: the quality gate's largest relative perplexity increase of an int8,
             int4 or fp16 bundle over the fp32 graph (default 0.05); runs only with ``verify``.

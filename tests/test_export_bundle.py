@@ -279,19 +279,20 @@ def test_cli_default_output_opset_and_no_verify(
 
 @pytest.mark.export
 @pytest.mark.parametrize(
-    ("n_head", "graph_kind", "embedding"),
+    ("n_embd", "n_head", "graph_kind", "embedding"),
     [
-        (4, "optimum", None),  # head size 12: GroupQueryAttention needs a multiple of 8
-        (6, "fused-gqa", "float32"),  # width 48: 8-bit blocks of 32 cannot tile the embedding
+        (48, 4, "optimum", None),  # head size 12: GroupQueryAttention needs a multiple of 8
+        (48, 6, "fused-gqa", "shares the int8 LM head's weight"),  # blocks of 16
+        (40, 5, "fused-gqa", "float32"),  # no block size of 16 or more tiles a width of 40
     ],
 )
 def test_int8_export_of_odd_widths(
-    n_head: int, graph_kind: str, embedding: str | None, tmp_path: Path
+    n_embd: int, n_head: int, graph_kind: str, embedding: str | None, tmp_path: Path
 ) -> None:
     from conftest import make_checkpoint
     from gpt2_edge.runtime import load
 
-    checkpoint = make_checkpoint(tmp_path / "ckpt", n_embd=48, n_head=n_head)
+    checkpoint = make_checkpoint(tmp_path / "ckpt", n_embd=n_embd, n_head=n_head)
     out = export_bundle(str(checkpoint), tmp_path / "int8", quantize=True, progress=False)
     manifest = json.loads((out / "bundle.json").read_text())
     assert manifest["graph"]["kind"] == graph_kind

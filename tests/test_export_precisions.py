@@ -73,7 +73,7 @@ def test_int4_bundle_is_smaller_and_generates(int4_bundle: Path, fp32_size: int)
     m = manifest_of(int4_bundle)
     p = m["precision"]
     assert p["dtype"] == "int4" and p["operator"] == "MatMulNBits"
-    assert p["block_size"] == 32 and p["accuracy_level"] == 0
+    assert p["block_size"] == 32 and p["accuracy_level"] == 4
     assert p["matmul_nbits_nodes"] == 2 * 4 + 1  # every projection and the LM head
     assert (int4_bundle / "model.onnx").stat().st_size < 0.5 * fp32_size
     assert len(generate(int4_bundle)) == 6
