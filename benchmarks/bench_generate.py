@@ -184,48 +184,19 @@ def _hf_engine(engine: str, path: Path):
 
 
 def _ours_engine(path: Path):
-    """Our runtime; falls back to benchmarks/decode_loop.py's bare loop if it is not there yet."""
-    try:
-        from gpt2_edge.runtime import load  # type: ignore[attr-defined]
-    except ImportError:
-        load = None
-    if load is not None:
-        gen = load(str(path), provider="cpu", threads=THREADS)
+    """Our runtime; returns a callable (ids, new, text) -> (prefill s, decode tok/s, tokens)."""
+    from gpt2_edge.runtime import load
 
-        def run(ids: list[list[int]], new: int, text: list[str]) -> tuple[float, float, list[int]]:
-            prompts: Any = text[0] if len(text) == 1 else text
-            res = gen.generate(prompts, max_new_tokens=new, temperature=0, ignore_eos=True)
-            res0 = res[0] if isinstance(res, list) else res
-            timings = res0.timings
-            prefill = _timing(timings, ("prefill_ms",)) / 1000
-            decode = _timing(timings, ("decode_tokens_per_s", "decode_tok_s", "tokens_per_s"))
-            return prefill, decode * (len(ids) if isinstance(res, list) else 1), list(res0.tokens)
+    gen = load(str(path), provider="cpu", threads=THREADS)
 
-        return run, "gpt2_edge.runtime"
+    def run(ids: list[list[int]], new: int, text: list[str]) -> tuple[float, float, list[int]]:
+        prompts: Any = text[0] if len(text) == 1 else text
+        res = gen.generate(prompts, max_new_tokens=new, temperature=0, ignore_eos=True)
+        res0 = res[0] if isinstance(res, list) else res
+        prefill, decode = res0.timings.prefill_ms / 1000, res0.timings.decode_tokens_per_s
+        return prefill, decode * (len(ids) if isinstance(res, list) else 1), list(res0.tokens)
 
-    import numpy as np
-    import onnxruntime as ort
-    from decode_loop import Loop, make_options
-
-    sess = ort.InferenceSession(
-        str(path / "model.onnx"), make_options(THREADS), providers=["CPUExecutionProvider"]
-    )
-    loop = Loop(sess, "ortvalue")
-
-    def run_loop(ids: list[list[int]], new: int, text: list[str]) -> tuple[float, float, list[int]]:
-        tokens, prefill, steps = loop.generate(np.array(ids, dtype=np.int64), new)
-        return prefill, len(steps) * len(ids) / sum(steps), tokens[0].tolist()
-
-    return run_loop, "decode_loop.py (runtime.load not available yet)"
-
-
-def _timing(timings: Any, names: tuple[str, ...]) -> float:
-    get = timings.get if isinstance(timings, dict) else lambda k: getattr(timings, k, None)
-    for name in names:
-        value = get(name)
-        if value is not None:
-            return float(value)
-    raise KeyError(f"none of {names} in the result's timings")
+    return run, "gpt2_edge.runtime"
 
 
 def child(args: argparse.Namespace) -> None:

@@ -96,7 +96,9 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--runs", type=int, default=3, help="timed generations per bundle")
     parser.add_argument("--graph", default="fused", choices=("fused", "optimum"))
-    parser.add_argument("--out", type=Path, default=Path("precision_report.json"))
+    parser.add_argument(
+        "--out", type=Path, default=Path(__file__).parent / "results" / "precision_report.json"
+    )
     parser.add_argument("--keep", type=Path, default=None, help="keep the bundles here")
     args = parser.parse_args()
 
@@ -159,6 +161,7 @@ def main() -> None:
         "cpu": platform.processor() or platform.machine(),
         "onnxruntime": version("onnxruntime"),
     }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps({"meta": meta, "precisions": rows}, indent=2) + "\n")
     console.print(f"wrote {args.out}")
     if args.keep is None:
