@@ -353,20 +353,22 @@ def test_bundle_errors(tmp_path: Path) -> None:
         load(tmp_path)
 
 
-def test_cuda_session_binds_and_warns_about_int8(monkeypatch: pytest.MonkeyPatch) -> None:
+def fake_graph(
+    monkeypatch: pytest.MonkeyPatch, inputs: tuple[str, ...], kv_type: str = "tensor(float)"
+) -> Any:
+    """Make Session see a CUDA-capable onnxruntime, a graph has ``inputs``; return the module."""
     from gpt2_edge.runtime import session as session_mod
 
-    inputs = [
-        SimpleNamespace(name=n, type="tensor(float)")
-        for n in ("input_ids", "past_key_values.0.key")
-    ]
-    fake_ort = SimpleNamespace(get_inputs=lambda: inputs, io_binding=FakeBinding)
+    typed = [SimpleNamespace(name=n, type=kv_type) for n in inputs]
+    fake_ort = SimpleNamespace(get_inputs=lambda: typed, io_binding=FakeBinding)
     monkeypatch.setattr(session_mod, "create_inference_session", lambda *a: fake_ort)
-    monkeypatch.setattr(
-        session_mod.ort,
-        "get_available_providers",
-        lambda: ["CUDAExecutionProvider", "CPUExecutionProvider"],
-    )
+    cuda = ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    monkeypatch.setattr(session_mod.ort, "get_available_providers", lambda: cuda)
+    return session_mod
+
+
+def test_cuda_session_binds_and_warns_about_int8(monkeypatch: pytest.MonkeyPatch) -> None:
+    session_mod = fake_graph(monkeypatch, ("input_ids", "past_key_values.0.key"))
     arch = Architecture(1, 1, 2, 2, 16, VOCAB)
     int8 = Bundle(Path("."), Manifest("q", arch, precision={"dtype": "int8"}))
     session = session_mod.Session(int8, provider="auto")
@@ -388,23 +390,11 @@ def test_cuda_keeps_fp32_attention_buffers_with_the_cpu_kernel(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """onnxruntime's CUDA GroupQueryAttention is fp16-only: fp32 shared buffers stay on the CPU."""
-    from gpt2_edge.runtime import session as session_mod
-
-    def fake_ort(kv_type: str) -> SimpleNamespace:
-        names = ("input_ids", "attention_mask", "position_ids", "past_key_values.0.key")
-        inputs = [SimpleNamespace(name=n, type=kv_type) for n in names]
-        return SimpleNamespace(get_inputs=lambda: inputs, io_binding=FakeBinding)
-
-    monkeypatch.setattr(
-        session_mod.ort,
-        "get_available_providers",
-        lambda: ["CUDAExecutionProvider", "CPUExecutionProvider"],
-    )
+    names = ("input_ids", "attention_mask", "position_ids", "past_key_values.0.key")
     arch = Architecture(1, 1, 2, 2, 16, VOCAB)
     fused = Bundle(Path("."), Manifest("f", arch, graph={"kv_cache": "shared-buffer"}))
     for kv_type, device in (("tensor(float)", "cpu"), ("tensor(float16)", "cuda")):
-        graph = fake_ort(kv_type)
-        monkeypatch.setattr(session_mod, "create_inference_session", lambda *a, g=graph: g)
+        session_mod = fake_graph(monkeypatch, names, kv_type)
         session = session_mod.Session(fused, provider="cuda")
         assert session.shared_kv and session.kv_device == device
         assert (session_mod.FP32_ATTENTION_ON_CUDA in session.notices) == (device == "cpu")
