@@ -13,7 +13,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from gpt2_edge.runtime.bundle import MODEL_FILE, TOKENIZER_FILE, write_manifest
+from gpt2_edge.runtime.bundle import MODEL_FILE, TOKENIZER_FILE, read_manifest, write_manifest
 from gpt2_edge.runtime.session import Session
 
 from .errors import ExportError
@@ -83,7 +83,8 @@ def run_gate(
     report = measure_quality(reference, bundle, eval_text=eval_text, threads=threads)
     report["reference"] = "the fp32 graph this bundle was made from (onnxruntime CPU)"
     report["max_ppl_increase"] = max_increase
-    gate_report(report, max_increase)
+    manifest = bundle.bundle.manifest if isinstance(bundle, Session) else read_manifest(bundle)
+    gate_report(report, max_increase, f"The {manifest.precision.get('dtype', '?')} export")
     return report
 
 

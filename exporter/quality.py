@@ -190,7 +190,11 @@ def measure_quality(
 
 
 def check_gate(
-    fp32_ppl: float, quant_ppl: float, max_increase: float = DEFAULT_MAX_PPL_INCREASE
+    fp32_ppl: float,
+    quant_ppl: float,
+    max_increase: float = DEFAULT_MAX_PPL_INCREASE,
+    model: str = "The reduced-precision model",
+    text: str = "the built-in text",
 ) -> float:
     """Return the relative perplexity increase, or raise :class:`ExportError` above the threshold.
 
@@ -198,21 +202,29 @@ def check_gate(
         fp32_ppl: the reference perplexity.
         quant_ppl: the candidate's perplexity on the same text and windows.
         max_increase: the largest allowed relative increase (default 0.05, i.e. 5 %).
+        model: what the candidate is, to start the message ("The int8 export").
+        text: which text was measured, for the message.
     """
     if not (math.isfinite(fp32_ppl) and fp32_ppl > 0):
         raise ExportError(f"The reference perplexity {fp32_ppl} is not a positive number.")
     increase = quant_ppl / fp32_ppl - 1.0 if math.isfinite(quant_ppl) else math.inf
     if increase > max_increase:
         raise ExportError(
-            f"Quantization raised perplexity by {increase:.2%} ({fp32_ppl:.3f} -> {quant_ppl:.3f}),"
-            f" more than the allowed {max_increase:.2%}; the export is stopped"
-            " (raise --max-ppl-increase or choose another precision)."
+            f"{model} has {increase:.2%} higher perplexity than fp32 on {text} "
+            f"({fp32_ppl:.3f} -> {quant_ppl:.3f}), more than the allowed {max_increase:.2%}; "
+            "the export is stopped (raise --max-ppl-increase or choose another precision)."
         )
     return increase
 
 
-def gate_report(report: dict[str, Any], max_increase: float = DEFAULT_MAX_PPL_INCREASE) -> None:
+def gate_report(
+    report: dict[str, Any],
+    max_increase: float = DEFAULT_MAX_PPL_INCREASE,
+    model: str = "The reduced-precision model",
+) -> None:
     """Apply :func:`check_gate` to every text in a :func:`measure_quality` report."""
     for key in ("builtin", "user_text"):
         if key in report:
-            check_gate(report[key]["ref_perplexity"], report[key]["perplexity"], max_increase)
+            figures = report[key]
+            text = figures["file"] if key == "user_text" else "the built-in text"
+            check_gate(figures["ref_perplexity"], figures["perplexity"], max_increase, model, text)

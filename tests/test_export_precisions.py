@@ -113,7 +113,8 @@ def test_gate_failure_leaves_no_bundle(
     args = [str(tiny_checkpoint), "-o", str(out), "--bits", "4", "--max-ppl-increase", "-1"]
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 1, result.output
-    assert "raised perplexity by" in result.stderr and "-100.00%" in result.stderr
+    assert "The int4 export has" in result.stderr and "on the built-in text" in result.stderr
+    assert "-100.00%" in result.stderr
     assert "Traceback" not in result.output
     assert not out.exists() and list(tmp_path.iterdir()) == []
 

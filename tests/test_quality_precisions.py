@@ -15,10 +15,12 @@ PROMPTS = ["The history of the city", "In the early 20th century , the", "He was
 
 def test_gate_passes_below_and_raises_above_with_the_figure() -> None:
     assert check_gate(100.0, 104.0) == pytest.approx(0.04)
-    with pytest.raises(ExportError, match=r"6\.00% \(100\.000 -> 106\.000\)"):
+    with pytest.raises(ExportError, match=r"6\.00% higher .* \(100\.000 -> 106\.000\)"):
         check_gate(100.0, 106.0)
     with pytest.raises(ExportError, match="more than the allowed 1.00%"):
         check_gate(50.0, 51.0, max_increase=0.01)
+    with pytest.raises(ExportError, match=r"^The float16 export has 6\.00% higher .* on wiki\.txt"):
+        check_gate(100.0, 106.0, 0.05, "The float16 export", "wiki.txt")
 
 
 def _copy_bundle(src: Path, dst: Path) -> Path:
