@@ -1,5 +1,8 @@
 """GPU throughput: our runtime on the CUDA provider against transformers + torch on the same GPU.
 
+The bundles it builds keep model.onnx in one file (real exports over 32 MiB split the weights
+out); that changes how fast a session starts, not how fast it generates.
+
 For GPU machines that have onnxruntime-gpu, numpy, onnx and (for the peer) torch + transformers
 but not Optimum: the fused decoder graph is built straight from random weights with the
 exporter's own builder (``exporter/optimize.py``), so no export step is needed. Random weights
@@ -23,7 +26,7 @@ import numpy as np
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from bench_generate import PROMPT_TEXT  # noqa: E402
+from bench_generate import prompt_ids, prompt_text  # noqa: E402
 
 CONFIGS = {
     "124m": dict(n_layer=12, n_embd=768, n_head=12),
@@ -159,11 +162,8 @@ def main() -> None:
     ap.add_argument("--no-torch", action="store_true", help="skip the transformers + torch peer")
     ap.add_argument("--json-out", type=Path)
     args = ap.parse_args()
-    from tokenizers import Tokenizer
-
-    tok = Tokenizer.from_file(str(args.tokenizer))
-    ids = tok.encode(PROMPT_TEXT * 8).ids[:PROMPT]
-    text = tok.decode(ids)
+    ids = prompt_ids(args.tokenizer, PROMPT)
+    text = prompt_text(args.tokenizer, PROMPT)  # checked to encode back to exactly ``ids``
     rows = []
     for model in args.models.split(","):
         cfg = CONFIGS[model]

@@ -94,6 +94,8 @@ class Loop:
             feeds["position_ids"] = np.broadcast_to(
                 np.arange(pos, pos + s, dtype=np.int64), (b, s)
             ).copy()
+        if "logits_index" in self.input_names:  # fused graph v2: the last position only
+            feeds["logits_index"] = np.full((b, 1), s - 1, dtype=np.int64)
         return feeds
 
     def generate(self, prompt: np.ndarray, new: int) -> tuple[np.ndarray, float, list[float]]:
@@ -170,7 +172,11 @@ class Loop:
         logits_step = np.empty((b, 1, sh.vocab), np.float32)
         logits_val = ort.OrtValue.ortvalue_from_numpy(logits_step)
         binding = self.sess.io_binding()
-        binding.bind_output("logits", "cpu")  # bound first so it is get_outputs()[0]
+        v2 = "logits_index" in self.input_names  # v2 graphs make (B, 1, V) logits from the start
+        if v2:
+            binding.bind_ortvalue_output("logits", logits_val)
+        else:
+            binding.bind_output("logits", "cpu")  # bound first so it is get_outputs()[0]
         for name, val in zip(self.past_names, cache, strict=True):
             binding.bind_ortvalue_input(name, val)
         for name, val in zip(self.present_names, cache, strict=True):
@@ -179,10 +185,10 @@ class Loop:
         def forward(ids: np.ndarray, pos: int, step: int) -> np.ndarray:
             for name, arr in self._feeds(ids, pos).items():
                 binding.bind_cpu_input(name, arr)
-            if step == 1:  # prefill logits are (B, S, V), sized by onnxruntime; then (B, 1, V)
+            if step == 1 and not v2:  # v1 prefill logits are (B, S, V); then (B, 1, V)
                 binding.bind_ortvalue_output("logits", logits_val)
             self.sess.run_with_iobinding(binding)
-            return binding.get_outputs()[0].numpy() if step == 0 else logits_step
+            return binding.get_outputs()[0].numpy() if step == 0 and not v2 else logits_step
 
         return self._timed(prompt, new, forward)
 

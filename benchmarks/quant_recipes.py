@@ -167,13 +167,19 @@ RECIPES: dict[str, Builder] = {
     "dyn s8 per-channel, proj only": dynamic(True, False, True, False, False, False),
     "dyn s8 per-channel rr, proj only": dynamic(True, True, True, False, False, False),
     "dyn s8 per-channel, proj + const head": const_head_dynamic,
-    "w8 MatMulNBits b32, proj only": weight_only(Int4Settings(bits=8, embedding="float"), False),
-    "w8 MatMulNBits b32, proj + head": weight_only(Int4Settings(bits=8, embedding="float")),
-    "w8 MatMulNBits b32, proj + shared head/emb": weight_only(Int4Settings(bits=8)),
+    "w8 MatMulNBits b32, proj only": weight_only(
+        Int4Settings(bits=8, accuracy_level=0, embedding="float"), False
+    ),
+    "w8 MatMulNBits b32, proj + head": weight_only(
+        Int4Settings(bits=8, accuracy_level=0, embedding="float")
+    ),
+    "w8 MatMulNBits b32, proj + shared head/emb": weight_only(
+        Int4Settings(bits=8, accuracy_level=0)
+    ),
     "w8 MatMulNBits b32 acc4, proj + shared head/emb": weight_only(
         Int4Settings(bits=8, accuracy_level=4)
     ),
-    "w4 MatMulNBits b32, proj + shared head/emb": weight_only(Int4Settings()),
+    "w4 MatMulNBits b32, proj + shared head/emb": weight_only(Int4Settings(accuracy_level=0)),
 }
 
 

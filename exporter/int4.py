@@ -45,7 +45,8 @@ class Int4Settings:
     Attributes:
         bits: 4 (default) or 8: MatMulNBits weight bits.
         block_size: weights per scale along the input axis (default 32; a power of two >= 16).
-        accuracy_level: MatMulNBits compute type (0 default, 1 fp32, 2 fp16, 3 bf16, 4 int8).
+        accuracy_level: MatMulNBits compute type (0 onnxruntime's, 1 fp32, 2 fp16, 3 bf16, 4 int8:
+            the default).
         symmetric: symmetric projections (no zero points); the tied LM head is always symmetric.
         embedding: ``shared`` (the Gather reads the LM head's packed weight) or ``float``.
     """

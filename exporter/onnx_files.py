@@ -1,8 +1,10 @@
 """Place an ONNX model at its bundle path, as one file or as ``model.onnx`` + ``model.onnx.data``.
 
-Protobuf cannot hold more than 2 GB, so larger models keep their weights in one external data file
-next to the graph. Optimum and the quantizer name that file differently (``model.onnx_data``,
-``model_quantized.onnx.data``); rewriting it here gives the bundle one fixed layout.
+A bundle's weights go to one external data file next to the graph once they are over
+``SPLIT_WEIGHTS_ABOVE`` (32 MiB), so that onnxruntime maps them. Intermediate files of the export
+go external only over protobuf's 2 GB limit (``EXTERNAL_DATA_THRESHOLD``). Optimum and the
+quantizer name that file differently (``model.onnx_data``, ``model_quantized.onnx.data``);
+rewriting it here gives the bundle one fixed layout.
 """
 
 from __future__ import annotations
@@ -15,8 +17,8 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     import onnx
 
-# Above this many bytes of weights the model is saved with external data. A module constant so a
-# test can lower it to exercise the external-data path on a tiny model.
+# Above this many bytes of weights an intermediate model of the export is saved with external
+# data. A module constant so a test can lower it to exercise that path on a tiny model.
 EXTERNAL_DATA_THRESHOLD = 2_000_000_000  # a little under protobuf's 2 GiB limit, for the graph
 # save_model's default: a serialized ModelProto above this many bytes keeps its weights external.
 PROTO_LIMIT = 1_900_000_000
@@ -24,7 +26,7 @@ DATA_SUFFIX = ".data"
 # A bundle keeps its weights in model.onnx.data once they are over this. onnxruntime reads a
 # single-file model into memory whole and then copies the weights out of it, while it maps an
 # external data file: on GPT-2 124M int8 the session started in 0.26 s instead of 0.51 s and
-# gpt2-generate peaked at 272 MiB instead of 312 (same decode speed). Small models stay one file.
+# gpt2-generate peaked at 278 MiB instead of 316 (same decode speed). Small models stay one file.
 SPLIT_WEIGHTS_ABOVE = 32 * 2**20
 
 

@@ -17,8 +17,9 @@ from typing import Any
 from .errors import EdgeError
 
 FORMAT_NAME = "gpt2-edge-bundle"
-FORMAT_VERSION = 1
-KNOWN_VERSIONS = (1,)
+# 2: the fused graph takes ``logits_index`` (a runtime that knows only 1 would fail on it).
+FORMAT_VERSION = 2
+KNOWN_VERSIONS = (1, 2)
 MANIFEST = "bundle.json"
 MODEL_FILE = "model.onnx"
 TOKENIZER_FILE = "tokenizer.json"

@@ -287,8 +287,8 @@ class Session:
             only; CUDA always uses it).
 
     Attributes:
-        notices: one-line messages for the user (CPU fallback, int8 on CUDA); the library does not
-            print them, the CLI does.
+        notices: one-line messages for the user (CPU fallback, int8 on CUDA, fp32 attention on the
+            CPU under CUDA); the library does not print them, the CLI does.
     """
 
     def __init__(

@@ -119,6 +119,7 @@ class SharedKVCache:
 
     def decode(self, tokens: np.ndarray) -> np.ndarray:
         """Feed one token per row (B,); return the logits (B, V), finished rows included."""
+        assert self.lengths.any(), "prefill() first"
         lengths, live = self.lengths, self._live
         totals = lengths + 1  # each row's length including this token
         mask = self._mask(int(totals.max()), totals)

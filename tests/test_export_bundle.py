@@ -56,7 +56,7 @@ def test_fp32_bundle_files(fp32_bundle: Path) -> None:
 
 def test_fp32_manifest(fp32_bundle: Path, tiny_checkpoint: Path) -> None:
     m = manifest_of(fp32_bundle)
-    assert m["format"] == "gpt2-edge-bundle" and m["format_version"] == 1
+    assert m["format"] == "gpt2-edge-bundle" and m["format_version"] == 2
     config = json.loads((tiny_checkpoint / "config.json").read_text())
     arch = m["architecture"]
     assert arch["layers"] == config["n_layer"] == 2

@@ -142,6 +142,8 @@ def test_bundles_without_logits_index_still_generate(tiny_fused: Generator, tmp_
     manifest = read_manifest(dst)
     manifest.files["model.onnx"] = file_entry(dst / "model.onnx")
     write_manifest(dst, manifest)
+    data = json.loads((dst / "bundle.json").read_text())
+    (dst / "bundle.json").write_text(json.dumps({**data, "format_version": 1}))  # as exported then
     old = load(dst, provider="cpu", threads=1)
     assert old.session.names.logits_index is None and old.session.shared_kv
     for prompt in PROMPTS[:2]:
