@@ -139,6 +139,27 @@ class GraphNames:
     outputs: tuple[str, ...]  # logits, then present in the same flat order
     logits_index: str | None = None  # fused graphs: which positions get logits (B, K)
 
+    def host_inputs(
+        self,
+        input_ids: np.ndarray,
+        attention_mask: np.ndarray,
+        position_ids: np.ndarray,
+        logits_index: np.ndarray | None = None,
+    ) -> dict[str, np.ndarray]:
+        """The step's host-side feeds by graph name, for the inputs this graph has.
+
+        ``logits_index`` defaults to every position of ``input_ids``.
+        """
+        feeds = {self.input_ids: input_ids}
+        if self.attention_mask:
+            feeds[self.attention_mask] = attention_mask
+        if self.position_ids:
+            feeds[self.position_ids] = position_ids
+        if self.logits_index:
+            index = every_position(input_ids) if logits_index is None else logits_index
+            feeds[self.logits_index] = index
+        return feeds
+
 
 def every_position(input_ids: np.ndarray) -> np.ndarray:
     """A ``logits_index`` that asks for the logits of every position of ``input_ids`` (B, T)."""
@@ -166,13 +187,7 @@ class NumpyRunner:
         past: FlatPast,
     ) -> tuple[np.ndarray, FlatPast]:
         feeds, names = self._feeds, self._names
-        feeds[names.input_ids] = input_ids
-        if names.attention_mask:
-            feeds[names.attention_mask] = attention_mask
-        if names.position_ids:
-            feeds[names.position_ids] = position_ids
-        if names.logits_index:
-            feeds[names.logits_index] = every_position(input_ids)
+        feeds.update(names.host_inputs(input_ids, attention_mask, position_ids))
         for name, value in zip(names.past, past, strict=True):
             feeds[name] = value
         outputs = self._session.run(self._outputs, feeds)
@@ -223,13 +238,8 @@ class BindingRunner:
         past: FlatPast,
     ) -> tuple[np.ndarray, FlatPast]:
         binding, names = self._binding, self._names
-        binding.bind_cpu_input(names.input_ids, input_ids)  # copied to the device by onnxruntime
-        if names.attention_mask:
-            binding.bind_cpu_input(names.attention_mask, attention_mask)
-        if names.position_ids:
-            binding.bind_cpu_input(names.position_ids, position_ids)
-        if names.logits_index:
-            binding.bind_cpu_input(names.logits_index, every_position(input_ids))
+        for name, value in names.host_inputs(input_ids, attention_mask, position_ids).items():
+            binding.bind_cpu_input(name, value)  # copied to the device by onnxruntime
         for name, value in zip(names.past, past, strict=True):
             binding.bind_ortvalue_input(name, value)
         # Outputs grow by one position each step, so they are re-bound unallocated every time;

@@ -95,12 +95,9 @@ class SharedKVCache:
     def _run(
         self, ids: np.ndarray, mask: np.ndarray, positions: np.ndarray, last: np.ndarray
     ) -> None:
-        binding, names = self._binding, self._names
-        binding.bind_cpu_input(names.input_ids, ids)
-        binding.bind_cpu_input(names.attention_mask, mask)
-        binding.bind_cpu_input(names.position_ids, positions)
-        if names.logits_index:
-            binding.bind_cpu_input(names.logits_index, last)
+        binding = self._binding
+        for name, value in self._names.host_inputs(ids, mask, positions, last).items():
+            binding.bind_cpu_input(name, value)
         self._session.ort.run_with_iobinding(binding)
 
     def prefill(self, prompts: Sequence[np.ndarray], pad_id: int) -> np.ndarray:
