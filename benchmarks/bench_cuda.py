@@ -19,6 +19,7 @@ import json
 import statistics
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -94,6 +95,16 @@ def build_bundle(folder: Path, cfg: dict[str, int], dtype: str, tokenizer: Path)
     return folder
 
 
+def warm_then_median(once: Callable[[], tuple[float, float]]) -> dict[str, float]:
+    """One warm-up call of ``once`` (-> prefill ms, decode tok/s), then the median of RUNS."""
+    once()
+    runs = [once() for _ in range(RUNS)]
+    return {
+        "prefill_ms": statistics.median(r[0] for r in runs),
+        "decode_tok_s": statistics.median(r[1] for r in runs),
+    }
+
+
 def time_ours(folder: Path, text: str, batch: int) -> dict[str, float]:
     from gpt2_edge.runtime import load
 
@@ -105,12 +116,7 @@ def time_ours(folder: Path, text: str, batch: int) -> dict[str, float]:
         first = res[0] if isinstance(res, list) else res
         return first.timings.prefill_ms, first.timings.decode_tokens_per_s * batch
 
-    once()
-    runs = [once() for _ in range(RUNS)]
-    return {
-        "prefill_ms": statistics.median(r[0] for r in runs),
-        "decode_tok_s": statistics.median(r[1] for r in runs),
-    }
+    return warm_then_median(once)
 
 
 def time_torch(cfg: dict[str, int], dtype: str, ids: list[int], batch: int) -> dict[str, float]:
@@ -144,12 +150,7 @@ def time_torch(cfg: dict[str, int], dtype: str, ids: list[int], batch: int) -> d
         # generate = one prefill + NEW - 1 decode steps
         return prefill * 1000, (NEW - 1) * batch / max(total - prefill, 1e-9)
 
-    once()
-    runs = [once() for _ in range(RUNS)]
-    return {
-        "prefill_ms": statistics.median(r[0] for r in runs),
-        "decode_tok_s": statistics.median(r[1] for r in runs),
-    }
+    return warm_then_median(once)
 
 
 def main() -> None:
