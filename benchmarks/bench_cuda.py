@@ -5,7 +5,7 @@ out); that changes how fast a session starts, not how fast it generates.
 
 For GPU machines that have onnxruntime-gpu, numpy, onnx and (for the peer) torch + transformers
 but not Optimum: the fused decoder graph is built straight from random weights with the
-exporter's own builder (``exporter/optimize.py``), so no export step is needed. Random weights
+exporter's own builder (``exporter/graphs/fused.py``), so no export step is needed. Random weights
 with the real GPT-2 configs are enough for speed. Prompt 128 tokens, 128 greedy new tokens with
 EOS ignored, batch 1 and 8, one warm-up, median of 3::
 
@@ -60,9 +60,8 @@ def random_weights(cfg: dict[str, int], seed: int = 0) -> dict[str, np.ndarray]:
 
 def build_bundle(folder: Path, cfg: dict[str, int], dtype: str, tokenizer: Path) -> Path:
     import onnx
-    from gpt2_edge.exporter.fp16 import convert_model
-    from gpt2_edge.exporter.fused import FUSED_GRAPH
-    from gpt2_edge.exporter.optimize import build_fused_decoder
+    from gpt2_edge.exporter.graphs.fused import FUSED_GRAPH, build_fused_decoder
+    from gpt2_edge.exporter.recipes.fp16 import convert_model
     from gpt2_edge.runtime.bundle import Architecture, Manifest, file_entry, write_manifest
 
     config = {**cfg, "vocab_size": VOCAB, "layer_norm_epsilon": 1e-5}

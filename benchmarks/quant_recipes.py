@@ -15,7 +15,7 @@ Recipes vary one thing at a time:
   + the LM head (as the export leaves it, ``MatMul(h, Transpose(wte))``, quantized on both sides at
   run time); + the embedding ``Gather`` (int8 table);
 - the exporter's current recipe (Optimum ``AutoQuantizationConfig.avx2``, per channel);
-- weight-only 8-bit and 4-bit (``MatMulNBits``) after the Gemm -> MatMul rewrite of ``int4.py``.
+- weight-only 8-bit and 4-bit (``MatMulNBits``) after the Gemm -> MatMul rewrite of ``exporter/edits.py``.
 """
 
 from __future__ import annotations
@@ -29,14 +29,11 @@ from collections.abc import Callable
 from pathlib import Path
 
 import onnx
-from gpt2_edge.exporter.int4 import (
-    Int4Settings,
-    gemm_to_matmul,
-    materialize_lm_head,
-    quantize_weight_only,
-)
+from gpt2_edge.exporter.edits import attention_matmuls  # the exporter's rule, one copy
+from gpt2_edge.exporter.edits import gemm_to_matmul, materialize_lm_head
 from gpt2_edge.exporter.quality import compare_on_ids
-from gpt2_edge.exporter.quantize import attention_matmuls  # the exporter's rule, one copy
+from gpt2_edge.exporter.recipes.nbits import NBitsSettings as Int4Settings
+from gpt2_edge.exporter.recipes.nbits import nbits_quantize, quantize_weight_only
 from gpt2_edge.runtime.bundle import load_bundle
 from gpt2_edge.runtime.evaluate import encode
 from gpt2_edge.runtime.session import Session
@@ -96,7 +93,7 @@ def dynamic(
 
 
 def optimum_avx2(src: Path, dst: Path) -> None:
-    """What exporter/quantize.py did before this study: attention MatMuls quantized too."""
+    """What the exporter did before this study: attention MatMuls quantized too."""
     from optimum.onnxruntime import AutoQuantizationConfig, ORTQuantizer
 
     quantizer = ORTQuantizer.from_pretrained(src.parent, file_name=src.name)
@@ -106,12 +103,12 @@ def optimum_avx2(src: Path, dst: Path) -> None:
 
 
 def optimum_avx2_no_attention(src: Path, dst: Path) -> None:
-    """The exporter's recipe: the same config with the attention MatMuls excluded."""
-    from gpt2_edge.exporter.quantize import quantize_model
+    """The exporter's --graph optimum recipe: attention MatMuls excluded, activations per row."""
+    from gpt2_edge.exporter.recipes.int8 import quantize_int8
+    from gpt2_edge.exporter.recipes.targets import TARGETS
 
-    exclude = attention_matmuls(onnx.load(str(src), load_external_data=False))
-    quantize_model(src, dst.parent, "avx2", external_data=False, nodes_to_exclude=exclude)
-    (dst.parent / f"{src.stem}_quantized.onnx").rename(dst)
+    path, _ = quantize_int8(src, dst.parent / "int8", TARGETS["avx2"], "optimum")
+    path.rename(dst)
 
 
 def weight_only(settings: Int4Settings, lm_head: bool = True) -> Builder:
@@ -120,9 +117,7 @@ def weight_only(settings: Int4Settings, lm_head: bool = True) -> Builder:
         if not lm_head:
             # Quantize projections only: hide the head from the quantizer by keeping Transpose.
             gemm_to_matmul(model)
-            from gpt2_edge.exporter.int4 import _nbits_quantize
-
-            model = _nbits_quantize(model, settings, settings.symmetric, [])
+            model = nbits_quantize(model, settings, settings.symmetric, [])
         else:
             model, _ = quantize_weight_only(model, settings)
         onnx.save(model, str(dst))

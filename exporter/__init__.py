@@ -1,9 +1,28 @@
 """gpt2_edge.exporter: turn a GPT-2 checkpoint into a verified ONNX bundle (needs torch).
 
-The heavy libraries are imported lazily by each step, so ``import gpt2_edge.exporter`` is cheap.
+The names below are imported on first use (PEP 562), so ``import gpt2_edge.exporter`` (which the
+``gpt2-export`` entry point does first) is instant, and a Ctrl-C or a missing export extra meets
+the command's own guard rather than a traceback. The heavy libraries are imported lazily by each
+step.
 """
 
-from .errors import ExportError
-from .pipeline import export_bundle
+from __future__ import annotations
+
+from importlib import import_module
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .errors import ExportError
+    from .pipeline import export_bundle
+
+_WHERE = {"ExportError": "errors", "export_bundle": "pipeline"}
 
 __all__ = ["ExportError", "export_bundle"]
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _WHERE:  # lets ``from gpt2_edge.exporter import onnx_files`` import the module
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(import_module(f".{_WHERE[name]}", __name__), name)
+    globals()[name] = value  # later lookups skip this function
+    return value

@@ -1,150 +1,78 @@
-"""``gpt2-export``: parse the flags, call :func:`export_bundle`, print a summary table.
+"""``gpt2-export``'s entry point: Ctrl-C and a missing export extra, before the command loads.
 
-User errors become one sentence on stderr and exit code 1; Ctrl-C exits 130. Anything else is a
-bug and keeps its traceback.
+This module imports only the standard library, so the console script reaches :func:`main` at
+once. There the command (``command.py``, which needs onnx, and then torch) is imported under
+the same guard as the export itself: Ctrl-C at any moment exits 130 without a traceback, and a
+base install without the export extra gets one sentence saying what to install.
 """
 
 from __future__ import annotations
 
-import json
+import importlib.util
+import signal
 import sys
-from pathlib import Path
-from typing import Annotated, Any
+from typing import Any
 
-import typer
-from gpt2_edge.runtime.bundle import MANIFEST
-from gpt2_edge.runtime.cli_errors import user_errors
-
-from .gate import DEFAULT_MAX_PPL_INCREASE, describe_quality
-from .int4 import ACCURACY_LEVELS, DEFAULT_ACCURACY_LEVEL, DEFAULT_BLOCK_SIZE
-from .pipeline import DEFAULT_MODEL, export_bundle
-from .precision import DTYPES, describe
-from .quantize import TARGETS
-
-OUTPUT_DEFAULT = "models/<name>, or models/<name>-int8, -int4 or -fp16"
-app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
-
-
-@app.command()
-def export(
-    model: Annotated[
-        str, typer.Argument(help="Hub id (gpt2, distilgpt2, gpt2-medium, ...) or a local folder.")
-    ] = DEFAULT_MODEL,
-    output: Annotated[
-        Path | None,
-        typer.Option("--output", "-o", help=f"Bundle folder (default: {OUTPUT_DEFAULT})."),
-    ] = None,
-    quantize: Annotated[
-        bool, typer.Option("--quantize", "-q", help="Quantize: int8 unless --bits 4.")
-    ] = False,
-    bits: Annotated[
-        int | None,
-        typer.Option(
-            help="8: dynamic int8 (the default with --quantize); 4: weight-only int4 "
-            "(MatMulNBits). Implies --quantize."
-        ),
-    ] = None,
-    dtype: Annotated[
-        str, typer.Option(help=f"{'|'.join(DTYPES)}: fp16 = float16 weights and KV cache.")
-    ] = "fp32",
-    block_size: Annotated[
-        int, typer.Option(help="int4: weights per scale (a power of two >= 16).")
-    ] = DEFAULT_BLOCK_SIZE,
-    accuracy_level: Annotated[
-        int,
-        typer.Option(
-            help=f"int4: MatMulNBits compute type {ACCURACY_LEVELS}: 0 onnxruntime's default, "
-            "1 fp32, 2 fp16, 3 bf16, 4 int8 (fastest on AVX2/VNNI CPUs)."
-        ),
-    ] = DEFAULT_ACCURACY_LEVEL,
-    eval_text: Annotated[
-        Path | None,
-        typer.Option(help="A UTF-8 text the quality gate also measures perplexity on."),
-    ] = None,
-    max_ppl_increase: Annotated[
-        float,
-        typer.Option(
-            help="Quality gate: fail an int8/int4/fp16 export whose perplexity exceeds the fp32 "
-            "graph's by more than this fraction (0.05 = 5%)."
-        ),
-    ] = DEFAULT_MAX_PPL_INCREASE,
-    target: Annotated[
-        str, typer.Option(help=f"Quantization target: {'|'.join(TARGETS)}; auto reads this CPU.")
-    ] = "auto",
-    opset: Annotated[
-        int | None, typer.Option(help="ONNX opset (default: Optimum's choice).")
-    ] = None,
-    force: Annotated[bool, typer.Option("--force", help="Replace an existing output.")] = False,
-    verify: Annotated[
-        bool,
-        typer.Option(
-            "--verify/--no-verify",
-            help="Compare with transformers, and run the quality gate (--no-verify skips both).",
-        ),
-    ] = True,
-    graph: Annotated[
-        str,
-        typer.Option(
-            help="fused: rebuilt decoder with GroupQueryAttention and an in-place KV cache, "
-            "checked against the Optimum graph; optimum: Optimum's graph as exported."
-        ),
-    ] = "fused",
-) -> None:
-    """Export a GPT-2 checkpoint to a verified ONNX bundle (model, tokenizer, manifest)."""
-    with user_errors(interrupted="Interrupted; no bundle was written."):
-        folder = export_bundle(
-            model,
-            output,
-            quantize=quantize or bits is not None,
-            bits=8 if bits is None else bits,
-            dtype=dtype,
-            block_size=block_size,
-            accuracy_level=accuracy_level,
-            eval_text=eval_text,
-            max_ppl_increase=max_ppl_increase,
-            target=target,
-            opset=opset,
-            force=force,
-            verify=verify,
-            graph=graph,
-        )
-    print_summary(folder)
-
-
-def print_summary(folder: Path) -> None:
-    """A table of the bundle's files, precision and verification figures, on stdout."""
-    from rich.console import Console
-    from rich.table import Table
-
-    manifest = json.loads((folder / MANIFEST).read_text(encoding="utf-8"))
-    table = Table(title=f"Bundle {folder}", show_header=False, title_justify="left")
-    table.add_column(style="bold")
-    table.add_column()
-    for name, entry in manifest["files"].items():
-        table.add_row(name, f"{entry['size'] / 2**20:,.1f} MiB")
-    table.add_row("precision", describe_precision(manifest["precision"]))
-    for label, value in describe_verification(manifest.get("verification", {})):
-        table.add_row(label, value)
-    Console(soft_wrap=True).print(table)
-
-
-def describe_precision(precision: dict[str, Any]) -> str:
-    return describe(precision)
-
-
-def describe_verification(figures: dict[str, Any]) -> list[tuple[str, str]]:
-    if not figures or figures.get("skipped"):
-        return [("verification", "skipped (--no-verify)")]
-    rows = [
-        ("max |logit diff|", f"{figures['max_abs_logit_diff']:.3g} vs PyTorch fp32"),
-        ("top-1 agreement", f"{figures['top1_agreement']:.1%} of {figures['positions']} positions"),
-    ]
-    ppl = figures.get("perplexity", {})
-    if "bundle" in ppl and "reference" in ppl:
-        rows.append(("perplexity", f"{ppl['bundle']:.3f} (PyTorch {ppl['reference']:.3f})"))
-    return rows + describe_quality(figures.get("quality", {}))
+# What ``pip install 'gpt2-edge[export]'`` brings: the four the command cannot start without,
+# and the ones a step imports later (a half-installed extra fails there).
+EXTRA_MODULES = ("torch", "transformers", "optimum", "onnx")
+EXTRA_PACKAGES = frozenset(
+    {*EXTRA_MODULES, "onnx_ir", "accelerate", "safetensors", "huggingface_hub", "onnxscript"}
+)
+INSTALL = "pip install 'gpt2-edge[export]'"
+EXIT_USER_ERROR = 1  # as runtime/cli_errors.py, which this module must not import before main
+EXIT_INTERRUPTED = 130
+INTERRUPTED = "Interrupted; no bundle was written."
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Console-script entry point."""
-    app(args=argv if argv is not None else sys.argv[1:], prog_name="gpt2-export")
+    """Console-script entry point: run ``gpt2-export`` on ``argv`` (default: ``sys.argv``)."""
+    try:
+        missing = missing_extra()
+        if missing:
+            _fail(extra_sentence(missing))
+        from .command import app
+
+        app(args=argv if argv is not None else sys.argv[1:], prog_name="gpt2-export")
+    except KeyboardInterrupt:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not interrupt this
+        sys.stderr.write(f"\n{INTERRUPTED}\n")
+        sys.exit(EXIT_INTERRUPTED)
+    except ModuleNotFoundError as exc:
+        if (exc.name or "").split(".")[0] not in EXTRA_PACKAGES:
+            raise
+        _fail(extra_sentence([exc.name or "?"]))
+
+
+def missing_extra() -> list[str]:
+    """The export extra's modules that cannot be found (found, not imported: this is fast)."""
+    missing = []
+    for name in EXTRA_MODULES:
+        try:
+            found = importlib.util.find_spec(name) is not None
+        except (ImportError, ValueError):  # an import hook refused it, or a broken module
+            found = False
+        if not found:
+            missing.append(name)
+    return missing
+
+
+def extra_sentence(missing: list[str]) -> str:
+    return (
+        f"gpt2-export needs the export extra, which is not installed (no {', '.join(missing)}): "
+        f"{INSTALL}."
+    )
+
+
+def _fail(sentence: str) -> None:
+    sys.stderr.write(f"Error: {sentence}\n")
+    sys.exit(EXIT_USER_ERROR)
+
+
+def __getattr__(name: str) -> Any:
+    """``from gpt2_edge.exporter.cli import app`` (tests, callers) still finds the command."""
+    if name in ("app", "export", "print_summary", "describe_verification"):
+        from . import command
+
+        return getattr(command, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

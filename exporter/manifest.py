@@ -6,21 +6,14 @@ style the exporter produced.
 
 from __future__ import annotations
 
-import json
 import platform
 import re
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
-from gpt2_edge.runtime.bundle import (
-    MODEL_FILE,
-    TOKENIZER_FILE,
-    Architecture,
-    Manifest,
-    file_entry,
-    generation_defaults,
-)
+from gpt2_edge.runtime.bundle import MODEL_FILE, TOKENIZER_FILE, Manifest, file_entry
+from gpt2_edge.runtime.derive import derive_manifest
 
 from .errors import ExportError
 from .onnx_files import data_path
@@ -86,38 +79,6 @@ def _layer_pattern(names: list[str], kind: str, layers: int, prefix: str) -> str
     raise ExportError(f"The exported graph has no {prefix} {kind} tensors for all {layers} layers.")
 
 
-def architecture(config: dict[str, Any], kv_elem_type: int) -> Architecture:
-    heads, width = int(config["n_head"]), int(config["n_embd"])
-    return Architecture(
-        layers=int(config["n_layer"]),
-        heads=heads,
-        head_size=width // heads,
-        hidden_size=width,
-        context_length=int(config.get("n_positions", config.get("n_ctx", 1024))),
-        vocab_size=int(config["vocab_size"]),
-        model_type="gpt2",
-        kv_dtype=_ELEM_TYPES.get(kv_elem_type, "float32"),
-    )
-
-
-def special_tokens(config: dict[str, Any], tokenizer_path: Path) -> dict[str, int | None]:
-    """bos/eos/pad ids from the config, falling back to the tokenizer's <|endoftext|>."""
-    from tokenizers import Tokenizer
-
-    endoftext = Tokenizer.from_file(str(tokenizer_path)).token_to_id("<|endoftext|>")
-    eos = config.get("eos_token_id", endoftext)
-    bos = config.get("bos_token_id", eos)
-    pad = config.get("pad_token_id")
-    return {"bos": bos, "eos": eos, "pad": eos if pad is None else pad}
-
-
-def read_generation_defaults(checkpoint: Path) -> dict[str, Any]:
-    path = checkpoint / "generation_config.json"
-    if not path.is_file():
-        return {"temperature": 0.0}  # transformers' default is greedy
-    return generation_defaults(json.loads(path.read_text(encoding="utf-8")))
-
-
 def bundle_files(folder: Path, hashes: bool = True) -> dict[str, dict[str, Any]]:
     """Size and (with ``hashes``) SHA-256 of every file the runtime needs, external data included
     when present."""
@@ -139,20 +100,25 @@ def build_manifest(
 ) -> Manifest:
     """The manifest for the bundle in ``folder`` (model and tokenizer already written).
 
+    Architecture, special ids and generation defaults come from the runtime's
+    ``derive_manifest``, the one derivation an Optimum folder gets too; the tensor names and the
+    KV type are read from the graph. ``config`` is the checkpoint's config.json, already read.
     ``hashes``: record each file's SHA-256 (off for the quality gate's fp32 reference, which is
     opened without checking them and then deleted).
     """
+    from tokenizers import Tokenizer
+
     inputs, outputs = graph_io(folder / MODEL_FILE)
-    layers = int(config["n_layer"])
-    io = io_names(list(inputs), outputs, layers)
-    arch = architecture(config, inputs.get(io["past_key"] % 0, 1))
-    return Manifest(
+    io = io_names(list(inputs), outputs, int(config["n_layer"]))
+    endoftext = Tokenizer.from_file(str(folder / TOKENIZER_FILE)).token_to_id("<|endoftext|>")
+    manifest = derive_manifest(
+        checkpoint,
         name=name,
-        architecture=arch,
-        io=io,
-        precision=precision,
-        special_tokens=special_tokens(config, folder / TOKENIZER_FILE),
-        generation=read_generation_defaults(checkpoint),
-        files=bundle_files(folder, hashes),
         source={**source, "libraries": library_versions()},
+        io=io,
+        kv_dtype=_ELEM_TYPES.get(inputs.get(io["past_key"] % 0, 1), "float32"),
+        eos_fallback=endoftext,
+        precision=precision,
     )
+    manifest.files = bundle_files(folder, hashes)
+    return manifest

@@ -10,18 +10,21 @@ import shutil
 from pathlib import Path
 
 from gpt2_edge.runtime.bundle import MODEL_FILE, TOKENIZER_FILE, write_manifest
+from gpt2_edge.runtime.precision import FLOAT32
 
 from .errors import ExportError
-from .fused import GRAPHS, OPTIMUM_GRAPH
-from .gate import DEFAULT_MAX_PPL_INCREASE, check_gate_options
-from .int4 import DEFAULT_ACCURACY_LEVEL, DEFAULT_BLOCK_SIZE
+from .graphs import GRAPHS, OPTIMUM_GRAPH
+from .gate import DEFAULT_MAX_PPL_INCREASE, DEFAULT_MIN_GREEDY_AGREEMENT, check_gate_options
 from .manifest import build_manifest
+from .onnx_export import check_opset
 from .onnx_files import place_model
-from .precision import FP32_PRECISION, PrecisionChoice, apply_precision, choose_precision
+from .recipes import PrecisionChoice, apply_precision, choose_precision
+from .recipes.nbits import DEFAULT_ACCURACY_LEVEL, DEFAULT_BLOCK_SIZE
+from .recipes.targets import DEFAULT_TARGET
 from .progress import Steps
-from .source import Source, model_name, resolve_source
+from .source import Source, check_weights, local_folder, model_name, resolve_source
 from .staging import check_free_space, check_output, staging
-from .tokenizer_files import write_tokenizer
+from .tokenizer_files import check_tokenizer, write_tokenizer
 
 DEFAULT_MODEL = "gpt2"
 MODELS_DIR = Path("models")  # relative to the current working directory
@@ -44,7 +47,7 @@ def export_bundle(
     *,
     quantize: bool = False,
     bits: int = 8,
-    target: str = "auto",
+    target: str = DEFAULT_TARGET,
     opset: int | None = None,
     force: bool = False,
     verify: bool = True,
@@ -55,6 +58,7 @@ def export_bundle(
     accuracy_level: int = DEFAULT_ACCURACY_LEVEL,
     eval_text: str | Path | None = None,
     max_ppl_increase: float = DEFAULT_MAX_PPL_INCREASE,
+    min_greedy_agreement: float = DEFAULT_MIN_GREEDY_AGREEMENT,
 ) -> Path:
     """Export ``model`` (hub id or checkpoint folder) to a bundle folder and return its path.
 
@@ -77,26 +81,30 @@ def export_bundle(
         eval_text: a UTF-8 file the quality gate measures besides its built-in text.
         max_ppl_increase: the quality gate's largest relative perplexity increase of an int8,
             int4 or fp16 bundle over the fp32 graph (default 0.05); runs only with ``verify``.
+        min_greedy_agreement: the quality gate's smallest mean share of each greedy continuation
+            that matches the fp32 graph's (default 0.25); runs only with ``verify``.
 
     Raises:
-        ExportError: for anything the user can fix; nothing is left at ``output`` then.
+        ExportError: for anything the user can fix; nothing is left at ``output`` then, and
+            whatever was there is untouched unless it was a bundle that ``force`` replaced.
     """
+    # Everything that can be checked is checked here, before the first slow step.
     if graph not in GRAPHS:
         raise ExportError(f"Unknown graph '{graph}'; choose one of {', '.join(GRAPHS)}.")
     choice = choose_precision(quantize, bits, dtype, target, block_size, accuracy_level)
-    check_gate_options(eval_text, max_ppl_increase)
+    check_gate_options(eval_text, max_ppl_increase, min_greedy_agreement)
     out = Path(output) if output is not None else default_output(model, suffix=choice.suffix)
-    check_output(out, force)
+    check_output(out, force, local_folder(model))
+    check_opset(opset)
     steps = Steps(progress)
     with steps.step(f"Resolve {model}"):
         source = resolve_source(model)
-    if out.resolve() == source.path.resolve():
-        raise ExportError(
-            f"The output {out} is the checkpoint folder itself; choose another --output."
-        )
+        check_output(out, force, source.path)  # a hub snapshot's folder is known only now
+        check_weights(source.path)
+        check_tokenizer(source.path)
     check_free_space(out, int(source.weight_bytes() * SPACE_FACTOR[choice.reduced]))
     with staging(out, force) as tmp:
-        gate = (eval_text, max_ppl_increase)
+        gate = (eval_text, max_ppl_increase, min_greedy_agreement)
         _build(source, tmp, steps, choice, opset, verify, out.name, graph, gate)
     return out
 
@@ -110,16 +118,20 @@ def _build(
     verify: bool,
     name: str,
     graph: str = "fused",
-    gate: tuple[str | Path | None, float] = (None, DEFAULT_MAX_PPL_INCREASE),
+    gate: tuple[str | Path | None, float, float] = (
+        None,
+        DEFAULT_MAX_PPL_INCREASE,
+        DEFAULT_MIN_GREEDY_AGREEMENT,
+    ),
 ) -> None:
     from .onnx_export import export_onnx
 
     work = folder / ".work"
     with steps.step("Export ONNX graph with KV cache (Optimum, text-generation-with-past)"):
         onnx_path = export_onnx(source.path, work / "fp32", opset)
-    precision, graph_info = dict(FP32_PRECISION), dict(OPTIMUM_GRAPH)
+    precision, graph_info = FLOAT32, dict(OPTIMUM_GRAPH)
     if graph == "fused":
-        from .fused import build_fused
+        from .graphs.fused import build_fused
 
         with steps.step("Optimize: fused decoder (GroupQueryAttention), parity vs Optimum"):
             fused_path, graph_info = build_fused(source.path, onnx_path, work / "fused")
@@ -136,7 +148,7 @@ def _build(
         write_tokenizer(source.path, folder / TOKENIZER_FILE)
     with steps.step("Write bundle.json"):
         manifest = build_manifest(
-            folder, name, source.config, source.path, precision, source.describe()
+            folder, name, source.config, source.path, precision.to_json(), source.describe()
         )
         manifest.graph = graph_info
         write_manifest(folder, manifest)
@@ -145,12 +157,13 @@ def _build(
 
         with steps.step("Verify against transformers"):
             session = open_bundle(folder)  # the gate measures the same session
-            manifest.verification = verify_bundle(folder, source.path, precision["dtype"], session)
+            manifest.verification = verify_bundle(folder, source.path, precision.dtype, session)
             write_manifest(folder, manifest)
         if choice.reduced:
             from .gate import reference_bundle, run_gate
 
-            with steps.step(f"Quality gate vs fp32 (perplexity +{gate[1]:.1%} at most)"):
+            limits = f"perplexity +{gate[1]:.1%} at most, greedy agreement {gate[2]:.0%} at least"
+            with steps.step(f"Quality gate vs fp32 ({limits})"):
                 info = (name, source.config, source.path, source.describe(), graph_info)
                 ref = reference_bundle(reference, folder, *info)
                 manifest.verification["quality"] = run_gate(session, ref, *gate)

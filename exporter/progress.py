@@ -1,10 +1,27 @@
-"""One line per pipeline step: a spinner while it runs, then a tick and its time."""
+"""What the exporter prints while it works: one line per step, and sizes in the unit that fits."""
 
 from __future__ import annotations
 
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+
+_UNITS = ("KiB", "MiB", "GiB", "TiB")
+
+
+def human_size(size: float) -> str:
+    """``size`` bytes in the largest binary unit that keeps the number at 1 or more.
+
+    ``human_size(6_000)`` is ``"5.9 KiB"`` (not ``"0.0 MiB"``), ``human_size(20 * 2**20)`` is
+    ``"20.0 MiB"`` (not ``"0.0 GiB"``); below 1 KiB the bytes are counted exactly.
+    """
+    if abs(size) < 1024:
+        return f"{int(size)} B"
+    for unit in _UNITS:
+        size /= 1024
+        if abs(size) < 1024 or unit == _UNITS[-1]:
+            return f"{size:,.1f} {unit}"
+    raise AssertionError("unreachable")  # the loop always returns on its last unit
 
 
 class Steps:

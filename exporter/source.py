@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import json
 import re
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from .errors import ExportError
+from .staging import RESOURCE_ERRNOS, USER_ERRNOS
 
 HUB_TIMEOUT_S = 10.0  # per hub request; huggingface_hub's default would retry for much longer
 ARCHITECTURE = "GPT2LMHeadModel"
@@ -60,6 +62,12 @@ def model_name(model: str) -> str:
     if path.is_dir():  # "." or "../ckpt/" name the folder, not the text typed
         return path.resolve().name or "model"
     return Path(model.rstrip("/\\")).name or "model"
+
+
+def local_folder(model: str) -> Path | None:
+    """The checkpoint folder ``model`` names, when it is a local folder; None for a hub id."""
+    folder = Path(model).expanduser()
+    return folder.resolve() if folder.is_dir() else None
 
 
 def resolve_source(model: str) -> Source:
@@ -115,6 +123,85 @@ def check_gpt2(config: Any, model: str) -> None:
         )
 
 
+def check_weights(folder: Path) -> None:
+    """Open the weight files transformers will load, so a corrupt or truncated one fails now.
+
+    Reading the headers takes milliseconds (a zip archive's checksums about a second per GB);
+    without this, a damaged file fails 10-30 s into the export with the loader's traceback, or
+    (a pytorch_model.bin whose data was damaged) loads silently.
+    """
+    for name in WEIGHT_FILES:
+        path = folder / name
+        if not path.is_file():
+            continue
+        shards = _index_shards(path) if name.endswith(".index.json") else [path]
+        for shard in shards:
+            if shard.suffix == ".safetensors":
+                _check_safetensors(shard)
+            else:
+                _check_torch_file(shard)
+        return  # transformers loads the first of WEIGHT_FILES that exists
+
+
+def _index_shards(index: Path) -> list[Path]:
+    try:
+        weight_map = json.loads(index.read_text(encoding="utf-8"))["weight_map"]
+        names = sorted(set(weight_map.values()))
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        raise ExportError(f"{index} is not a readable index of weight shards.") from None
+    missing = [n for n in names if not (index.parent / n).is_file()]
+    if missing:
+        raise ExportError(f"{index} lists weight shards that are missing: {', '.join(missing)}.")
+    return [index.parent / n for n in names]
+
+
+def _check_safetensors(path: Path) -> None:
+    try:
+        from safetensors import safe_open
+    except ImportError:  # no export extra: the export itself says so
+        return
+    try:
+        # The header must parse and its tensors must exactly cover the file.
+        with safe_open(str(path), framework="numpy") as f:
+            f.keys()
+    except Exception as exc:  # SafetensorError has no importable base; OSError for access
+        raise ExportError(
+            f"{path} is not a readable safetensors file ({_first_line(exc)}); it is corrupt or "
+            "truncated, so download or save the checkpoint again."
+        ) from None
+
+
+def _check_torch_file(path: Path) -> None:
+    """torch.save's zip archive: the directory must be intact and every member's CRC match."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            damaged = archive.testzip()
+    except zipfile.BadZipFile:
+        if _legacy_pickle(path):  # torch < 1.6 wrote a bare pickle: nothing cheap to check
+            return
+        raise ExportError(
+            f"{path} is not a readable PyTorch checkpoint (not a complete zip archive); it is "
+            "corrupt or truncated, so download or save the checkpoint again."
+        ) from None
+    except OSError as exc:
+        raise ExportError(f"{path} cannot be read ({exc.strerror or exc}).") from None
+    if damaged is not None:
+        raise ExportError(
+            f"{path} is corrupt (the checksum of {damaged} does not match); download or save "
+            "the checkpoint again."
+        )
+
+
+def _legacy_pickle(path: Path) -> bool:
+    with path.open("rb") as f:
+        return f.read(1) == b"\x80"  # pickle's PROTO opcode
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip() or type(exc).__name__
+    return text.splitlines()[0].rstrip(".")
+
+
 def _hub_source(repo_id: str) -> Source:
     # Config first: a wrong model type should not cost a multi-GB download.
     snapshot = _download(repo_id, _CONFIG_FILES)
@@ -154,6 +241,13 @@ def _download(repo_id: str, patterns: list[str]) -> Path:
         ) from None
     except LocalEntryNotFoundError:
         raise ExportError(hub_unreachable(repo_id)) from None
+    except OSError as exc:
+        if exc.errno not in RESOURCE_ERRNOS:
+            raise ExportError(f"{hub_unreachable(repo_id)[:-1]} ({type(exc).__name__}).") from None
+        raise ExportError(
+            f"Cannot download {repo_id} into the Hugging Face cache: {USER_ERRNOS[exc.errno]} "
+            f"({exc.strerror})."
+        ) from None
     except Exception as exc:
         if not is_network_error(exc):
             raise

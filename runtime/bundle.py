@@ -11,10 +11,22 @@ import hashlib
 import json
 import os
 from dataclasses import asdict, dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
 from .errors import EdgeError
+from .manifest_schema import (
+    MAX_CONTEXT_LENGTH,
+    check_generation,
+    check_manifest,
+    check_token_ids,
+    is_int,
+    positive_int,
+    shown,
+)
+from .manifest_schema import field as field_name
+from .tokenizer import Tokenizer
 
 FORMAT_NAME = "gpt2-edge-bundle"
 # 2: the fused graph takes ``logits_index`` (a runtime that knows only 1 would fail on it).
@@ -23,13 +35,25 @@ KNOWN_VERSIONS = (1, 2)
 MANIFEST = "bundle.json"
 MODEL_FILE = "model.onnx"
 TOKENIZER_FILE = "tokenizer.json"
+CONFIG_FILE = "config.json"
+GENERATION_CONFIG_FILE = "generation_config.json"
+# What a plain Optimum folder assumes when its config.json does not say.
+DEFAULT_CONTEXT_LENGTH = 1024
+DEFAULT_EOS = 50256  # GPT-2's <|endoftext|>
+# How config.json names the manifest's fields, for messages about an Optimum folder.
+CONFIG_NAMES = {
+    "architecture.layers": "n_layer",
+    "architecture.heads": "n_head",
+    "architecture.head_size": "n_embd / n_head",
+    "architecture.vocab_size": "vocab_size",
+}
 
 # Tensor names of Optimum's text-generation-with-past export; "%d" is the layer index.
 DEFAULT_IO = {
     "input_ids": "input_ids",
     "attention_mask": "attention_mask",
     "position_ids": "position_ids",
-    "logits_index": "logits_index",  # fused graphs only (exporter/optimize.py)
+    "logits_index": "logits_index",  # fused graphs only (exporter/graphs/fused.py)
     "past_key": "past_key_values.%d.key",
     "past_value": "past_key_values.%d.value",
     "logits": "logits",
@@ -77,26 +101,29 @@ class Manifest:
         return data
 
     @classmethod
-    def from_json(cls, data: dict[str, Any], where: Path) -> Manifest:
+    def from_json(cls, data: Any, where: Path) -> Manifest:
+        """The manifest of the bundle folder ``where`` from its parsed ``bundle.json``.
+
+        Raises:
+            EdgeError: not a gpt2-edge manifest, an unknown version, or a field of the wrong type
+                or out of its range (named).
+        """
         _check_format(data, where)
+        check_manifest(data, where / MANIFEST)
         known = {"format", "format_version", *cls.__dataclass_fields__}
-        try:
-            arch = Architecture(**data["architecture"])
-            return cls(
-                name=str(data.get("name", where.name)),
-                architecture=arch,
-                io={**DEFAULT_IO, **data.get("io", {})},
-                precision=dict(data.get("precision", {"dtype": "float32"})),
-                special_tokens=dict(data.get("special_tokens", {})),
-                generation=dict(data.get("generation", {})),
-                files=dict(data.get("files", {})),
-                source=dict(data.get("source", {})),
-                verification=dict(data.get("verification", {})),
-                graph=dict(data.get("graph", {})),
-                extra={k: v for k, v in data.items() if k not in known},
-            )
-        except (KeyError, TypeError, ValueError) as exc:
-            raise EdgeError(f"{where / MANIFEST} is not a valid manifest ({exc}).") from None
+        return cls(
+            name=data.get("name", where.name),
+            architecture=Architecture(**data["architecture"]),
+            io={**DEFAULT_IO, **data.get("io", {})},
+            precision=dict(data.get("precision", {"dtype": "float32"})),
+            special_tokens=dict(data.get("special_tokens", {})),
+            generation=dict(data.get("generation", {})),
+            files=dict(data.get("files", {})),
+            source=dict(data.get("source", {})),
+            verification=dict(data.get("verification", {})),
+            graph=dict(data.get("graph", {})),
+            extra={k: v for k, v in data.items() if k not in known},
+        )
 
 
 @dataclass
@@ -114,6 +141,19 @@ class Bundle:
     def tokenizer_path(self) -> Path:
         return self.path / TOKENIZER_FILE
 
+    @cached_property
+    def tokenizer(self) -> Tokenizer:
+        """The bundle's tokenizer, read once."""
+        return Tokenizer(self.tokenizer_path)
+
+    @property
+    def origin(self) -> tuple[Path, dict[str, str]]:
+        """The file the manifest came from, and how it names the manifest's fields (for
+        messages): ``bundle.json``, or a plain Optimum folder's ``config.json``."""
+        if (self.path / MANIFEST).is_file() or not (self.path / CONFIG_FILE).is_file():
+            return self.path / MANIFEST, {}
+        return self.path / CONFIG_FILE, CONFIG_NAMES
+
 
 def _check_format(data: Any, where: Path) -> None:
     if not isinstance(data, dict) or data.get("format") != FORMAT_NAME:
@@ -121,10 +161,10 @@ def _check_format(data: Any, where: Path) -> None:
             f"{where / MANIFEST} is not a gpt2-edge manifest (no format '{FORMAT_NAME}')."
         )
     version = data.get("format_version")
-    if version not in KNOWN_VERSIONS:
+    if not is_int(version) or version not in KNOWN_VERSIONS:  # True == 1 in Python
         known = ", ".join(str(v) for v in KNOWN_VERSIONS)
         raise EdgeError(
-            f"{where / MANIFEST} has format version {version!r}; "
+            f"{where / MANIFEST} has format version {shown(version)}; "
             f"this runtime knows version {known}."
         )
 
@@ -153,110 +193,128 @@ def write_manifest(folder: Path, manifest: Manifest) -> Path:
     return target
 
 
-def read_manifest(folder: Path) -> Manifest:
-    path = folder / MANIFEST
+def read_json(path: Path) -> Any:
+    """A JSON file's value, or a sentence saying why it cannot be read."""
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise
+    # ValueError: bad JSON, or an integer over Python's digit limit; RecursionError: nesting.
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError) as exc:
+        reason = " ".join(str(exc).split()) or type(exc).__name__
+        raise EdgeError(f"{path} cannot be read as JSON ({reason}).") from None
+
+
+def read_json_object(path: Path) -> dict[str, Any]:
+    """A JSON file that must hold an object (a config, not a list or a number)."""
+    data = read_json(path)
+    if not isinstance(data, dict):
+        raise EdgeError(f"{path} must hold a JSON object, got {shown(data)}.")
+    return data
+
+
+def read_manifest(folder: Path) -> Manifest:
+    """The validated manifest of a bundle folder."""
+    try:
+        data = read_json(folder / MANIFEST)
     except FileNotFoundError:
         raise EdgeError(f"{folder} has no {MANIFEST}; it is not a gpt2-edge bundle.") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise EdgeError(f"{path} cannot be read as JSON ({exc}).") from None
     return Manifest.from_json(data, folder)
 
 
 def verify_files(folder: Path, manifest: Manifest, check_hashes: bool = True) -> None:
-    """Raise if a listed file is missing, or (with ``check_hashes``) its size or SHA-256 differs."""
+    """Raise if a listed file is missing or lies outside the folder (through a symbolic link),
+    or (with ``check_hashes``) its size or SHA-256 differs."""
+    root = Path(os.path.realpath(folder))
     for name, entry in manifest.files.items():
         path = folder / name
-        if not path.is_file():
+        try:
+            # strict: a link loop raises the same OSError on every Python version
+            real = Path(os.path.realpath(path, strict=True))
+            size = real.stat().st_size if real.is_file() else None
+        except FileNotFoundError:
+            size = None
+        except OSError as exc:
+            raise EdgeError(f"{path} cannot be read ({exc.strerror or exc}).") from None
+        if size is None:
             raise EdgeError(f"Bundle {folder} is missing {name}, which its manifest lists.")
-        if path.stat().st_size != entry.get("size", path.stat().st_size):
+        if not real.is_relative_to(root):
+            label = field_name("files.", name)
+            raise EdgeError(
+                f"{folder / MANIFEST}: {label} leads outside the bundle folder through a "
+                "symbolic link."
+            )
+        if size != entry.get("size", size):
             raise EdgeError(f"{path} has the wrong size; the bundle is corrupt, export it again.")
         if check_hashes and "sha256" in entry and sha256_of(path) != entry["sha256"]:
             raise EdgeError(f"{path} does not match its SHA-256 in the manifest; export it again.")
 
 
 def load_bundle(path: str | os.PathLike[str], check_hashes: bool = True) -> Bundle:
-    """Open a bundle folder, or a plain Optimum export folder, and validate it."""
+    """Open a bundle folder, or a plain Optimum export folder, and validate it.
+
+    The manifest is checked field by field, the files against it, and the tokenizer against the
+    vocabulary; the graph is checked when a session opens it (``session.py``).
+
+    Raises:
+        EdgeError: the folder, its manifest, a file or the tokenizer cannot be used.
+    """
     folder = Path(path)
-    if not folder.is_dir():
+    if "\0" in str(folder):
+        raise EdgeError(f"The bundle path {shown(str(folder))} holds a NUL character.")
+    try:
+        manifest = _folder_manifest(folder, check_hashes)
+        for required in (MODEL_FILE, TOKENIZER_FILE):
+            if not (folder / required).is_file():
+                raise EdgeError(f"Bundle {folder} is missing {required}.")
+    except OSError as exc:  # permissions and the like
+        raise EdgeError(f"{folder} cannot be read ({exc.strerror or exc}).") from None
+    bundle = Bundle(folder, manifest)
+    _check_tokenizer(bundle)
+    return bundle
+
+
+def _check_tokenizer(bundle: Bundle) -> None:
+    """A tokenizer with more tokens than the model's embedding would feed ids the model lacks."""
+    vocab = bundle.manifest.architecture.vocab_size
+    size = bundle.tokenizer.backend.get_vocab_size()  # added tokens included
+    if size > vocab:
+        where, names = bundle.origin
+        label = names.get("architecture.vocab_size", "architecture.vocab_size")
+        raise EdgeError(
+            f"{where}: {label} is {vocab} but {TOKENIZER_FILE} has {size} tokens; the tokenizer "
+            "does not belong to this model."
+        )
+
+
+def _folder_manifest(folder: Path, check_hashes: bool) -> Manifest:
+    if not folder.exists():
         raise EdgeError(f"Bundle folder {folder} does not exist.")
+    if not folder.is_dir():
+        raise EdgeError(f"{folder} is a file, not a bundle folder; pass the folder that holds it.")
     if (folder / MANIFEST).exists():
         manifest = read_manifest(folder)
         verify_files(folder, manifest, check_hashes)
-    elif (folder / "config.json").is_file() and (folder / MODEL_FILE).is_file():
-        manifest = manifest_from_optimum(folder)
-    else:
-        raise EdgeError(
-            f"{folder} is neither a gpt2-edge bundle (no {MANIFEST}) nor an Optimum export "
-            f"(config.json + {MODEL_FILE})."
-        )
-    for required in (MODEL_FILE, TOKENIZER_FILE):
-        if not (folder / required).is_file():
-            raise EdgeError(f"Bundle {folder} is missing {required}.")
-    return Bundle(folder, manifest)
+        return manifest
+    if (folder / CONFIG_FILE).is_file() and (folder / MODEL_FILE).is_file():
+        return manifest_from_optimum(folder)
+    raise EdgeError(
+        f"{folder} is neither a gpt2-edge bundle (no {MANIFEST}) nor an Optimum export "
+        f"({CONFIG_FILE} + {MODEL_FILE})."
+    )
 
 
 def manifest_from_optimum(folder: Path) -> Manifest:
-    """Derive a manifest from a plain Optimum text-generation-with-past export of GPT-2."""
-    try:
-        config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise EdgeError(f"{folder / 'config.json'} cannot be read as JSON ({exc}).") from None
-    if config.get("model_type") != "gpt2":
-        raise EdgeError(
-            f"{folder} holds a '{config.get('model_type')}' model; "
-            "gpt2-edge runs GPT-2 models only."
-        )
-    heads, width = int(config["n_head"]), int(config["n_embd"])
-    arch = Architecture(
-        layers=int(config["n_layer"]),
-        heads=heads,
-        head_size=width // heads,
-        hidden_size=width,
-        context_length=int(config.get("n_positions", 1024)),
-        vocab_size=int(config["vocab_size"]),
-    )
-    generation: dict[str, Any] = {}
-    gen_path = folder / "generation_config.json"
-    if gen_path.is_file():
-        generation = generation_defaults(json.loads(gen_path.read_text(encoding="utf-8")))
-    eos = config.get("eos_token_id", 50256)
-    return Manifest(
+    """Derive a manifest from a plain Optimum text-generation-with-past export of GPT-2.
+
+    Raises:
+        EdgeError: ``config.json`` or ``generation_config.json`` cannot be read, is not a GPT-2
+            config, or has a field of the wrong type or out of its range (named).
+    """
+    from .derive import derive_manifest
+
+    return derive_manifest(
+        folder,
         name=folder.name,
-        architecture=arch,
-        special_tokens={
-            "bos": config.get("bos_token_id", eos),
-            "eos": eos,
-            "pad": config.get("pad_token_id") if config.get("pad_token_id") is not None else eos,
-        },
-        generation=generation,
         source={"model": str(folder), "derived_from": "optimum export"},
     )
-
-
-# Keys of transformers' generation_config.json that map onto our sampling settings.
-_GENERATION_KEYS = {
-    "max_new_tokens": "max_new_tokens",
-    "temperature": "temperature",
-    "top_k": "top_k",
-    "top_p": "top_p",
-    "min_p": "min_p",
-    "repetition_penalty": "repetition_penalty",
-    "no_repeat_ngram_size": "no_repeat_ngram_size",
-}
-
-
-def generation_defaults(gen_config: dict[str, Any]) -> dict[str, Any]:
-    """Our sampling defaults from a transformers ``generation_config.json``.
-
-    transformers samples only when ``do_sample`` is true, so without it the default is greedy.
-    """
-    out = {
-        ours: gen_config[theirs]
-        for theirs, ours in _GENERATION_KEYS.items()
-        if theirs in gen_config
-    }
-    if not gen_config.get("do_sample", False):
-        out["temperature"] = 0.0
-    return out

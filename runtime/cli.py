@@ -1,41 +1,60 @@
 """``gpt2-generate``: parse the flags and call :class:`Generator` with settings of the same names.
 
 Text streams to stdout as it is generated; ``--json`` prints one object instead. User errors
-become one sentence on stderr and exit code 1; Ctrl-C exits 130. Anything else is a bug and
-keeps its traceback.
+become one sentence on stderr and exit code 1, usage errors one line and exit code 2; Ctrl-C
+exits 130, also while the libraries are still loading. Anything else is a bug and keeps its
+traceback.
 """
 
 from __future__ import annotations
 
-import json
 import sys
-from pathlib import Path
-from typing import Annotated, Any
 
-import typer
+try:  # Ctrl-C while the libraries load ends the command as a later one does: 130, no traceback
+    import json
+    import re
+    from pathlib import Path
+    from typing import Annotated, Any
 
-from .api import DEFAULT_PROVIDER, load
-from .bundle import MANIFEST, MODEL_FILE
-from .cli_errors import report, user_errors
-from .errors import EdgeError
-from .generate import Generator
-from .settings import resolve_settings
+    import typer
 
-MODELS_DIR = Path("models")
+    from .api import DEFAULT_PROVIDER, load
+    from .cli_errors import VERSION_HELP, EdgeCommand, report, show_version, user_errors
+    from .errors import EdgeError
+    from .generate import Generator
+    from .models_dir import MODELS_DIR, choice_notice, default_model, named_model
+    from .session import resolve_provider
+    from .settings import check_threads, resolve_settings
+except KeyboardInterrupt:
+    sys.stderr.write("\n")
+    raise SystemExit(130) from None
+
 STDIN_PROMPT = "-"
 INTERACTIVE_PROMPT = "> "
+# The escapes --stop understands, so that a shell's "\n\n" can mean two newlines.
+_ESCAPES = {"n": "\n", "t": "\t", "r": "\r", "\\": "\\"}
+_ESCAPE = re.compile(r"\\(u[0-9a-fA-F]{4}|[ntr\\])")
 
 app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
 
 
-@app.command()
+@app.command(cls=EdgeCommand)
 def generate(
     prompt: Annotated[
-        str | None, typer.Argument(help="The prompt; '-' reads it from stdin.", show_default=False)
+        str | None,
+        typer.Argument(
+            help="The prompt; '-' reads it from stdin (one trailing newline is dropped).",
+            show_default=False,
+        ),
     ] = None,
     model: Annotated[
         Path | None,
-        typer.Option("--model", "-m", help="Bundle folder (default: the one bundle in models/)."),
+        typer.Option(
+            "--model",
+            "-m",
+            help="Bundle folder, or the name of one in models/ (default: the one bundle in "
+            "models/; among several, the int8 one on a CPU, the fp16 one on CUDA).",
+        ),
     ] = None,
     max_new_tokens: Annotated[
         int | None, typer.Option(help="Most tokens to generate (default: the bundle's, else 128).")
@@ -49,11 +68,19 @@ def generate(
     frequency_penalty: Annotated[float | None, typer.Option(help="0 turns it off.")] = None,
     no_repeat_ngram_size: Annotated[int | None, typer.Option(help="0 turns it off.")] = None,
     stop: Annotated[
-        list[str] | None, typer.Option(help="Stop string (repeat the flag for several).")
+        list[str] | None,
+        typer.Option(
+            help="Stop string (repeat the flag for several); \\n, \\t, \\r, \\\\ and \\uXXXX "
+            "in it are escapes, so --stop '\\n\\n' stops at a blank line.",
+        ),
     ] = None,
     seed: Annotated[int | None, typer.Option(help="Seed for reproducible sampling.")] = None,
     truncate: Annotated[
-        str | None, typer.Option(help="'left': drop the oldest prompt tokens that do not fit.")
+        str | None,
+        typer.Option(
+            help="'left': drop the oldest prompt tokens that do not fit the context (a prompt "
+            "that fits is kept whole and generation stops at the context's end)."
+        ),
     ] = None,
     ignore_eos: Annotated[
         bool, typer.Option("--ignore-eos", help="Keep going past end-of-text.")
@@ -62,28 +89,40 @@ def generate(
         bool, typer.Option("--json", help="Print one JSON object instead of streaming.")
     ] = False,
     provider: Annotated[str, typer.Option(help="cpu, cuda or auto.")] = DEFAULT_PROVIDER,
-    threads: Annotated[int | None, typer.Option(help="onnxruntime intra-op threads.")] = None,
+    threads: Annotated[
+        int | None,
+        typer.Option(help="onnxruntime intra-op threads, 1 to the CPUs available."),
+    ] = None,
     interactive: Annotated[
-        bool, typer.Option("--interactive", "-i", help="Prompt loop until end of input.")
+        bool,
+        typer.Option(
+            "--interactive",
+            "-i",
+            help="Prompt loop until end of input (Ctrl-D); Ctrl-C stops an answer. A PROMPT "
+            "argument is the first turn.",
+        ),
+    ] = False,
+    version: Annotated[
+        bool, typer.Option("--version", callback=show_version, is_eager=True, help=VERSION_HELP)
     ] = False,
 ) -> None:
     """Generate text from a gpt2-edge bundle, without PyTorch."""
-    settings: dict[str, Any] = dict(
-        max_new_tokens=max_new_tokens,
-        temperature=temperature,
-        top_k=top_k,
-        top_p=top_p,
-        min_p=min_p,
-        repetition_penalty=repetition_penalty,
-        presence_penalty=presence_penalty,
-        frequency_penalty=frequency_penalty,
-        no_repeat_ngram_size=no_repeat_ngram_size,
-        stop=stop or None,
-        seed=seed,
-        truncate=truncate,
-        ignore_eos=ignore_eos or None,
-    )
     with user_errors():
+        settings: dict[str, Any] = dict(
+            max_new_tokens=max_new_tokens,
+            temperature=temperature,
+            top_k=top_k,
+            top_p=top_p,
+            min_p=min_p,
+            repetition_penalty=repetition_penalty,
+            presence_penalty=presence_penalty,
+            frequency_penalty=frequency_penalty,
+            no_repeat_ngram_size=no_repeat_ngram_size,
+            stop=[unescape(s) for s in stop] if stop else None,
+            seed=seed,
+            truncate=truncate,
+            ignore_eos=ignore_eos or None,
+        )
         run(prompt, model, settings, json_output, provider, threads, interactive)
 
 
@@ -98,13 +137,24 @@ def run(
 ) -> None:
     """Check the cheap things first (settings, input), then load the model and generate."""
     resolve_settings(None, **settings)  # invalid values fail before the model is loaded
+    check_threads(threads)
+    if interactive and prompt == STDIN_PROMPT:
+        raise EdgeError(
+            "--interactive reads its prompts from stdin, so the prompt cannot be '-' as well."
+        )
     if not interactive:
         prompt = read_prompt(prompt)
-    generator = load(model if model is not None else default_model(MODELS_DIR), provider, threads)
-    for notice in generator.notices:
-        typer.echo(notice, err=True)
+    elif prompt is not None:
+        prompt = check_utf8(prompt, "The prompt")
+    cuda = resolve_provider(provider).name == "cuda"  # an unknown provider fails here, early
+    path = named_model(model) if model is not None else default_model(MODELS_DIR, cuda)
+    generator = load(path, provider, threads)
+    notices = [choice_notice(path)] if model is None else []
+    for notice in [*notices, *generator.notices]:
+        if notice:
+            typer.echo(notice, err=True)
     if interactive:
-        interact(generator, settings, json_output)
+        interact(generator, settings, json_output, prompt)
     else:
         answer(generator, prompt or "", settings, json_output)
 
@@ -122,11 +172,17 @@ def answer(generator: Generator, prompt: str, settings: dict[str, Any], json_out
     sys.stdout.flush()
 
 
-def interact(generator: Generator, settings: dict[str, Any], json_output: bool) -> None:
-    """Read prompts line by line until end of input; each one is answered on its own.
+def interact(
+    generator: Generator, settings: dict[str, Any], json_output: bool, first: str | None = None
+) -> None:
+    """Answer ``first``, then prompts read line by line until end of input.
 
-    A user error in one turn (say, a line that is too long) is reported and the loop goes on.
+    Blank lines are skipped. A user error in one turn (a line that is too long, or not UTF-8)
+    is reported and the loop goes on; Ctrl-C stops the answer being written and returns to the
+    prompt, and Ctrl-C at the prompt ends the loop (exit 130), as does Ctrl-D (exit 0).
     """
+    if first is not None and first.strip():
+        turn(generator, first, settings, json_output)
     while True:
         sys.stderr.write(INTERACTIVE_PROMPT)
         sys.stderr.flush()
@@ -134,19 +190,38 @@ def interact(generator: Generator, settings: dict[str, Any], json_output: bool) 
         if not line:
             sys.stderr.write("\n")
             return
-        try:
-            answer(generator, decode_utf8(line, "The input").rstrip("\r\n"), settings, json_output)
-        except EdgeError as exc:  # a bad line in the loop is reported, and the loop goes on
-            report(exc)
+        turn(generator, line, settings, json_output)
+
+
+def turn(
+    generator: Generator, line: str | bytes, settings: dict[str, Any], json_output: bool
+) -> None:
+    """One turn of the loop: a line in, an answer (or one error line) out."""
+    try:
+        text = line if isinstance(line, str) else drop_newline(decode_utf8(line, "The input"))
+        if text.strip():
+            answer(generator, text, settings, json_output)
+    except EdgeError as exc:  # a bad line in the loop is reported, and the loop goes on
+        report(exc)
+    except KeyboardInterrupt:  # stops this answer only
+        sys.stdout.write("\n")
+        sys.stdout.flush()
 
 
 def read_prompt(prompt: str | None) -> str:
-    """The prompt argument, or stdin for '-'; text that is not UTF-8 is an error."""
+    """The prompt argument, or stdin for '-' without its trailing newline; UTF-8 only."""
     if prompt is None:
         raise EdgeError("No prompt given; pass one, or '-' to read it from stdin.")
     if prompt != STDIN_PROMPT:
         return check_utf8(prompt, "The prompt")
-    return decode_utf8(sys.stdin.buffer.read(), "Standard input")
+    return drop_newline(decode_utf8(sys.stdin.buffer.read(), "Standard input"))
+
+
+def drop_newline(text: str) -> str:
+    """``text`` without one trailing "\\n" or "\\r\\n" (the one ``echo`` and Enter add)."""
+    if text.endswith("\r\n"):
+        return text[:-2]
+    return text[:-1] if text.endswith("\n") else text
 
 
 def decode_utf8(data: bytes, what: str) -> str:
@@ -165,30 +240,24 @@ def check_utf8(text: str, what: str) -> str:
     return text
 
 
-def default_model(models: Path) -> Path:
-    """The one bundle under ``models``; an error naming the candidates otherwise."""
-    found = sorted(p for p in models.iterdir() if is_bundle(p)) if models.is_dir() else []
-    if len(found) == 1:
-        return found[0]
-    if not found:
-        raise EdgeError(
-            f"No --model given and {models}/ holds no bundle; export one with gpt2-export "
-            "or pass --model DIR."
-        )
-    names = ", ".join(p.name for p in found)
-    raise EdgeError(f"No --model given and {models}/ holds several bundles ({names}); pick one.")
+def unescape(text: str) -> str:
+    """``text`` with ``\\n``, ``\\t``, ``\\r``, ``\\\\`` and ``\\uXXXX`` replaced; other
+    backslashes stay as typed.
 
+    Raises:
+        EdgeError: a ``\\uXXXX`` escape names half of a surrogate pair.
+    """
 
-def is_bundle(folder: Path) -> bool:
-    """A bundle or a plain Optimum export; hidden folders (exports in progress) are not."""
-    return (
-        not folder.name.startswith(".")
-        and folder.is_dir()
-        and (
-            (folder / MANIFEST).is_file()
-            or ((folder / "config.json").is_file() and (folder / MODEL_FILE).is_file())
-        )
-    )
+    def replace(match: re.Match[str]) -> str:
+        code = match.group(1)
+        if code in _ESCAPES:
+            return _ESCAPES[code]
+        char = chr(int(code[1:], 16))
+        if "\ud800" <= char <= "\udfff":
+            raise EdgeError(f"--stop {text!r} holds \\{code}, half of a surrogate pair.")
+        return char
+
+    return _ESCAPE.sub(replace, text)
 
 
 def main() -> None:

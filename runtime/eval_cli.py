@@ -2,17 +2,24 @@
 
 from __future__ import annotations
 
-import json
 import sys
-from pathlib import Path
-from typing import Annotated
 
-import typer
+try:  # Ctrl-C while the libraries load ends the command as a later one does: 130, no traceback
+    import json
+    from pathlib import Path
+    from typing import Annotated
 
-from .cli_errors import user_errors
-from .evaluate import PerplexityResult, evaluate_file
+    import typer
 
-app = typer.Typer(add_completion=False, help=__doc__)
+    from .cli_errors import VERSION_HELP, EdgeCommand, show_version, user_errors
+    from .evaluate import DEFAULT_STRIDE, PerplexityResult, evaluate_file
+    from .models_dir import named_model
+    from .settings import check_threads
+except KeyboardInterrupt:
+    sys.stderr.write("\n")
+    raise SystemExit(130) from None
+
+app = typer.Typer(add_completion=False, help=__doc__, pretty_exceptions_enable=False)
 
 
 def _progress(enabled: bool):  # -> contextmanager yielding a (done, total) callback
@@ -58,25 +65,41 @@ def _print_table(result: PerplexityResult, model: Path, text: Path) -> None:
     Console().print(table)
 
 
-@app.command()
+@app.command(cls=EdgeCommand)
 def eval_command(
-    model: Annotated[Path, typer.Option("--model", help="Bundle folder (or an Optimum export).")],
+    model: Annotated[
+        Path,
+        typer.Option(
+            "--model", help="Bundle folder, the name of one in models/, or an Optimum export."
+        ),
+    ],
     text: Annotated[Path, typer.Option("--text", help="UTF-8 text file to score.")],
     context: Annotated[
-        int | None, typer.Option(help="Window length in tokens [default: the model's context].")
+        int | None,
+        typer.Option(help="Window length in tokens (default: the model's context)."),
     ] = None,
     stride: Annotated[
-        int | None, typer.Option(help="Window step in tokens [default: min(512, context)].")
+        int | None,
+        typer.Option(help=f"Window step in tokens (default: min({DEFAULT_STRIDE}, context))."),
     ] = None,
     max_tokens: Annotated[
-        int | None, typer.Option("--max-tokens", help="Score only the first N tokens.")
+        int | None,
+        typer.Option("--max-tokens", help="Score only the first N tokens (default: all)."),
     ] = None,
     json_output: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
     provider: Annotated[str, typer.Option(help="cpu, cuda or auto.")] = "cpu",
-    threads: Annotated[int | None, typer.Option(help="Intra-op threads.")] = None,
+    threads: Annotated[
+        int | None,
+        typer.Option(help="Intra-op threads, 1 to the CPUs available (default: onnxruntime's)."),
+    ] = None,
+    version: Annotated[
+        bool, typer.Option("--version", callback=show_version, is_eager=True, help=VERSION_HELP)
+    ] = False,
 ) -> None:
     """Perplexity of MODEL on TEXT with the transformers guide's sliding window."""
     with user_errors(), _progress(sys.stderr.isatty()) as update:
+        check_threads(threads)
+        model = named_model(model)
         result = evaluate_file(
             model,
             text,

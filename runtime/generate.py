@@ -237,6 +237,18 @@ class Generator:
         """One-line messages for the user from loading (CPU fallback, int8 on CUDA)."""
         return list(self.session.notices)
 
+    @property
+    def max_prompt_chars(self) -> int | None:
+        """Characters beyond which a prompt surely holds more tokens than the context.
+
+        ``context_length * Tokenizer.max_token_chars`` (131,072 for GPT-2 at 1,024 tokens); None
+        when the tokenizer gives no such bound. A longer prompt is refused (or, with
+        ``truncate="left"``, cut to that many last characters) before it is tokenized, so a huge
+        prompt costs no more time or memory than one that fills the context.
+        """
+        per_token = self.tokenizer.max_token_chars
+        return None if per_token is None else self.context_length * per_token
+
     def generate(
         self, prompt: str | Sequence[str], **settings: Any
     ) -> GenerationResult | list[GenerationResult]:
@@ -246,10 +258,10 @@ class Generator:
             One result for a string, a list of results (in order) for a list.
 
         Raises:
-            EdgeError: an invalid setting, a prompt that does not fit the context, or text that
-                is not valid UTF-8; all checked before any model call.
+            EdgeError: an invalid setting or prompt type, a prompt that does not fit the context,
+                or text that is not valid UTF-8; all checked before any model call.
         """
-        prompts = [prompt] if isinstance(prompt, str) else list(prompt)
+        prompts = _prompt_list(prompt)
         results: list[GenerationResult | None] = [None] * len(prompts)
         for event in self.stream_events(prompts, **settings):
             if event.result is not None:
@@ -262,16 +274,25 @@ class Generator:
 
         The pieces join to the ``text`` that :meth:`generate` returns. Settings are validated
         when this is called, not at the first ``next()``.
+
+        Raises:
+            EdgeError: as :meth:`generate`, or ``prompt`` is not one string.
         """
+        if not isinstance(prompt, str):
+            raise EdgeError(
+                f"stream() takes one prompt string, got {type(prompt).__name__}; "
+                "generate() takes a list of prompts."
+            )
         events = self.stream_events([prompt], **settings)
         return (event.text for event in events if event.text)
 
     def stream_events(self, prompts: Sequence[str], **settings: Any) -> Iterator[StreamEvent]:
         """Layer-2 events for a batch of prompts; validates everything before returning."""
-        if isinstance(prompts, str) or not prompts:
-            raise TypeError("prompts must be a non-empty list of strings")
+        if isinstance(prompts, str):
+            raise EdgeError("stream_events() takes a list of prompt strings, got one string.")
+        prompts = _prompt_list(prompts)
         sampling, options = resolve_settings(self.manifest.generation, **settings)
-        ids = [self.fit(self.encode(p), options) for p in prompts]
+        ids = [self.prompt_ids(p, options) for p in prompts]
         return stream_generate(
             self.session, self.tokenizer, ids, Sampler(sampling), options, self.eos_id, self.pad_id
         )
@@ -279,7 +300,7 @@ class Generator:
     def encode(self, prompt: str) -> np.ndarray:
         """Prompt token ids; an empty prompt becomes the start token, as GPT-2 was trained."""
         if not isinstance(prompt, str):
-            raise TypeError(f"a prompt must be a str, got {type(prompt).__name__}")
+            raise EdgeError(f"A prompt must be a string, got {type(prompt).__name__}.")
         ids = self.tokenizer.encode(prompt)
         if ids.size:
             return ids
@@ -287,15 +308,55 @@ class Generator:
             raise EdgeError("The prompt is empty and the bundle names no start token to use.")
         return np.array([self.bos_id], dtype=np.int64)
 
-    def fit(self, ids: np.ndarray, options: GenerationOptions) -> np.ndarray:
-        """Apply the context bound to prompt ids: error, or keep the last tokens."""
-        context = self.context_length
-        if options.truncate == "left":
-            keep = max(context - options.max_new_tokens, 1)  # room for max_new_tokens if possible
-            return ids[-keep:] if ids.size > keep else ids
-        if ids.size >= context:
+    def prompt_ids(self, prompt: str, options: GenerationOptions) -> np.ndarray:
+        """The prompt's token ids, fitted to the context by :meth:`fit`.
+
+        A prompt longer than :attr:`max_prompt_chars` is refused without tokenizing it, or with
+        ``truncate="left"`` only its tail (:meth:`Tokenizer.tail`) is tokenized and the tail's
+        first token, which the cut may have split, is dropped.
+        """
+        limit = self.max_prompt_chars
+        if limit is None or len(prompt) <= limit:
+            return self.fit(self.encode(prompt), options)
+        if options.truncate is None:
+            context = self.context_length
             raise EdgeError(
-                f"The prompt is {ids.size} tokens long but the model's context is {context}, "
-                f"so at most {context - 1} fit; shorten it or truncate it from the left."
+                f"The prompt is {len(prompt):,} characters long, more than the model's context "
+                f"of {context} tokens can hold (at most {context - 1} fit); shorten it or "
+                "truncate it from the left."
             )
-        return ids
+        return self.fit(self.encode(self.tokenizer.tail(prompt, limit))[1:], options)
+
+    def fit(self, ids: np.ndarray, options: GenerationOptions) -> np.ndarray:
+        """Apply the context bound to prompt ids: keep them, keep the last ones, or refuse.
+
+        A prompt keeps at most ``context - 1`` tokens, so that one new token fits; with
+        ``truncate="left"`` only the oldest tokens beyond that are dropped. A prompt that fits is
+        never cut to make room for ``max_new_tokens``: the budget shrinks instead, and
+        generation ends with finish reason ``context``.
+        """
+        context = self.context_length
+        keep = max(context - 1, 1)
+        if ids.size <= keep:
+            return ids
+        if options.truncate == "left":
+            return ids[ids.size - keep :]
+        raise EdgeError(
+            f"The prompt is {ids.size} tokens long but the model's context is {context}, "
+            f"so at most {keep} fit; shorten it or truncate it from the left."
+        )
+
+
+def _prompt_list(prompt: object) -> list[str]:
+    """One prompt or a non-empty list (or tuple) of prompts, as a list; EdgeError otherwise."""
+    if isinstance(prompt, str):
+        return [prompt]
+    if isinstance(prompt, (list, tuple)) and prompt:
+        for index, item in enumerate(prompt):
+            if not isinstance(item, str):
+                raise EdgeError(
+                    f"Every prompt must be a string, but item {index} is a {type(item).__name__}."
+                )
+        return list(prompt)
+    shown = "an empty list" if isinstance(prompt, (list, tuple)) else type(prompt).__name__
+    raise EdgeError(f"A prompt must be a string or a non-empty list of strings, got {shown}.")

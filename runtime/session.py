@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
+from importlib import metadata
 from typing import Any, Protocol
 
 import numpy as np
@@ -25,6 +25,9 @@ import onnxruntime as ort
 
 from .bundle import Architecture, Bundle
 from .errors import EdgeError
+from .graph_check import check_graph, graph_facts, onnxruntime_reason
+from .precision import Precision
+from .settings import check_threads
 
 PROVIDERS = ("auto", "cpu", "cuda")
 _ORT_NAMES = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider"}
@@ -38,6 +41,10 @@ INT8_ON_CUDA = (
     "This bundle is quantized to int8 for CPUs; on CUDA it will be slower than an fp32 or fp16 "
     "bundle of the same model."
 )
+CUDA_MISSING = (
+    "onnxruntime-gpu is installed but the onnxruntime Python loaded has no CUDA provider (is the "
+    "CPU package onnxruntime installed beside it?); running on CPU."
+)
 FP32_ATTENTION_ON_CUDA = (
     "onnxruntime has no float32 CUDA kernel for this bundle's fused attention, so attention runs "
     "on the CPU; export with --dtype fp16 for a GPU."
@@ -50,10 +57,29 @@ class ProviderChoice:
     notice: str | None  # a one-line message for the user when "auto" fell back
 
 
+# Distributions that ship onnxruntime with CUDA; with one of them installed, a user expects CUDA.
+GPU_DISTRIBUTIONS = ("onnxruntime-gpu",)
+
+
+def gpu_build_installed() -> bool:
+    """Whether a GPU build of onnxruntime is installed (whichever onnxruntime Python imported)."""
+    for name in GPU_DISTRIBUTIONS:
+        try:
+            metadata.distribution(name)
+        except metadata.PackageNotFoundError:
+            continue
+        return True
+    return False
+
+
 def resolve_provider(requested: str) -> ProviderChoice:
-    """Map ``cpu|cuda|auto`` to what this onnxruntime build offers, or raise a sentence."""
-    if requested not in PROVIDERS:
-        raise EdgeError(f"Unknown provider '{requested}'; choose one of {', '.join(PROVIDERS)}.")
+    """Map ``cpu|cuda|auto`` to what this onnxruntime build offers, or raise a sentence.
+
+    ``auto`` falls back to the CPU silently on a CPU build of onnxruntime, where nobody could
+    have expected CUDA, and with a notice where a GPU build is installed but CUDA is missing.
+    """
+    if not isinstance(requested, str) or requested not in PROVIDERS:
+        raise EdgeError(f"Unknown provider {requested!r}; choose one of {', '.join(PROVIDERS)}.")
     available = ort.get_available_providers()
     has_cuda = _ORT_NAMES["cuda"] in available
     if requested == "cuda" and not has_cuda:
@@ -64,15 +90,22 @@ def resolve_provider(requested: str) -> ProviderChoice:
     if requested == "auto":
         if has_cuda:
             return ProviderChoice("cuda", None)
-        return ProviderChoice("cpu", "No CUDA provider in this onnxruntime build; running on CPU.")
+        notice = CUDA_MISSING if gpu_build_installed() else None
+        return ProviderChoice("cpu", notice)
     return ProviderChoice(requested, None)
 
 
 def session_options(threads: int | None) -> ort.SessionOptions:
+    """onnxruntime's options: full graph optimization, ``threads`` intra-op threads.
+
+    Raises:
+        EdgeError: ``threads`` is not None or an integer from 1 to the CPUs available.
+    """
+    threads = check_threads(threads)
     opts = ort.SessionOptions()
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    if threads:
-        opts.intra_op_num_threads = int(threads)
+    if threads is not None:
+        opts.intra_op_num_threads = threads
     opts.inter_op_num_threads = 1
     opts.log_severity_level = 3  # onnxruntime's own warnings are not the user's business
     return opts
@@ -92,22 +125,33 @@ def ort_providers(provider: str) -> list[Any]:
 
 def is_int8(precision: dict[str, Any]) -> bool:
     """Whether a manifest's ``precision`` describes an integer-quantized graph."""
-    dtype = str(precision.get("dtype", "")).lower()
-    return dtype.startswith(("int", "uint")) or precision.get("quantized") is True
+    return Precision.from_json(precision).is_integer or precision.get("quantized") is True
 
 
 def create_inference_session(
-    model_path: Path, provider: str, threads: int | None
+    bundle: Bundle, provider: str, threads: int | None
 ) -> ort.InferenceSession:
+    """Open the bundle's graph and check that its manifest describes it (``graph_check.py``).
+
+    Raises:
+        EdgeError: onnxruntime cannot load the file, or the graph is not the one the manifest
+            describes (names, layers, heads, head size, vocabulary, KV cache kind).
+    """
+    options = session_options(threads)
+    # Errors too: onnxruntime logs a failed load to stderr (ANSI colours, C++ signatures) before
+    # it raises the same text, which the user gets as one sentence instead.
+    options.log_severity_level = 4  # fatal only
     try:
-        return ort.InferenceSession(
-            str(model_path),
-            sess_options=session_options(threads),
-            providers=ort_providers(provider),
+        session = ort.InferenceSession(
+            str(bundle.model_path), sess_options=options, providers=ort_providers(provider)
         )
     except Exception as exc:  # onnxruntime raises several unrelated types for a bad file
-        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise EdgeError(f"onnxruntime cannot load {model_path}: {first_line}") from None
+        raise EdgeError(
+            f"onnxruntime cannot load {bundle.model_path}: {onnxruntime_reason(exc)}."
+        ) from None
+    where, names = bundle.origin
+    check_graph(bundle.manifest, graph_facts(session), where, bundle.model_path.name, names)
+    return session
 
 
 class Runner(Protocol):
@@ -317,7 +361,7 @@ class Session:
         self.notices: list[str] = [choice.notice] if choice.notice else []
         if self.provider == "cuda" and is_int8(bundle.manifest.precision):
             self.notices.append(INT8_ON_CUDA)
-        self.ort = create_inference_session(bundle.model_path, self.provider, threads)
+        self.ort = create_inference_session(bundle, self.provider, threads)
         input_types = {i.name: i.type for i in self.ort.get_inputs()}
         self.names = graph_names(bundle.manifest.io, self.arch.layers, set(input_types))
         self.kv_dtype = kv_dtype(input_types, self.names.past)

@@ -7,7 +7,9 @@ UTF-8 characters, so a piece never ends in half an emoji.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Sequence
+from functools import cached_property
 
 import numpy as np
 from tokenizers import Tokenizer as _HFTokenizer
@@ -18,6 +20,11 @@ from .errors import EdgeError
 # Special tokens stay in the text (as transformers' decode does by default), so that a run with
 # ignore_eos shows where the model wanted to stop.
 SKIP_SPECIAL_TOKENS = False
+# How far before a cut :meth:`Tokenizer.tail` looks for a word's start to cut at instead.
+_CUT_SEARCH = 1024
+# An ASCII whitespace character followed by a non-whitespace one (Python's \S is narrower than
+# the tokenizer's, so this never finds a place the tokenizer would not split at).
+_WORD_START = re.compile(r"[ \t\n\r\f\v](?=\S)")
 
 
 class Tokenizer:
@@ -38,6 +45,20 @@ class Tokenizer:
         """The underlying ``tokenizers.Tokenizer``."""
         return self._tok
 
+    @cached_property
+    def max_token_chars(self) -> int | None:
+        """The most characters of text one token can stand for, or None when unknown.
+
+        A byte-level BPE token (GPT-2's) stands for at most as many bytes as its vocabulary entry
+        has characters, and a character is at least one byte, so ``n`` tokens never cover more
+        than ``n * max_token_chars`` characters. A tokenizer that normalizes text first (which may
+        merge characters) gets None: no such bound holds for it.
+        """
+        if self._tok.normalizer is not None:
+            return None
+        vocab = self._tok.get_vocab(with_added_tokens=True)
+        return max((len(entry) for entry in vocab), default=1)
+
     def encode(self, text: str, add_special_tokens: bool = True) -> np.ndarray:
         """Token ids of ``text`` as a (T,) int64 array; EdgeError if it is not valid UTF-8.
 
@@ -50,6 +71,23 @@ class Tokenizer:
             raise EdgeError("The prompt is not valid UTF-8 text.") from None
         ids = self._tok.encode(text, add_special_tokens=add_special_tokens).ids
         return np.asarray(ids, dtype=np.int64)
+
+    def tail(self, text: str, size: int) -> str:
+        """The end of ``text`` to tokenize when only its last tokens are wanted.
+
+        At least the last ``size`` characters, starting at the last whitespace character that
+        precedes a non-whitespace one within ``_CUT_SEARCH`` characters before them, when there
+        is one. GPT-2's pre-tokenizer always starts a piece there, so the tail's tokens are then
+        exactly the last tokens of the whole text. Without such a place (one word longer than
+        the search) the tokens near the cut may differ; callers drop the tail's first token and
+        keep only the last ones, far from the cut.
+        """
+        start = len(text) - size
+        if start <= 0:
+            return text
+        low = max(0, start - _CUT_SEARCH)
+        cuts = [m.start() for m in _WORD_START.finditer(text, low, start + 2)]
+        return text[cuts[-1] :] if cuts else text[start:]
 
     def decode(self, ids: Sequence[int] | np.ndarray) -> str:
         """The text of ``ids`` (special tokens kept)."""

@@ -19,7 +19,6 @@ import numpy as np
 import pytest
 from gpt2_edge.exporter import ExportError, export_bundle, onnx_files
 from gpt2_edge.exporter.manifest import graph_io
-from gpt2_edge.exporter.quantize import detect_target
 from gpt2_edge.exporter.verify import verify_bundle
 from gpt2_edge.runtime.bundle import load_bundle, sha256_of
 from gpt2_edge.runtime.session import Session
@@ -31,7 +30,9 @@ pytestmark = pytest.mark.export
 def fp32_bundle(tiny_checkpoint: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("bundles") / "tiny-gpt2"
     out.mkdir()
-    (out / "stale.txt").write_text("from an older export")  # --force must replace the folder
+    # An older export (--force replaces only bundles), whose files must all go.
+    (out / "bundle.json").write_text('{"format": "gpt2-edge-bundle", "name": "older"}')
+    (out / "model.onnx.data").write_bytes(b"from an older export")
     return export_bundle(str(tiny_checkpoint), out, force=True, progress=False)
 
 
@@ -128,13 +129,19 @@ def test_int8_bundle(int8_bundle: Path, fp32_bundle: Path) -> None:
     ).stat().st_size
     assert ratio <= 0.35
     ops = {n.op_type for n in onnx.load(str(int8_bundle / "model.onnx")).graph.node}
-    assert {"MatMulInteger", "DynamicQuantizeLinear"} <= ops
-    assert "Gemm" not in ops  # every projection was quantized
+    assert {"MatMulInteger", "MatMulNBits"} <= ops  # projections; the tied LM head
+    # activations are quantized per row, never per tensor (which made rows batch-dependent)
+    assert "DynamicQuantizeLinear" not in ops and "Gemm" not in ops
     m = manifest_of(int8_bundle)
     p = m["precision"]
-    assert p["dtype"] == "int8" and p["method"] == "dynamic" and p["bits"] == 8
-    assert p["per_channel"] is True and p["target"] == detect_target()
-    assert "reduce_range" in p and p["tool"]["onnxruntime"]
+    assert p["dtype"] == "int8" and p["method"] == "dynamic"
+    assert p["activations"]["granularity"] == "per row"
+    assert p["weights"]["granularity"] == "per output channel"
+    # the portable default: 7-bit weights cannot saturate AVX2 kernels without VNNI
+    assert p["target"] == "portable" and p["weights"]["reduce_range"] is True
+    assert "AVX2" in p["cpus"] and "ARM64" in p["cpus"]
+    assert "ORTQuantizer" in p["tool"]["weights"] and p["tool"]["optimum"]
+    assert p["lm_head"]["block_size"] == 64 and p["embedding"].startswith("shares")
     assert m["graph"]["kind"] == "fused-gqa"  # the default graph
     v = m["verification"]
     assert v["positions"] >= 200
@@ -143,11 +150,24 @@ def test_int8_bundle(int8_bundle: Path, fp32_bundle: Path) -> None:
     assert "tolerance" not in v  # int8 is measured, not held to the fp32 limit
 
 
-def test_default_target_is_avx2_here() -> None:
-    flags = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
-    if "avx512f" in flags or "avx2" not in flags:
-        pytest.skip("this check is for the AVX2-only machines of FACTS.md")
-    assert detect_target() == "avx2"
+def test_int8_goes_through_optimums_quantizer(tiny_checkpoint: Path, tmp_path: Path, monkeypatch):
+    """--quantize calls Optimum's ORTQuantizer with the recipe's QuantizationConfig."""
+    from gpt2_edge.exporter import export_bundle
+    from optimum.onnxruntime import ORTQuantizer
+
+    configs = []
+    real = ORTQuantizer.quantize
+
+    def spy(self, quantization_config, *args, **kwargs):
+        configs.append(quantization_config)
+        return real(self, quantization_config, *args, **kwargs)
+
+    monkeypatch.setattr(ORTQuantizer, "quantize", spy)
+    export_bundle(str(tiny_checkpoint), tmp_path / "b", quantize=True, verify=False, progress=False)
+    [config] = configs
+    assert not config.is_static and config.per_channel and config.reduce_range
+    assert [str(getattr(o, "value", o)) for o in config.operators_to_quantize] == ["MatMul"]
+    assert len(config.nodes_to_exclude) == 1  # the LM head, quantized as 8-bit blocks instead
 
 
 def test_fp32_parity_failure_is_an_error(fp32_bundle, tiny_checkpoint, monkeypatch) -> None:
@@ -281,8 +301,8 @@ def test_cli_default_output_opset_and_no_verify(
 @pytest.mark.parametrize(
     ("n_embd", "n_head", "graph_kind", "embedding"),
     [
-        (48, 4, "optimum", None),  # head size 12: GroupQueryAttention needs a multiple of 8
-        (48, 6, "fused-gqa", "shares the int8 LM head's weight"),  # blocks of 16
+        (48, 4, "optimum", "int8 (ORTQuantizer Gather)"),  # head size 12: GQA needs 8k
+        (48, 6, "fused-gqa", "shares the 8-bit LM head's weight"),  # blocks of 16
         (40, 5, "fused-gqa", "float32"),  # no block size of 16 or more tiles a width of 40
     ],
 )

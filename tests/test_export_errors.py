@@ -46,11 +46,18 @@ def assert_nothing_left(out: Path) -> None:
         assert leftovers == []
 
 
+# A header-only safetensors file and a one-token BPE: enough for the exporter's pre-checks, which
+# open the weights and the tokenizer before any slow step.
+EMPTY_SAFETENSORS = b"\x02\x00\x00\x00\x00\x00\x00\x00{}"
+
+
 def write_config(folder: Path, config: dict, weights: bool = True) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "config.json").write_text(json.dumps(config))
     if weights:
-        (folder / "model.safetensors").write_bytes(b"not really weights")
+        (folder / "model.safetensors").write_bytes(EMPTY_SAFETENSORS)
+        (folder / "vocab.json").write_text('{"a": 0}')
+        (folder / "merges.txt").write_text("#version: 0.2\n")
     return folder
 
 
@@ -255,9 +262,10 @@ def test_force_keeps_old_bundle_when_export_fails(tmp_path, fake_gpt2, monkeypat
     _export_fails_with(monkeypatch, OSError(errno.ENOSPC, "No space left on device"))
     out = tmp_path / "out"
     out.mkdir()
-    (out / "bundle.json").write_text("{}")
+    old = '{"format": "gpt2-edge-bundle"}'  # --force replaces only a bundle
+    (out / "bundle.json").write_text(old)
     assert_one_sentence(run_cli(str(fake_gpt2), "--output", str(out), "--force"), "no space")
-    assert (out / "bundle.json").read_text() == "{}"  # the old bundle survives a failed export
+    assert (out / "bundle.json").read_text() == old  # the old bundle survives a failed export
 
 
 def test_abandoned_partial_folder_is_removed(tmp_path: Path, fake_gpt2: Path, monkeypatch) -> None:

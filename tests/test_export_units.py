@@ -10,7 +10,7 @@ import pytest
 from gpt2_edge.exporter import ExportError
 from gpt2_edge.exporter.manifest import io_names
 from gpt2_edge.exporter.pipeline import default_output
-from gpt2_edge.exporter.quantize import cpu_flags, detect_target, resolve_target
+from gpt2_edge.exporter.recipes.targets import cpu_flags, detect_target, resolve_target
 from gpt2_edge.exporter.source import model_name
 from gpt2_edge.exporter.tokenizer_files import build_tokenizer, write_tokenizer
 from gpt2_edge.runtime.errors import EdgeError
@@ -39,8 +39,11 @@ def test_cpu_flags_reads_cpuinfo(tmp_path: Path) -> None:
 
 
 def test_resolve_target() -> None:
-    assert resolve_target("avx512") == "avx512"
-    assert resolve_target("auto") in ("avx2", "avx512", "avx512_vnni", "arm64")
+    assert resolve_target("avx512").name == "avx512"
+    assert resolve_target("auto").name in ("avx2", "avx512", "avx512_vnni", "arm64")
+    portable = resolve_target("portable")  # the default: right on AVX2-only x86 and on ARM64
+    assert portable.reduce_range and "AVX2" in portable.cpus and "ARM64" in portable.cpus
+    assert not resolve_target("avx512_vnni").reduce_range
     with pytest.raises(ExportError, match="Unknown target 'sse'"):
         resolve_target("sse")
     assert issubclass(ExportError, EdgeError)

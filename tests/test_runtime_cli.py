@@ -77,10 +77,12 @@ def test_default_model_is_the_one_bundle_in_models(
     for name in ("b1", "b2"):
         (tmp_path / "models" / name).mkdir(parents=True)
         (tmp_path / "models" / name / "bundle.json").write_text("{}")
-    assert_user_error(invoke(["Hi"]), "several bundles (b1, b2)")
+    several = invoke(["Hi", "--max-new-tokens", "2"])  # one is picked, and named on stderr
+    assert several.exit_code == 0 and "Using models/b1" in several.stderr
     shutil.rmtree(tmp_path / "models" / "b2")
-    assert invoke(["Hi", "--max-new-tokens", "2"]).exit_code == 0
-    assert fake == [Path("models/b1")]
+    alone = invoke(["Hi", "--max-new-tokens", "2"])
+    assert alone.exit_code == 0 and "Using" not in alone.stderr
+    assert fake == [Path("models/b1"), Path("models/b1")]
 
 
 def test_user_errors_before_the_model(fake: list[Path]) -> None:

@@ -131,9 +131,9 @@ def test_context_end_and_truncation(tokenizer: Tokenizer) -> None:
         gen.generate("word " * 20, max_new_tokens=3)
     options = GenerationOptions(max_new_tokens=4, truncate="left")
     kept = gen.fit(np.arange(40), options)
-    assert kept.tolist() == list(range(28, 40))  # the last 16 - 4 tokens
+    assert kept.tolist() == list(range(25, 40))  # the last 16 - 1: only what does not fit goes
     truncated = gen.generate("word " * 20, max_new_tokens=4, truncate="left")
-    assert truncated.prompt_tokens == 12 and truncated.finish_reason == "length"
+    assert truncated.prompt_tokens == 15 and truncated.finish_reason == "context"
 
 
 def test_empty_prompt_starts_from_eos(tokenizer: Tokenizer) -> None:
@@ -381,7 +381,10 @@ def test_cuda_session_binds_and_warns_about_int8(monkeypatch: pytest.MonkeyPatch
     )
     cpu = session_mod.Session(int8, provider="auto")
     assert cpu.provider == "cpu" and isinstance(cpu.runner, NumpyRunner)
-    assert cpu.notices == ["No CUDA provider in this onnxruntime build; running on CPU."]
+    monkeypatch.setattr(session_mod, "gpu_build_installed", lambda: False)
+    assert session_mod.Session(int8, provider="auto").notices == []  # nobody expected CUDA
+    monkeypatch.setattr(session_mod, "gpu_build_installed", lambda: True)
+    assert session_mod.Session(int8, provider="auto").notices == [session_mod.CUDA_MISSING]
     with pytest.raises(EdgeError, match="CUDA provider is not available"):
         session_mod.Session(int8, provider="cuda")
 

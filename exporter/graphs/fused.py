@@ -1,4 +1,4 @@
-"""Graph optimisation for GPT-2 decoders: a fused rebuild of the decoder graph, with parity checks.
+"""The fused GPT-2 decoder graph: built from the checkpoint's tensors, checked against Optimum's.
 
 Why a rebuild rather than onnxruntime's pattern fusions on the Optimum graph: Optimum's export
 spells attention as ~90 small nodes per layer (Shape/Gather/Concat/Where/IsNaN...) and
@@ -34,15 +34,27 @@ import json
 import math
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
+from ..errors import ExportError
+
 MS = "com.microsoft"
 OPSET = 17  # LayerNormalization is opset 17
 # Written into metadata_props so a runtime can tell; v2 added the logits_index input.
 FUSED_GRAPH_TAG = "gpt2-edge-fused-gqa-v2"
+
+GRAPHS = ("fused", "optimum")
+PARITY_TOLERANCE = 1e-3  # max |logit diff| of the fused fp32 graph against Optimum's
+PARITY_STEPS = 6  # decode steps after the prompt in the parity check
+FUSED_GRAPH = {"kind": "fused-gqa", "kv_cache": "shared-buffer", "padding": "right"}
+OPTIMUM_GRAPH = {"kind": "optimum", "kv_cache": "concat", "padding": "left"}
+# tanh-approximated GELU is what FastGelu computes; plain erf GELU would not match.
+_ACTIVATIONS = ("gelu_new", "gelu_pytorch_tanh")
+GQA_HEAD_SIZE_MULTIPLE = 8  # onnxruntime's GroupQueryAttention rejects other head sizes at run time
 
 
 def load_gpt2_weights(checkpoint: str | Path) -> tuple[dict[str, np.ndarray], dict]:
@@ -228,127 +240,77 @@ def build_fused_decoder(weights: Mapping[str, np.ndarray], config: Mapping) -> o
     return model
 
 
-def quantize_dynamic_int8(
-    src: str | Path, dst: str | Path, per_channel: bool = True, exclude: list[str] | None = None
-) -> Path:
-    """Dynamic int8 (``MatMulInteger`` + ``DynamicQuantizeLinear``), the ORTQuantizer method."""
-    from onnxruntime.quantization import QuantType, quantize_dynamic
+def unsupported_reason(config: dict[str, Any], weights: dict[str, np.ndarray]) -> str | None:
+    """Why the fused builder cannot represent this checkpoint, or None when it can."""
+    if config.get("activation_function", "gelu_new") not in _ACTIVATIONS:
+        return f"activation {config.get('activation_function')!r} is not tanh-GELU"
+    if config.get("scale_attn_by_inverse_layer_idx") or config.get("reorder_and_upcast_attn"):
+        return "per-layer attention scaling options are not supported by the fused graph"
+    if config.get("scale_attn_weights", True) is False:
+        return "unscaled attention is not supported by the fused graph"
+    if int(config["n_embd"]) % int(config["n_head"]):
+        return "n_embd is not a multiple of n_head"
+    head_size = int(config["n_embd"]) // int(config["n_head"])
+    if head_size % GQA_HEAD_SIZE_MULTIPLE:
+        return (
+            f"head size {head_size} is not a multiple of {GQA_HEAD_SIZE_MULTIPLE}, "
+            "which onnxruntime's GroupQueryAttention requires"
+        )
+    head = weights.get("lm_head.weight")
+    if head is not None and not np.array_equal(head, weights["wte.weight"]):
+        return "the LM head is not tied to the token embedding"
+    missing = [n for n in ("wte.weight", "wpe.weight", "ln_f.weight") if n not in weights]
+    return f"checkpoint tensors missing: {missing}" if missing else None
 
-    quantize_dynamic(
-        str(src),
-        str(dst),
-        weight_type=QuantType.QInt8,
-        per_channel=per_channel,
-        op_types_to_quantize=["MatMul"],
-        nodes_to_exclude=exclude or [],
-        # Shape inference cannot type the outputs of com.microsoft ops; say they are float.
-        extra_options={"MatMulConstBOnly": True, "DefaultTensorType": TensorProto.FLOAT},
-    )
-    return Path(dst)
 
+def build_fused(
+    checkpoint: Path, reference: Path, work_dir: Path
+) -> tuple[Path | None, dict[str, Any]]:
+    """Build the fused fp32 graph into ``work_dir`` and check it against ``reference``.
 
-def parity(
-    reference: str | Path,
-    candidate: str | Path,
-    n_layer: int,
-    n_head: int,
-    head_size: int,
-    prompt_len: int = 16,
-    steps: int = 4,
-    vocab: int = 50257,
-    seed: int = 0,
-) -> dict[str, float]:
-    """Run both graphs on the same random prompt + ``steps`` decode steps (growing past tensors).
+    Returns:
+        (path of the fused model, graph description for bundle.json), or (None, a description
+        saying why the Optimum graph is kept) when the builder does not cover the checkpoint.
 
-    Returns the max |logit difference| over all positions and whether greedy picks agree.
+    Raises:
+        ExportError: the fused graph was built but its logits differ from Optimum's by more than
+            ``PARITY_TOLERANCE`` (a bug to report; ``--graph optimum`` exports without it).
     """
-    import onnxruntime as ort
+    from ..checks.parity import parity
+    from ..onnx_files import save_model
 
-    rng = np.random.default_rng(seed)
-    opts = ort.SessionOptions()
-    opts.log_severity_level = 3
-    sessions = [
-        ort.InferenceSession(str(p), opts, providers=["CPUExecutionProvider"])
-        for p in (reference, candidate)
-    ]
-    ids = rng.integers(0, vocab, size=(1, prompt_len), dtype=np.int64)
-    empty = np.zeros((1, n_head, 0, head_size), np.float32)
-    pasts = [[empty] * (2 * n_layer) for _ in sessions]
-    input_names = [{i.name for i in sess.get_inputs()} for sess in sessions]
-    max_diff, agree, total = 0.0, 0, 0
-    pos = 0
-    for _ in range(steps + 1):
-        s = ids.shape[1]
-        feeds = {
-            "input_ids": ids,
-            "attention_mask": np.ones((1, pos + s), np.int64),
-            "position_ids": np.arange(pos, pos + s, dtype=np.int64)[None],
-        }
-        logits = []
-        for k, sess in enumerate(sessions):
-            f = {n: v for n, v in feeds.items() if n in input_names[k]}
-            if "logits_index" in input_names[k]:
-                f["logits_index"] = np.arange(s, dtype=np.int64)[None]
-            for i in range(n_layer):
-                f[f"past_key_values.{i}.key"] = pasts[k][2 * i]
-                f[f"past_key_values.{i}.value"] = pasts[k][2 * i + 1]
-            out = sess.run(None, f)
-            logits.append(out[0])
-            pasts[k] = out[1:]
-        max_diff = max(max_diff, float(np.abs(logits[0] - logits[1]).max()))
-        a, b = logits[0][:, -1].argmax(-1), logits[1][:, -1].argmax(-1)
-        agree += int((a == b).sum())
-        total += a.size
-        pos += s
-        ids = a[:, None].astype(np.int64)
-    return {"max_abs_logit_diff": max_diff, "greedy_agreement": agree / total}
-
-
-def quantize_embedding(
-    model: onnx.ModelProto, name: str = "wte", bits: int = 8, block_size: int = 32
-) -> onnx.ModelProto:
-    """Replace ``Gather(name, ids)`` by ``GatherBlockQuantized`` on a blockwise-quantized copy.
-
-    Why: after weight-only quantization the fp32 token embedding (50257x768 = 147 MiB) is more
-    than half the file and of the resident memory; 8-bit blocks make it 37 MiB. Stored with
-    MatMulNBits' conventions (uint8, symmetric, implicit zero point 128 for 8 bits, 8 for 4 bits
-    with the low nibble first).
-    """
-    inits = {t.name: t for t in model.graph.initializer}
-    table = numpy_helper.to_array(inits[name]).astype(np.float32)  # (V, E)
-    vocab, width = table.shape
-    if width % block_size:
-        raise ValueError(f"embedding width {width} is not a multiple of block_size {block_size}")
-    blocks = table.reshape(vocab, width // block_size, block_size)
-    qmax = (1 << (bits - 1)) - 1  # 127 or 7
-    scale = np.abs(blocks).max(axis=-1, keepdims=True) / qmax
-    scale[scale == 0] = 1.0
-    q = np.clip(np.rint(blocks / scale), -qmax - 1, qmax).astype(np.int16) + (qmax + 1)
-    q = q.reshape(vocab, width).astype(np.uint8)
-    if bits == 4:
-        q = (q[:, 0::2] | (q[:, 1::2] << 4)).astype(np.uint8)  # low nibble = even element
-    elif bits != 8:
-        raise ValueError("bits must be 4 or 8")
-    graph = model.graph
-    graph.initializer.remove(inits[name])
-    graph.initializer.extend(
-        [
-            numpy_helper.from_array(q, f"{name}_q{bits}"),
-            numpy_helper.from_array(scale.reshape(vocab, width // block_size), f"{name}_scales"),
-        ]
+    weights, config = load_gpt2_weights(checkpoint)
+    reason = unsupported_reason(config, weights)
+    if reason:
+        return None, {**OPTIMUM_GRAPH, "fused_skipped": reason}
+    model = build_fused_decoder(weights, config)
+    del weights
+    work_dir.mkdir(parents=True, exist_ok=True)
+    path = save_model(model, work_dir / "model.onnx")
+    del model
+    heads, width = int(config["n_head"]), int(config["n_embd"])
+    context = int(config.get("n_positions", 1024))
+    prompt_len = max(1, min(16, context - PARITY_STEPS - 1))
+    figures = parity(
+        reference,
+        path,
+        int(config["n_layer"]),
+        heads,
+        width // heads,
+        prompt_len=prompt_len,
+        steps=PARITY_STEPS,
+        vocab=int(config["vocab_size"]),
     )
-    for node in graph.node:
-        if node.op_type == "Gather" and node.input[0] == name:
-            ids = node.input[1]
-            node.op_type, node.domain = "GatherBlockQuantized", MS
-            del node.input[:]
-            node.input.extend([f"{name}_q{bits}", ids, f"{name}_scales"])
-            node.attribute.extend(
-                [
-                    helper.make_attribute("gather_axis", 0),
-                    helper.make_attribute("quantize_axis", 1),
-                    helper.make_attribute("block_size", block_size),
-                    helper.make_attribute("bits", bits),
-                ]
-            )
-    return model
+    if figures["max_abs_logit_diff"] > PARITY_TOLERANCE:
+        raise ExportError(
+            f"The fused graph's logits differ from the Optimum graph's by up to "
+            f"{figures['max_abs_logit_diff']:.3g} (limit {PARITY_TOLERANCE:g}); "
+            "export with --graph optimum."
+        )
+    parity_figures = {
+        "reference": "Optimum export (onnxruntime CPU)",
+        "prompt_tokens": prompt_len,
+        "decode_steps": PARITY_STEPS,
+        **figures,
+    }
+    return path, {**FUSED_GRAPH, "parity_vs_optimum": parity_figures}

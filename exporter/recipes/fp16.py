@@ -20,7 +20,7 @@ from typing import Any
 
 import onnx
 
-from .onnx_files import save_model
+from ..onnx_files import save_model
 
 LOGITS = "logits"
 # Ops the converter must leave in float32: their fp16 CPU kernels are missing or lose too much.

@@ -1,0 +1,361 @@
+"""Graph edits: small rewrites of an ONNX model in place, each one numerically neutral or stated.
+
+The precision recipes (``recipes/``) are built from these:
+
+- :func:`gemm_to_matmul`: Optimum's Conv1D ``Gemm`` nodes become ``MatMul`` + ``Add`` (exact), so
+  that onnxruntime's ``MatMulNBitsQuantizer`` sees them;
+- :func:`materialize_lm_head`: the tied head ``MatMul(h, Transpose(wte))`` gets a constant weight,
+  so a quantizer can quantize it;
+- :func:`gather_block_quantized`: the embedding ``Gather`` reads blockwise 8- or 4-bit bytes,
+  either the LM head's own (:func:`share_embedding`: the tied weight stored once) or a copy;
+- :func:`attention_matmuls`: the MatMuls that multiply two activations (kept float);
+- :func:`type_intermediates`: declare the float tensors shape inference cannot type, so
+  Optimum's ``ORTQuantizer`` can read the fused graph;
+- :func:`per_row_activations`: dynamic activation quantization per row instead of per tensor,
+  so a row's result does not depend on the other rows of its batch.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+MS_DOMAIN = "com.microsoft"
+LM_HEAD_WEIGHT = "lm_head.weight"
+# Ops that only reshape or retype a tensor: a constant stays a constant through them.
+_PASS_THROUGH = ("Transpose", "Identity", "Cast", "Reshape")
+EXCLUDE_RULE = "MatMul nodes whose two inputs are both activations (attention Q·K^T and P·V)"
+
+
+def initializers(model: onnx.ModelProto) -> dict[str, onnx.TensorProto]:
+    return {t.name: t for t in model.graph.initializer}
+
+
+def attribute(node: onnx.NodeProto, name: str, default: Any) -> Any:
+    for a in node.attribute:
+        if a.name == name:
+            return helper.get_attribute_value(a)
+    return default
+
+
+def drop_unused_initializers(model: onnx.ModelProto) -> None:
+    used = {i for n in model.graph.node for i in n.input} | {o.name for o in model.graph.output}
+    keep = [t for t in model.graph.initializer if t.name in used]
+    del model.graph.initializer[:]
+    model.graph.initializer.extend(keep)
+
+
+def gemm_to_matmul(model: onnx.ModelProto) -> int:
+    """Rewrite ``Gemm(A, W, b)`` with a constant ``W`` into ``Add(MatMul(A, W), b)``, in place.
+
+    Only the plain form GPT-2 exports (alpha = beta = 1, no transA) is rewritten; ``transB``
+    is folded into a transposed initializer. Returns the number of nodes rewritten.
+    """
+    inits = initializers(model)
+    nodes: list[onnx.NodeProto] = []
+    count = 0
+    for node in model.graph.node:
+        plain = (
+            node.op_type == "Gemm"
+            and node.input[1] in inits
+            and attribute(node, "alpha", 1.0) == 1.0
+            and attribute(node, "beta", 1.0) == 1.0
+            and attribute(node, "transA", 0) == 0
+        )
+        if not plain:
+            nodes.append(node)
+            continue
+        weight = node.input[1]
+        if attribute(node, "transB", 0):
+            w = numpy_helper.to_array(inits[weight]).T.copy()
+            weight = f"{weight}_transposed"
+            model.graph.initializer.append(numpy_helper.from_array(w, weight))
+        has_bias = len(node.input) > 2 and node.input[2] != ""
+        mm_out = f"{node.output[0]}_matmul" if has_bias else node.output[0]
+        nodes.append(helper.make_node("MatMul", [node.input[0], weight], [mm_out], name=node.name))
+        if has_bias:
+            nodes.append(
+                helper.make_node(
+                    "Add", [mm_out, node.input[2]], [node.output[0]], name=f"{node.name}_bias"
+                )
+            )
+        count += 1
+    del model.graph.node[:]
+    model.graph.node.extend(nodes)
+    drop_unused_initializers(model)
+    return count
+
+
+def materialize_lm_head(model: onnx.ModelProto) -> tuple[str, str] | None:
+    """Make the LM head ``MatMul(h, Transpose(wte))`` use a constant ``lm_head.weight`` (wte.T).
+
+    Returns ``(lm_head_node_name, embedding_initializer_name)``, or None if no such head exists.
+    """
+    inits = initializers(model)
+    producers = {o: n for n in model.graph.node for o in n.output}
+    for node in model.graph.node:
+        if node.op_type != "MatMul":
+            continue
+        t = producers.get(node.input[1])
+        if t is None or t.op_type != "Transpose" or t.input[0] not in inits:
+            continue
+        table = numpy_helper.to_array(inits[t.input[0]])
+        if table.ndim != 2 or list(attribute(t, "perm", [1, 0])) != [1, 0]:
+            continue
+        model.graph.initializer.append(
+            numpy_helper.from_array(np.ascontiguousarray(table.T), LM_HEAD_WEIGHT)
+        )
+        node.input[1] = LM_HEAD_WEIGHT
+        if not any(t.output[0] in n.input for n in model.graph.node):
+            model.graph.node.remove(t)
+        return node.name, t.input[0]
+    return None
+
+
+def attention_matmuls(model: onnx.ModelProto) -> list[str]:
+    """Names of the MatMuls that multiply two activations (Q·K^T and P·V), in graph order.
+
+    An input counts as constant when it is an initializer, a ``Constant`` output, or one of those
+    passed through Transpose/Identity/Cast/Reshape: the LM head multiplies by ``Transpose(wte)``
+    and must stay quantizable, whereas the key is an activation however it is transposed.
+    """
+    constants = {t.name for t in model.graph.initializer}
+    for node in model.graph.node:  # graph order is topological, so one pass settles chains
+        if node.op_type == "Constant" or (
+            node.op_type in _PASS_THROUGH and node.input and node.input[0] in constants
+        ):
+            constants.update(node.output)
+    return [
+        n.name
+        for n in model.graph.node
+        if n.op_type == "MatMul" and not any(i in constants for i in n.input)
+    ]
+
+
+def gather_block_quantized(
+    model: onnx.ModelProto,
+    table: str,
+    packed: str,
+    scales: str,
+    block_size: int,
+    bits: int,
+) -> bool:
+    """Replace ``Gather(table, ids)`` by ``GatherBlockQuantized(packed, ids, scales)``.
+
+    ``packed`` (V, E * bits / 8) uint8 and ``scales`` (V, E / block_size) float hold the table in
+    MatMulNBits' layout: symmetric blocks along the hidden axis, an implied zero point of 128 at
+    8 bits and 8 at 4 bits (low nibble first). Returns False when no such Gather exists.
+    """
+    gather = next(
+        (n for n in model.graph.node if n.op_type == "Gather" and n.input[0] == table), None
+    )
+    if gather is None:
+        return False
+    node = helper.make_node(
+        "GatherBlockQuantized",
+        [packed, gather.input[1], scales],
+        [gather.output[0]],
+        name=f"{gather.name}_Q{bits}",
+        domain=MS_DOMAIN,
+        gather_axis=0,
+        quantize_axis=1,
+        block_size=block_size,
+        bits=bits,
+    )
+    at = list(model.graph.node).index(gather)
+    model.graph.node.remove(gather)
+    model.graph.node.insert(at, node)
+    return True
+
+
+def share_embedding(
+    model: onnx.ModelProto, lm_head: str, table: str, block_size: int, bits: int = 4
+) -> bool:
+    """Point the embedding ``Gather(table, ids)`` at the LM head's MatMulNBits weight.
+
+    The head's packed weight is (N, K / block, block * bits / 8); two Reshapes of initializers
+    (constant-folded when the session starts: no bytes on disk) give the 2-D views the Gather
+    reads. Returns False when the head is not a symmetric MatMulNBits of that block size.
+    """
+    mnb = next(
+        (n for n in model.graph.node if n.op_type == "MatMulNBits" and n.name.startswith(lm_head)),
+        None,
+    )
+    if mnb is None or len(mnb.input) > 3 and mnb.input[3]:
+        return False  # not quantized, or asymmetric (zero points)
+    inits = initializers(model)
+    vocab, hidden = int(attribute(mnb, "N", 0)), int(attribute(mnb, "K", 0))
+    if hidden % block_size or inits[mnb.input[1]].dims[0] != vocab:
+        return False
+    if not any(n.op_type == "Gather" and n.input[0] == table for n in model.graph.node):
+        return False
+    packed2d, scales2d = f"{mnb.input[1]}_2d", f"{mnb.input[2]}_2d"
+    shapes = {
+        packed2d: (mnb.input[1], [vocab, hidden * bits // 8]),
+        scales2d: (mnb.input[2], [vocab, hidden // block_size]),
+    }
+    reshapes = []
+    for out, (src, shape) in shapes.items():
+        model.graph.initializer.append(
+            numpy_helper.from_array(np.array(shape, np.int64), f"{out}_shape")
+        )
+        reshapes.append(helper.make_node("Reshape", [src, f"{out}_shape"], [out]))
+    gather_block_quantized(model, table, packed2d, scales2d, block_size, bits)
+    at = next(i for i, n in enumerate(model.graph.node) if n.op_type == "GatherBlockQuantized")
+    for offset, n in enumerate(reshapes):
+        model.graph.node.insert(at + offset, n)
+    drop_unused_initializers(model)
+    return True
+
+
+def quantize_embedding(
+    model: onnx.ModelProto, name: str = "wte", bits: int = 8, block_size: int = 32
+) -> bool:
+    """Store the embedding table ``name`` as its own blockwise-quantized copy (no head to share).
+
+    Why: after weight-only quantization the float token embedding (50257x768 = 147 MiB) would be
+    more than half the file; 8-bit blocks make it 37 MiB.
+    """
+    inits = initializers(model)
+    table = numpy_helper.to_array(inits[name]).astype(np.float32)  # (V, E)
+    vocab, width = table.shape
+    if width % block_size or bits not in (4, 8):
+        return False
+    blocks = table.reshape(vocab, width // block_size, block_size)
+    qmax = (1 << (bits - 1)) - 1  # 127 or 7
+    scale = np.abs(blocks).max(axis=-1, keepdims=True) / qmax
+    scale[scale == 0] = 1.0
+    q = np.clip(np.rint(blocks / scale), -qmax - 1, qmax).astype(np.int16) + (qmax + 1)
+    q = q.reshape(vocab, width).astype(np.uint8)
+    if bits == 4:
+        q = (q[:, 0::2] | (q[:, 1::2] << 4)).astype(np.uint8)  # low nibble = even element
+    packed, scales = f"{name}_q{bits}", f"{name}_scales"
+    model.graph.initializer.extend(
+        [
+            numpy_helper.from_array(q, packed),
+            numpy_helper.from_array(scale.reshape(vocab, width // block_size), scales),
+        ]
+    )
+    gather_block_quantized(model, name, packed, scales, block_size, bits)
+    drop_unused_initializers(model)
+    return True
+
+
+def type_intermediates(model: onnx.ModelProto) -> int:
+    """Declare as float every intermediate tensor that shape inference leaves untyped.
+
+    onnx's shape inference cannot type the outputs of com.microsoft ops (GroupQueryAttention,
+    SkipLayerNormalization, FastGelu), and onnxruntime's quantizer, which Optimum's
+    ``ORTQuantizer`` drives, then stops with "Unable to find data type for weight_name=...".
+    In the fused GPT-2 graph all of them are float. Returns how many were declared.
+    """
+    inferred = onnx.shape_inference.infer_shapes(model)
+    typed = {
+        v.name
+        for v in [*inferred.graph.value_info, *model.graph.input, *model.graph.output]
+        if v.type.tensor_type.elem_type
+    } | {t.name for t in model.graph.initializer}
+    declared = [
+        helper.make_tensor_value_info(out, TensorProto.FLOAT, None)
+        for node in model.graph.node
+        for out in node.output
+        if out and out not in typed
+    ]
+    model.graph.value_info.extend(declared)
+    return len(declared)
+
+
+def per_row_activations(model: onnx.ModelProto) -> int:
+    """Quantize each activation row on its own: replaces every ``DynamicQuantizeLinear``.
+
+    ``DynamicQuantizeLinear`` takes one scale and zero point for the whole (B, T, K) tensor, so a
+    row's int8 values depend on every other row of the batch (padding and other users' prompts
+    included) and on whether a prompt is fed at once or token by token. Here each row gets its own
+    symmetric scale ``max|x| / 127`` and the fixed zero point 128 (uint8, what the weights'
+    ``MatMulInteger`` kernels take on every CPU), and the row's scale is applied after the
+    integer product. The integer product is exact, so each row's output depends on that row only.
+
+    The dequantization is rewritten from ``Cast(i32) * (x_scale * w_scale)`` to
+    ``(Cast(i32) * w_scale) * x_scale``: onnxruntime fuses the first form into
+    ``MatMulIntegerToFloat``, which takes a per-tensor ``x_scale`` only and gives wrong results
+    with a per-row one (measured: logits off by 0.43 on the trained fixture). No standard tool
+    quantizes activations per row, hence this edit. Returns the number of tensors rewritten.
+    """
+    graph = model.graph
+    graph.initializer.extend(
+        [
+            numpy_helper.from_array(np.array(1 / 127, np.float32), "per_row_inv127"),
+            numpy_helper.from_array(np.array(np.finfo(np.float32).tiny, np.float32), "per_row_tiny"),
+            numpy_helper.from_array(np.array(128.0, np.float32), "per_row_128"),
+        ]
+    )
+    rows = [n for n in graph.node if n.op_type == "DynamicQuantizeLinear" and _feeds_a(graph, n)]
+    row_scales = {n.output[1] for n in rows}
+    # Mul(x_scale, w_scale) -> its output name: (x_scale, w_scale)
+    scale_products = {
+        n.output[0]: (n.input[0], n.input[1])
+        for n in graph.node
+        if n.op_type == "Mul" and n.input[0] in row_scales
+    }
+    nodes: list[onnx.NodeProto] = []
+    for node in graph.node:
+        if node.op_type == "DynamicQuantizeLinear" and node.output[1] in row_scales:
+            nodes.extend(_row_quantize_nodes(model, node))
+        elif node.output[0] in scale_products:
+            continue  # folded into the rewritten dequantization below
+        elif node.op_type == "Mul" and node.input[1] in scale_products:
+            x_scale, w_scale = scale_products[node.input[1]]
+            column = f"{node.output[0]}_per_column"
+            nodes.append(helper.make_node("Mul", [node.input[0], w_scale], [column], name=node.name))
+            nodes.append(
+                helper.make_node(
+                    "Mul", [column, x_scale], [node.output[0]], name=f"{node.name}_per_row"
+                )
+            )
+        else:
+            nodes.append(node)
+    del graph.node[:]
+    graph.node.extend(nodes)
+    del graph.value_info[:]  # stale types of the replaced tensors; onnxruntime infers its own
+    return len(row_scales)
+
+
+def _feeds_a(graph: onnx.GraphProto, dql: onnx.NodeProto) -> bool:
+    """Whether the quantized tensor is only ever the left (activation) input of MatMulInteger."""
+    uses = [(n, i) for n in graph.node for i, name in enumerate(n.input) if name == dql.output[0]]
+    return bool(uses) and all(n.op_type == "MatMulInteger" and i == 0 for n, i in uses)
+
+
+def _row_quantize_nodes(model: onnx.ModelProto, dql: onnx.NodeProto) -> list[onnx.NodeProto]:
+    """``x -> (q, scale, zero_point)`` per row of the last axis: q = round(x / s) + 128."""
+    x, (q, scale, zero_point) = dql.input[0], dql.output
+    p = q  # a unique prefix: the quantized tensor's name
+    model.graph.initializer.append(numpy_helper.from_array(np.array(128, np.uint8), zero_point))
+    make = helper.make_node
+    if _opset(model) >= 18:  # ReduceMax's axes became an input in opset 18
+        if not any(t.name == "per_row_axes" for t in model.graph.initializer):
+            model.graph.initializer.append(
+                numpy_helper.from_array(np.array([-1], np.int64), "per_row_axes")
+            )
+        reduce = make("ReduceMax", [f"{p}_abs", "per_row_axes"], [f"{p}_amax"], keepdims=1)
+    else:
+        reduce = make("ReduceMax", [f"{p}_abs"], [f"{p}_amax"], axes=[-1], keepdims=1)
+    reduce.name = f"{p}_Max"
+    return [
+        make("Abs", [x], [f"{p}_abs"], name=f"{p}_Abs"),
+        reduce,
+        make("Mul", [f"{p}_amax", "per_row_inv127"], [f"{p}_s"], name=f"{p}_Scale"),
+        # an all-zero row gets the smallest scale instead of a division by zero
+        make("Max", [f"{p}_s", "per_row_tiny"], [scale], name=f"{p}_NonZero"),
+        make("Div", [x, scale], [f"{p}_scaled"], name=f"{p}_Div"),
+        make("Round", [f"{p}_scaled"], [f"{p}_rounded"], name=f"{p}_Round"),
+        make("Add", [f"{p}_rounded", "per_row_128"], [f"{p}_shifted"], name=f"{p}_Shift"),
+        make("Cast", [f"{p}_shifted"], [q], to=TensorProto.UINT8, name=f"{p}_Cast"),
+    ]
+
+
+def _opset(model: onnx.ModelProto) -> int:
+    return next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 1)
