@@ -158,7 +158,7 @@ def speed(bundles: dict[str, Path], rounds: int, threads: int) -> dict[str, dict
 
 def invariance(bundle: Path) -> dict[str, Any]:
     """Rows that change in a batch, cached vs recomputed differences, and perplexity."""
-    from gpt2_edge.exporter.quality import greedy_tokens
+    from gpt2_edge.exporter.checks.quality import greedy_tokens
     from gpt2_edge.runtime import load
     from gpt2_edge.runtime.bundle import load_bundle
     from gpt2_edge.runtime.evaluate import encode, perplexity, window_logits

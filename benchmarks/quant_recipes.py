@@ -31,7 +31,7 @@ from pathlib import Path
 import onnx
 from gpt2_edge.exporter.edits import attention_matmuls  # the exporter's rule, one copy
 from gpt2_edge.exporter.edits import gemm_to_matmul, materialize_lm_head
-from gpt2_edge.exporter.quality import compare_on_ids
+from gpt2_edge.exporter.checks.quality import compare_on_ids
 from gpt2_edge.exporter.recipes.nbits import NBitsSettings as Int4Settings
 from gpt2_edge.exporter.recipes.nbits import nbits_quantize, quantize_weight_only
 from gpt2_edge.runtime.bundle import load_bundle

@@ -16,7 +16,8 @@ from gpt2_edge.runtime.bundle import MANIFEST
 from gpt2_edge.runtime.precision import Precision
 from gpt2_edge.runtime.cli_errors import VERSION_HELP, EdgeCommand, show_version, user_errors
 
-from .gate import DEFAULT_MAX_PPL_INCREASE, DEFAULT_MIN_GREEDY_AGREEMENT, describe_quality
+from .plan import DEFAULT_MAX_PPL_INCREASE, DEFAULT_MIN_GREEDY_AGREEMENT
+from .summary import describe_quality
 from .recipes.nbits import ACCURACY_LEVELS, DEFAULT_ACCURACY_LEVEL, DEFAULT_BLOCK_SIZE
 from .pipeline import DEFAULT_MODEL, export_bundle
 from .recipes import DTYPES

@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 from gpt2_edge.exporter import ExportError, export_bundle, onnx_files
 from gpt2_edge.exporter.manifest import graph_io
-from gpt2_edge.exporter.verify import verify_bundle
+from gpt2_edge.exporter.checks.verify import verify_bundle
 from gpt2_edge.runtime.bundle import load_bundle, sha256_of
 from gpt2_edge.runtime.session import Session
 
@@ -171,7 +171,7 @@ def test_int8_goes_through_optimums_quantizer(tiny_checkpoint: Path, tmp_path: P
 
 
 def test_fp32_parity_failure_is_an_error(fp32_bundle, tiny_checkpoint, monkeypatch) -> None:
-    from gpt2_edge.exporter import verify
+    from gpt2_edge.exporter.checks import verify
 
     monkeypatch.setattr(verify, "FP32_TOLERANCE", 0.0)
     with pytest.raises(ExportError, match=r"differ from PyTorch by up to .* \(limit 0\)"):

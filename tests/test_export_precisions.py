@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from gpt2_edge.exporter import quality
+from gpt2_edge.exporter.checks import quality
 from gpt2_edge.exporter.cli import app
 from gpt2_edge.exporter.pipeline import export_bundle
 from typer.testing import CliRunner
@@ -112,10 +112,10 @@ def test_help_lists_the_precision_flags() -> None:
 def test_gate_failure_leaves_no_bundle(
     tiny_checkpoint: Path, tmp_path: Path, short_gate_text: None, monkeypatch
 ) -> None:
-    from gpt2_edge.exporter import pipeline
+    from gpt2_edge.exporter import plan
 
     # A negative limit is refused before the export; let it through to force a gate failure.
-    monkeypatch.setattr(pipeline, "check_gate_options", lambda *args: None)
+    monkeypatch.setattr(plan, "check_gate_options", lambda *args: None)
     out = tmp_path / "gated"
     args = [str(tiny_checkpoint), "-o", str(out), "--bits", "4", "--max-ppl-increase", "-1"]
     result = CliRunner().invoke(app, args)

@@ -19,7 +19,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from gpt2_edge.exporter import ExportError, onnx_export, pipeline, quality, staging
+from gpt2_edge.exporter import ExportError, onnx_export, pipeline, staging
+from gpt2_edge.exporter.checks import quality
 from gpt2_edge.exporter.cli import app
 from gpt2_edge.exporter.progress import human_size
 from typer.testing import CliRunner
@@ -818,7 +819,7 @@ INT4_TRAINED = {  # the shipped int4 export of the trained fixture, as measured 
 
 
 def test_summary_states_the_gate_figures_in_words() -> None:
-    from gpt2_edge.exporter.gate import describe_quality
+    from gpt2_edge.exporter.summary import describe_quality
 
     rows = dict(describe_quality(INT4_TRAINED))
     assert rows["greedy vs fp32"].startswith("1 of 4 prompts give the same 24 tokens")

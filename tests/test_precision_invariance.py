@@ -88,7 +88,7 @@ def _recomputed(session, ids: list[int], n: int) -> list[int]:
 
 @pytest.mark.export
 def test_cached_decoding_equals_recomputation(shipped: Path, prompts: list[str]) -> None:
-    from gpt2_edge.exporter.quality import greedy_tokens
+    from gpt2_edge.exporter.checks.quality import greedy_tokens
     from gpt2_edge.runtime.bundle import load_bundle
     from gpt2_edge.runtime.session import Session
 

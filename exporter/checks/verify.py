@@ -17,11 +17,12 @@ from gpt2_edge.runtime.bundle import load_bundle
 from gpt2_edge.runtime.evaluate import target_nll
 from gpt2_edge.runtime.session import Session
 
-from .errors import ExportError
+from ..errors import ExportError
 
 FP32_TOLERANCE = 1e-3  # max absolute logit difference between the fp32 bundle and PyTorch
 MIN_PROMPT_TOKENS = 3  # prefill, chunk and decode need one token each
-PROMPTS_FILE = Path(__file__).parent / "data" / "prompts.txt"  # one prompt a line, "\\n" = newline
+# one prompt a line, "\\n" = newline
+PROMPTS_FILE = Path(__file__).parents[1] / "data" / "prompts.txt"
 
 
 def prompts() -> list[str]:
@@ -95,7 +96,7 @@ def verify_bundle(
     from tokenizers import Tokenizer
     from transformers import GPT2LMHeadModel
 
-    from .onnx_export import quiet_libraries
+    from ..onnx_export import quiet_libraries
 
     if session is None:
         session = open_bundle(folder)

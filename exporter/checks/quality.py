@@ -1,4 +1,9 @@
-"""The export quality gate: how far a quantized graph is from its fp32 source, measured.
+"""The export's quality gate: the finished bundle against the fp32 graph it was made from.
+
+Runs after quantizing (or converting to fp16) and verifying, inside the staging folder, so a
+failure leaves no bundle. The reference is the fp32 graph the precision step read (Optimum's or
+the fused one), opened through the runtime's ``Session`` with the bundle's own manifest (float32,
+no files), so both sides run the same windows the same way.
 
 All figures compare two onnxruntime sessions of the same architecture (fp32 reference and
 candidate) on the same token ids, with the sliding window of ``gpt2-eval``:
@@ -15,25 +20,19 @@ and :func:`check_greedy` the greedy agreement.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from importlib.resources import files
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from gpt2_edge.runtime.bundle import load_bundle
+from gpt2_edge.runtime.bundle import Bundle, Manifest, load_bundle
 from gpt2_edge.runtime.evaluate import encode, plan_windows, window_logits, window_loss
+from gpt2_edge.runtime.precision import FLOAT32
 from gpt2_edge.runtime.session import Session
 
-from .errors import ExportError
-
-DEFAULT_MAX_PPL_INCREASE = 0.05  # --max-ppl-increase: 5 % relative
-# --min-greedy-agreement: the mean share of each greedy continuation that matches fp32 before
-# the first different token. Measured on the trained fixture (gate's 4 prompts x 24 tokens):
-# int8 1.00, fp16 1.00, int4 0.46 (1 of 4 continuations identical); on the tiny random test
-# model int4 gives 0.72. A quarter passes those with a margin and still stops an export whose
-# text drifts from fp32 within the first few tokens.
-DEFAULT_MIN_GREEDY_AGREEMENT = 0.25
+from ..errors import ExportError
+from ..plan import DEFAULT_MAX_PPL_INCREASE, DEFAULT_MIN_GREEDY_AGREEMENT, GateOptions
 QUALITY_CONTEXT = (
     512  # built-in text: ~2,900 GPT-2 tokens, so 11 windows even on 1024-context models
 )
@@ -67,6 +66,14 @@ class TextComparison:
 def builtin_text() -> str:
     """Public-domain English prose shipped with the package (see the file's header)."""
     return files("gpt2_edge.exporter").joinpath("data/quality_text.txt").read_text("utf-8")
+
+
+def reference_session(model_path: Path, bundle: Manifest, threads: int | None = None) -> Session:
+    """The fp32 graph at ``model_path`` as a Session, described by the bundle's own manifest
+    with float32 precision and no files (it is read once, never written as a bundle)."""
+    arch = replace(bundle.architecture, kv_dtype="float32")
+    manifest = replace(bundle, architecture=arch, precision=FLOAT32.to_json(), files={})
+    return Session(Bundle(model_path.parent, manifest), provider="cpu", threads=threads)
 
 
 def _as_session(model: Session | str | Path, threads: int | None) -> Session:
@@ -184,7 +191,7 @@ def measure_quality(
     from gpt2_edge.runtime.evaluate import read_text
 
     ref, cand = _as_session(reference, threads), _as_session(candidate, threads)
-    tok = ref.bundle.tokenizer_path
+    tok = cand.bundle.tokenizer_path
     report: dict[str, Any] = {
         "builtin": compare_on_ids(ref, cand, encode(tok, builtin_text())).to_dict(),
     }
@@ -263,3 +270,23 @@ def gate_report(
             check_gate(figures["ref_perplexity"], figures["perplexity"], max_increase, model, text)
     if "greedy" in report:
         check_greedy(report["greedy"], min_greedy, model)
+
+
+def run_gate(bundle: Session, reference: Session, gate: GateOptions) -> dict[str, Any]:
+    """Measure ``bundle`` against the fp32 ``reference`` and apply the gate's limits.
+
+    Returns:
+        The figures for bundle.json ``verification["quality"]``.
+
+    Raises:
+        ExportError: perplexity grew more than allowed on the built-in text or on the
+            ``--eval-text``, or greedy text follows fp32 for less than the required share of its
+            tokens; the message holds the figure.
+    """
+    report = measure_quality(reference, bundle, eval_text=gate.eval_text)
+    report["reference"] = "the fp32 graph this bundle was made from (onnxruntime CPU)"
+    report["max_ppl_increase"] = gate.max_ppl_increase
+    report["min_greedy_agreement"] = gate.min_greedy_agreement
+    model = f"The {bundle.bundle.manifest.precision.get('dtype', '?')} export"
+    gate_report(report, gate.max_ppl_increase, model, gate.min_greedy_agreement)
+    return report
