@@ -319,3 +319,33 @@ def test_int8_export_of_odd_widths(
     assert manifest["precision"].get("embedding") == embedding
     result = load(out, provider="cpu").generate("Hello world", max_new_tokens=4, temperature=0)
     assert len(result.tokens) == 4
+
+
+def test_ortquantizer_reads_the_fused_graph_once_its_tensors_are_typed(
+    fp32_bundle: Path, tmp_path: Path
+) -> None:
+    """Why ``edits.type_intermediates`` exists: Optimum's ORTQuantizer stops on the fused graph
+    as built (shape inference cannot type com.microsoft outputs), and quantizes it once typed."""
+    import onnx
+    from gpt2_edge.exporter.edits import materialize_lm_head, type_intermediates
+    from gpt2_edge.exporter.recipes.int8 import OPERATORS, quantization_config
+    from gpt2_edge.exporter.recipes.targets import TARGETS
+    from optimum.onnxruntime import ORTQuantizer
+
+    model = onnx.load(str(fp32_bundle / "model.onnx"))
+    head = materialize_lm_head(model)
+    config = quantization_config(TARGETS["portable"], [head[0]], OPERATORS["fused-gqa"])
+    for typed in (False, True):
+        folder = tmp_path / f"typed-{typed}"
+        folder.mkdir()
+        if typed:
+            assert type_intermediates(model) > 0
+        onnx.save(model, str(folder / "model.onnx"))
+        quantizer = ORTQuantizer.from_pretrained(folder, file_name="model.onnx")
+        if not typed:
+            with pytest.raises(Exception, match="Unable to find data type for weight_name"):
+                quantizer.quantize(config, save_dir=folder / "q")
+            continue
+        quantizer.quantize(config, save_dir=folder / "q")
+        ops = {n.op_type for n in onnx.load(str(folder / "q" / "model_quantized.onnx")).graph.node}
+        assert {"MatMulInteger", "DynamicQuantizeLinear"} <= ops
