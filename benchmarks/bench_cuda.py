@@ -21,7 +21,6 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
@@ -108,11 +107,11 @@ def time_ours(folder: Path, text: str, batch: int) -> dict[str, float]:
     from gpt2_edge.runtime import load
 
     gen = load(folder, provider="cuda", check_hashes=False)
-    prompts: Any = text if batch == 1 else [text] * batch
+    prompts = [text] * batch
 
     def once() -> tuple[float, float]:
-        res = gen.generate(prompts, max_new_tokens=NEW, temperature=0, ignore_eos=True)
-        first = res[0] if isinstance(res, list) else res
+        res = gen.generate_batch(prompts, max_new_tokens=NEW, temperature=0, ignore_eos=True)
+        first = res[0]
         return first.timings.prefill_ms, first.timings.decode_tokens_per_s * batch
 
     return warm_then_median(once)

@@ -190,11 +190,10 @@ def _ours_engine(path: Path):
     gen = load(str(path), provider="cpu", threads=THREADS)
 
     def run(ids: list[list[int]], new: int, text: list[str]) -> tuple[float, float, list[int]]:
-        prompts: Any = text[0] if len(text) == 1 else text
-        res = gen.generate(prompts, max_new_tokens=new, temperature=0, ignore_eos=True)
-        res0 = res[0] if isinstance(res, list) else res
+        res = gen.generate_batch(text, max_new_tokens=new, temperature=0, ignore_eos=True)
+        res0 = res[0]
         prefill, decode = res0.timings.prefill_ms / 1000, res0.timings.decode_tokens_per_s
-        return prefill, decode * (len(ids) if isinstance(res, list) else 1), list(res0.tokens)
+        return prefill, decode * len(ids), list(res0.tokens)
 
     return run, "gpt2_edge.runtime"
 

@@ -15,9 +15,9 @@ if TYPE_CHECKING:
     from .bundle import Bundle, Manifest, load_bundle
     from .errors import EdgeError
     from .generate import Generator
-    from .results import GenerationResult, StreamEvent, Timings
-    from .sampling import Sampler, SamplingSettings
-    from .settings import GenerationOptions
+    from .results import GenerationResult, ScoreResult, StreamEvent, Timings, TokenLogprob
+    from .sampling import Sampler
+    from .settings import GenerationOptions, SamplingSettings
     from .tokenizer import Tokenizer
 
 _WHERE = {
@@ -28,9 +28,11 @@ _WHERE = {
     "Generator": "generate",
     "Manifest": "bundle",
     "Sampler": "sampling",
-    "SamplingSettings": "sampling",
+    "SamplingSettings": "settings",
+    "ScoreResult": "results",
     "StreamEvent": "results",
     "Timings": "results",
+    "TokenLogprob": "results",
     "Tokenizer": "tokenizer",
     "load": "api",
     "load_bundle": "bundle",
@@ -45,8 +47,10 @@ __all__ = [
     "Manifest",
     "Sampler",
     "SamplingSettings",
+    "ScoreResult",
     "StreamEvent",
     "Timings",
+    "TokenLogprob",
     "Tokenizer",
     "load",
     "load_bundle",

@@ -75,6 +75,43 @@ def generate(
         ),
     ] = None,
     seed: Annotated[int | None, typer.Option(help="Seed for reproducible sampling.")] = None,
+    max_length: Annotated[
+        int | None,
+        typer.Option(
+            help="Prompt plus new tokens, as transformers counts it (replaces --max-new-tokens)."
+        ),
+    ] = None,
+    num_beams: Annotated[
+        int | None, typer.Option(help="Beam search with N beams; 1 is off.")
+    ] = None,
+    length_penalty: Annotated[
+        float | None, typer.Option(help="Beam score = log-probability / length ** this (1.0).")
+    ] = None,
+    early_stopping: Annotated[
+        str | None,
+        typer.Option(
+            help="Beam search stops: 'true' when N beams finished, 'false' by "
+            "transformers' heuristic (default), 'never' at the budget only."
+        ),
+    ] = None,
+    num_return_sequences: Annotated[
+        int | None,
+        typer.Option(help="Sequences per prompt: the best beams, or independent samples."),
+    ] = None,
+    logprobs: Annotated[
+        int | None,
+        typer.Option(
+            help="With --json: each token's log-probability and the K likeliest "
+            "alternatives (0 to 20)."
+        ),
+    ] = None,
+    draft: Annotated[
+        str | None,
+        typer.Option(
+            help="'prompt-lookup': draft tokens from earlier text and verify them in "
+            "one step (off by default)."
+        ),
+    ] = None,
     truncate: Annotated[
         str | None,
         typer.Option(
@@ -122,6 +159,13 @@ def generate(
             seed=seed,
             truncate=truncate,
             ignore_eos=ignore_eos or None,
+            max_length=max_length,
+            num_beams=num_beams,
+            length_penalty=length_penalty,
+            early_stopping=parse_early_stopping(early_stopping),
+            num_return_sequences=num_return_sequences,
+            logprobs=logprobs,
+            draft=draft,
         )
         run(prompt, model, settings, json_output, provider, threads, interactive)
 
@@ -136,7 +180,9 @@ def run(
     interactive: bool,
 ) -> None:
     """Check the cheap things first (settings, input), then load the model and generate."""
-    resolve_settings(None, **settings)  # invalid values fail before the model is loaded
+    _, options = resolve_settings(None, **settings)  # invalid values fail before loading
+    if options.logprobs is not None and not json_output:
+        raise EdgeError("--logprobs shows in the --json output only; add --json.")
     check_threads(threads)
     if interactive and prompt == STDIN_PROMPT:
         raise EdgeError(
@@ -160,10 +206,21 @@ def run(
 
 
 def answer(generator: Generator, prompt: str, settings: dict[str, Any], json_output: bool) -> None:
-    """Generate for one prompt: stream the text, or print one JSON object."""
-    if json_output:
-        result = generator.generate(prompt, **settings)
-        typer.echo(json.dumps(result.to_json(), ensure_ascii=False))  # type: ignore[union-attr]
+    """Generate for one prompt: stream the text, or print one JSON object.
+
+    Several sequences (``--num-return-sequences``) print as ``{"choices": [...]}`` with one
+    object per sequence, or as texts separated by a blank line; beam search prints at the end.
+    """
+    several = (settings.get("num_return_sequences") or 1) > 1
+    if json_output or several or (settings.get("num_beams") or 1) > 1:
+        results = generator.generate_batch([prompt], **settings)
+        if not json_output:
+            typer.echo("\n\n".join(r.text for r in results))
+        elif several:
+            choices = [{"index": i, **r.to_json()} for i, r in enumerate(results)]
+            typer.echo(json.dumps({"choices": choices}, ensure_ascii=False))
+        else:
+            typer.echo(json.dumps(results[0].to_json(), ensure_ascii=False))
         return
     for piece in generator.stream(prompt, **settings):
         sys.stdout.write(piece)
@@ -238,6 +295,16 @@ def check_utf8(text: str, what: str) -> str:
     except UnicodeEncodeError:
         raise EdgeError(f"{what} is not valid UTF-8 text.") from None
     return text
+
+
+def parse_early_stopping(value: str | None) -> bool | str | None:
+    """``--early-stopping``'s word as the setting: true, false or never (any case)."""
+    if value is None:
+        return None
+    words: dict[str, bool | str] = {"true": True, "false": False, "never": "never"}
+    if value.lower() not in words:
+        raise EdgeError(f"--early-stopping must be true, false or never, got {value!r}.")
+    return words[value.lower()]
 
 
 def unescape(text: str) -> str:

@@ -74,29 +74,26 @@ def plan_windows(n_tokens: int, context: int, stride: int) -> list[Window]:
     return windows
 
 
-def target_nll(logits: np.ndarray, ids: np.ndarray, first: int) -> np.ndarray:
-    """NLL of ``ids[j]`` under ``logits[j-1]`` for ``j`` in ``[first, len(ids))``; float64."""
-    out = np.empty(len(ids) - first, dtype=np.float64)
-    for start in range(first, len(ids), _ROWS_PER_CHUNK):
-        stop = min(start + _ROWS_PER_CHUNK, len(ids))
-        rows = logits[start - 1 : stop - 1].astype(np.float64)  # (R, V)
+def negative_log_likelihood(logits: np.ndarray, targets: np.ndarray) -> np.ndarray:
+    """NLL of ``targets[j]`` under the row of logits ``logits[j]`` (N, V); float64 (N,)."""
+    out = np.empty(len(targets), dtype=np.float64)
+    for start in range(0, len(targets), _ROWS_PER_CHUNK):
+        stop = min(start + _ROWS_PER_CHUNK, len(targets))
+        rows = logits[start:stop].astype(np.float64)  # (R, V)
         peak = rows.max(axis=-1, keepdims=True)
         log_z = np.log(np.exp(rows - peak).sum(axis=-1)) + peak[:, 0]
-        picked = rows[np.arange(stop - start), ids[start:stop]]
-        out[start - first : stop - first] = log_z - picked
+        out[start:stop] = log_z - rows[np.arange(stop - start), targets[start:stop]]
     return out
+
+
+def target_nll(logits: np.ndarray, ids: np.ndarray, first: int) -> np.ndarray:
+    """NLL of ``ids[j]`` under ``logits[j-1]`` for ``j`` in ``[first, len(ids))``; float64."""
+    return negative_log_likelihood(logits[first - 1 : len(ids) - 1], ids[first:])
 
 
 def window_logits(session: Session, ids: np.ndarray) -> np.ndarray:
     """Logits (T, V) of one window, computed from scratch (no past), batch 1."""
-    t = len(ids)
-    logits, _ = session.forward(
-        ids[None, :].astype(np.int64),  # (1, T)
-        np.ones((1, t), dtype=np.int64),  # (1, T): nothing cached, nothing padded
-        np.arange(t, dtype=np.int64)[None, :],  # (1, T)
-        session.empty_past(1),
-    )
-    return logits[0]
+    return session.logits(np.asarray(ids, dtype=np.int64)[None, :])[0]
 
 
 def window_loss(logits: np.ndarray, chunk: np.ndarray, window: Window) -> tuple[float, int, int]:
@@ -105,12 +102,30 @@ def window_loss(logits: np.ndarray, chunk: np.ndarray, window: Window) -> tuple[
     ``logits`` (T, V) are the window's logits; targets are ``chunk[first:]``, predicted by rows
     ``first - 1 .. T - 2``. A window with no target (length 1) returns a weight of 0.
     """
-    length = len(chunk)
-    first = max(length - window.trg_len, 1)  # position 0 never has a predecessor
-    weight = min(window.trg_len, length) - 1  # the guide's num_valid - batch_size
-    if first >= length:  # transformers' mean is NaN here, but its weight is 0
+    first, weight = _targets(chunk, window)
+    if first >= len(chunk):  # transformers' mean is NaN here, but its weight is 0
         return 0.0, 0, first
     return float(target_nll(logits, chunk, first).mean()), weight, first
+
+
+def _targets(chunk: np.ndarray, window: Window) -> tuple[int, int]:
+    """The first target index of a window's chunk, and the guide's weight for its mean."""
+    first = max(len(chunk) - window.trg_len, 1)  # position 0 never has a predecessor
+    return first, min(window.trg_len, len(chunk)) - 1  # the guide's num_valid - batch_size
+
+
+def scored_window_loss(session: Session, chunk: np.ndarray, window: Window) -> tuple[float, int]:
+    """:func:`window_loss` with logits computed only at the positions that predict a target.
+
+    On a fused graph the LM head then runs for the new tokens of each window alone (half of
+    them at the guide's stride), not for the overlap that only gives context.
+    """
+    first, weight = _targets(chunk, window)
+    if first >= len(chunk):
+        return 0.0, 0
+    positions = np.arange(first - 1, len(chunk) - 1)[None, :]  # (1, n): rows predicting targets
+    logits = session.logits(np.asarray(chunk, dtype=np.int64)[None, :], positions=positions)[0]
+    return float(negative_log_likelihood(logits, chunk[first:]).mean()), weight
 
 
 def perplexity(
@@ -140,7 +155,7 @@ def perplexity(
     nll_sum, n_scored = 0.0, 0
     for done, w in enumerate(windows, 1):
         chunk = ids[w.begin : w.end]
-        loss, weight, _ = window_loss(window_logits(session, chunk), chunk, w)
+        loss, weight = scored_window_loss(session, chunk, w)
         nll_sum += loss * weight
         n_scored += weight
         if on_window:

@@ -1,13 +1,14 @@
 """Generation in three layers, as in mlx-lm:
 
-1. :class:`TokenSteps` owns the KV cache and yields the next token of every live row per step.
+1. :class:`.steps.TokenSteps` drives a :class:`.decoder.Decoder` (whichever KV cache the graph
+   has) and a sampler, and yields the new tokens of every live row per step.
 2. :func:`stream_generate` adds detokenization, EOS, stop strings, the token budget, the context
    bound and timing, and yields one :class:`StreamEvent` per row and token.
-3. :class:`Generator` resolves settings and prompts, and offers ``generate()`` and ``stream()``.
+3. :class:`Generator` resolves settings and prompts, and offers ``generate()``,
+   ``generate_batch()``, ``stream()`` and ``score()``.
 
-A list of prompts runs as one batch, left-padded; rows that finish leave the batch. Fused GQA
-bundles (``session.shared_kv``) run right-padded on one preallocated cache instead, where finished
-rows stay in the batch, frozen, and their logits are ignored (see ``shared_cache.py``).
+A list of prompts runs as one batch; rows that finish leave it. Beam search (``beam.py``) drives
+the same decoder and returns whole sequences only.
 """
 
 from __future__ import annotations
@@ -18,127 +19,48 @@ from typing import Any
 
 import numpy as np
 
-from .cache import KVCache, left_pad
+from .beam import Hypothesis, beam_search
+from .decoder import open_decoder
 from .errors import EdgeError
-from .results import FinishReason, GenerationResult, StreamEvent, Timings
-from .sampling import Sampler
+from .prompts import PromptFitter, prompt_list
+from .results import (
+    FinishReason,
+    GenerationResult,
+    ScoreResult,
+    StreamEvent,
+    Timings,
+    TokenLogprob,
+    TopLogprob,
+)
+from .sampling import Sampler, sequence_rng
+from .scoring import score_ids
 from .session import Session
-from .settings import GenerationOptions, resolve_settings
-from .shared_cache import SharedKVCache
+from .settings import GenerationOptions, SamplingSettings, resolve_settings
+from .steps import Logprobs, TokenSteps
 from .stream import RowText
 from .tokenizer import Tokenizer
 
 
-class TokenSteps:
-    """Layer 1: prefill, then one decode step per ``next()``; yields (B_live,) int64 tokens.
-
-    The forward for a step runs only when the next token is asked for, so the caller can
-    :meth:`drop` finished rows first and no step is computed that nobody needs.
+class RowState:
+    """One row's progress in layer 2 (and in a server's scheduler): its tokens, its text through
+    the detokenizer and stop strings, and whether EOS, a stop string or the budget ended it.
 
     Args:
-        session: the model.
-        prompts: B non-empty (T_i,) int64 token arrays.
-        sampler: picks a token per row from (B, V) logits.
-        pad_id: token id used for left padding.
-        capacity: most steps to run.
-
-    Attributes:
-        rows: the index into ``prompts`` of each live row, in batch order.
+        prompt_len: tokens in the row's prompt.
+        budget: most new tokens (see :func:`budget`).
+        reason: the finish reason when the budget runs out (``length`` or ``context``).
+        text: the row's detokenizer and stop filter.
     """
-
-    def __init__(
-        self,
-        session: Session,
-        prompts: Sequence[np.ndarray],
-        sampler: Sampler,
-        pad_id: int,
-        capacity: int,
-    ):
-        self._session, self._sampler, self._pad_id = session, sampler, pad_id
-        self._prompts = list(prompts)
-        self.rows = list(range(len(prompts)))
-        self._generated = np.zeros((len(prompts), capacity), dtype=np.int64)  # (B, N)
-        self._count = 0
-        self._cache: KVCache | None = None
-        self._last = np.zeros(len(prompts), dtype=np.int64)  # (B,) tokens of the previous step
-        self._shared: SharedKVCache | None = None
-        if session.shared_kv:
-            width = max(len(p) for p in self._prompts)
-            self._shared = SharedKVCache(session, len(prompts), width + capacity)
-            self._index = np.arange(len(prompts))  # (B_live,) batch row of each live row
-            self._feed = np.zeros(len(prompts), dtype=np.int64)  # (B,) tokens fed, frozen too
-
-    def __iter__(self) -> TokenSteps:
-        return self
-
-    def __next__(self) -> np.ndarray:
-        if not self.rows or self._count >= self._generated.shape[1]:
-            raise StopIteration
-        if self._shared is not None:
-            last = self._shared_step()  # (B, V)
-        else:
-            logits = self._prefill() if self._cache is None else self._decode()  # (B, T, V)
-            last = logits[:, -1, :]  # (B, V)
-        if last.dtype != np.float32:  # fp16 graphs
-            last = last.astype(np.float32)
-        n = self._count
-        tokens = self._sampler(last, self._prompts, [g[:n] for g in self._generated])  # (B,)
-        self._generated[:, n] = tokens
-        self._count, self._last = n + 1, tokens
-        return tokens
-
-    def _prefill(self) -> np.ndarray:
-        ids, new_mask = left_pad(self._prompts, self._pad_id)  # (B, T) each
-        self._cache = cache = KVCache(self._session, len(self._prompts))
-        mask, positions = cache.prefill_inputs(new_mask)
-        logits, present = self._session.step(ids, mask, positions, cache.past)
-        cache.update(present, mask)
-        return logits
-
-    def _decode(self) -> np.ndarray:
-        cache = self._cache
-        assert cache is not None
-        mask, positions = cache.decode_inputs()  # (B, L + 1), (B, 1)
-        logits, present = self._session.step(self._last[:, None], mask, positions, cache.past)
-        cache.update(present, mask)
-        return logits
-
-    def _shared_step(self) -> np.ndarray:
-        shared, index = self._shared, self._index
-        assert shared is not None
-        if self._count == 0:
-            return shared.prefill(self._prompts, self._pad_id)  # (B, V)
-        if index.size == self._feed.size:  # nobody finished: no gather, no scatter
-            return shared.decode(self._last)
-        self._feed[index] = self._last
-        return shared.decode(self._feed)[index]  # (B_live, V)
-
-    def drop(self, positions: Sequence[int]) -> None:
-        """Remove the rows at these batch positions (indices into :attr:`rows`)."""
-        gone = set(positions)
-        keep = [j for j in range(len(self.rows)) if j not in gone]
-        self.rows = [self.rows[j] for j in keep]
-        if not keep:
-            return
-        if self._cache is not None:
-            self._cache.select(keep)
-        if self._shared is not None:
-            self._shared.freeze(self._index[list(gone)])
-            self._index = self._index[keep]
-        self._prompts = [self._prompts[j] for j in keep]
-        self._generated = self._generated[keep]
-        self._last = self._last[keep]
-
-
-class _Row:
-    """Per-row bookkeeping for layer 2."""
 
     def __init__(self, prompt_len: int, budget: int, reason: FinishReason, text: RowText):
         self.prompt_len, self.budget, self.budget_reason = prompt_len, budget, reason
         self.text = text
         self.tokens: list[int] = []
+        self.logprobs: list[TokenLogprob] = []
 
     def add(self, token: int, eos: int | None) -> tuple[str, FinishReason | None]:
+        """Record a new token; returns the text it releases and the finish reason if it ended
+        the row (None: go on). ``eos`` None never stops on a token."""
         self.tokens.append(token)
         if token == eos:
             return self.text.finish(), "eos"
@@ -150,6 +72,13 @@ class _Row:
         return piece, None
 
 
+def budget(prompt_len: int, context: int, options: GenerationOptions) -> tuple[int, FinishReason]:
+    """New tokens allowed after a prompt, and the finish reason when they run out."""
+    room = context - prompt_len  # positions left for new tokens
+    wanted = options.budget(prompt_len)
+    return (wanted, "length") if wanted <= room else (room, "context")
+
+
 def stream_generate(
     session: Session,
     tokenizer: Tokenizer,
@@ -158,6 +87,7 @@ def stream_generate(
     options: GenerationOptions,
     eos_id: int | None,
     pad_id: int,
+    rngs: Sequence[np.random.Generator] | None = None,
 ) -> Iterator[StreamEvent]:
     """Layer 2: run prompts (already fitted to the context) as one batch; yield per-token events.
 
@@ -166,52 +96,68 @@ def stream_generate(
         tokenizer: for detokenizing.
         prompts: B non-empty (T_i,) int64 token arrays, each shorter than the context.
         sampler: picks the tokens.
-        options: budget, stop strings, ignore_eos.
+        options: budget, stop strings, ignore_eos, logprobs, drafting.
         eos_id: end-of-text id (None: never stops on a token).
-        pad_id: id used for left padding.
+        pad_id: id fed on padding.
+        rngs: one random generator per row (default: each seeded by the settings' seed).
     """
     context = session.arch.context_length
-    rows = [_make_row(len(p), context, options, tokenizer) for p in prompts]
+    rows = []
+    for p in prompts:
+        allowed, reason = budget(len(p), context, options)
+        rows.append(RowState(len(p), allowed, reason, RowText(tokenizer, options.stop)))
     eos = None if options.ignore_eos else eos_id
-    steps = TokenSteps(session, prompts, sampler, pad_id, max(r.budget for r in rows))
+    width = max(len(p) for p in prompts) + max(r.budget for r in rows)
+    decoder = open_decoder(session, pad_id, width)
+    report = None if options.logprobs is None else Logprobs(options.logprobs, tokenizer)
+    draft = options.draft == "prompt-lookup"
+    budgets = [r.budget for r in rows]
+    steps = TokenSteps(decoder, sampler, prompts, budgets, rngs, report, draft)
     start = time.perf_counter()
     first: float | None = None  # when the first tokens came out of prefill
-    for tokens in steps:
+    for step in steps:
         now = time.perf_counter()
         first = now if first is None else first
         done: list[int] = []
-        for position, (index, token) in enumerate(zip(steps.rows, tokens.tolist(), strict=True)):
+        for position, (index, tokens) in enumerate(zip(steps.rows, step.tokens, strict=True)):
             row = rows[index]
-            piece, reason = row.add(token, eos)
-            result = None
-            if reason is not None:
-                done.append(position)
-                timings = Timings((first - start) * 1e3, (now - first) * 1e3, len(row.tokens) - 1)
-                result = GenerationResult(
-                    row.text.text, row.tokens, reason, row.prompt_len, timings
-                )
-            yield StreamEvent(index, piece, token, result)
+            for k, token in enumerate(tokens):
+                logprob = step.logprobs[position][k] if step.logprobs is not None else None
+                if logprob is not None:
+                    row.logprobs.append(logprob)
+                piece, reason = row.add(token, eos)
+                result = None
+                if reason is not None:
+                    done.append(position)
+                    result = _result(
+                        row, reason, (first - start) * 1e3, (now - first) * 1e3, report
+                    )
+                yield StreamEvent(index, piece, token, result, logprob)
+                if reason is not None:
+                    break
         if done:
             steps.drop(done)
 
 
-def _make_row(
-    prompt_len: int, context: int, options: GenerationOptions, tokenizer: Tokenizer
-) -> _Row:
-    room = context - prompt_len  # positions left for new tokens
-    if options.max_new_tokens <= room:
-        return _Row(prompt_len, options.max_new_tokens, "length", RowText(tokenizer, options.stop))
-    return _Row(prompt_len, room, "context", RowText(tokenizer, options.stop))
+def _result(
+    row: RowState, reason: FinishReason, prefill_ms: float, decode_ms: float, report: Logprobs | None
+) -> GenerationResult:
+    timings = Timings(prefill_ms, decode_ms, len(row.tokens) - 1)
+    logprobs = list(row.logprobs) if report is not None else None
+    return GenerationResult(row.text.text, row.tokens, reason, row.prompt_len, timings, logprobs)
 
 
 class Generator:
     """Text generation from one loaded bundle (layer 3).
 
-    Settings (keyword arguments of :meth:`generate` and :meth:`stream`): ``max_new_tokens``,
-    ``temperature`` (0 = greedy), ``top_k``, ``top_p``, ``min_p``, ``repetition_penalty``,
-    ``presence_penalty``, ``frequency_penalty``, ``no_repeat_ngram_size``, ``seed``, ``stop``,
-    ``truncate`` and ``ignore_eos``. Each one left out (or None) comes from the bundle's
-    generation defaults, else from the built-in constants (:mod:`.settings`, :mod:`.sampling`).
+    Settings (keyword arguments of :meth:`generate`, :meth:`generate_batch` and :meth:`stream`):
+    ``max_new_tokens``, ``max_length``, ``temperature`` (0 = greedy), ``top_k``, ``top_p``,
+    ``min_p``, ``repetition_penalty``, ``presence_penalty``, ``frequency_penalty``,
+    ``no_repeat_ngram_size``, ``seed``, ``stop``, ``truncate``, ``ignore_eos``, ``num_beams``,
+    ``length_penalty``, ``early_stopping``, ``num_return_sequences``, ``logprobs`` and ``draft``
+    (see :class:`.settings.SamplingSettings` and :class:`.settings.GenerationOptions`). Each one
+    left out (or None) comes from the bundle's generation defaults, else from the built-in
+    constants.
 
     Args:
         session: the model's onnxruntime session.
@@ -226,6 +172,7 @@ class Generator:
         self.bos_id: int | None = special.get("bos", self.eos_id)
         pad = special.get("pad")
         self.pad_id: int = pad if pad is not None else (self.eos_id or 0)
+        self._prompts = PromptFitter(tokenizer, session.arch.context_length, self.bos_id)
 
     @property
     def context_length(self) -> int:
@@ -239,35 +186,45 @@ class Generator:
 
     @property
     def max_prompt_chars(self) -> int | None:
-        """Characters beyond which a prompt surely holds more tokens than the context.
+        """Characters beyond which a prompt surely holds more tokens than the context (see
+        :attr:`.prompts.PromptFitter.max_chars`)."""
+        return self._prompts.max_chars
 
-        ``context_length * Tokenizer.max_token_chars`` (131,072 for GPT-2 at 1,024 tokens); None
-        when the tokenizer gives no such bound. A longer prompt is refused (or, with
-        ``truncate="left"``, cut to that many last characters) before it is tokenized, so a huge
-        prompt costs no more time or memory than one that fills the context.
-        """
-        per_token = self.tokenizer.max_token_chars
-        return None if per_token is None else self.context_length * per_token
-
-    def generate(
-        self, prompt: str | Sequence[str], **settings: Any
-    ) -> GenerationResult | list[GenerationResult]:
-        """Generate a continuation of ``prompt``, or of each prompt in a list (one batch).
-
-        Returns:
-            One result for a string, a list of results (in order) for a list.
+    def generate(self, prompt: str, **settings: Any) -> GenerationResult:
+        """Generate one continuation of ``prompt`` (the best beam with ``num_beams``).
 
         Raises:
-            EdgeError: an invalid setting or prompt type, a prompt that does not fit the context,
-                or text that is not valid UTF-8; all checked before any model call.
+            EdgeError: an invalid setting or prompt, ``num_return_sequences`` > 1 (use
+                :meth:`generate_batch`), a prompt that does not fit the context, or text that is
+                not valid UTF-8; all checked before any model call.
         """
-        prompts = _prompt_list(prompt)
-        results: list[GenerationResult | None] = [None] * len(prompts)
-        for event in self.stream_events(prompts, **settings):
+        if not isinstance(prompt, str):
+            raise EdgeError(
+                f"generate() takes one prompt string, got {type(prompt).__name__}; "
+                "generate_batch() takes a list of prompts."
+            )
+        return self.generate_batch([prompt], **_one_sequence("generate", settings))[0]
+
+    def generate_batch(self, prompts: Sequence[str], **settings: Any) -> list[GenerationResult]:
+        """Generate for a list of prompts as one batch.
+
+        Returns:
+            ``num_return_sequences`` results per prompt, grouped by prompt, in order.
+
+        Raises:
+            EdgeError: as :meth:`generate`.
+        """
+        prompts = prompt_list(prompts)
+        sampling, options = resolve_settings(self.manifest.generation, **settings)
+        if options.beam_search:
+            return self._beams(prompts, sampling, options)
+        results: list[GenerationResult | None] = [None] * (
+            len(prompts) * options.num_return_sequences
+        )
+        for event in self._events(prompts, Sampler(sampling), options):
             if event.result is not None:
                 results[event.row] = event.result
-        done = [r for r in results if r is not None]
-        return done[0] if isinstance(prompt, str) else done
+        return [r for r in results if r is not None]
 
     def stream(self, prompt: str, **settings: Any) -> Iterator[str]:
         """Yield text pieces of one prompt's continuation as they are decoded.
@@ -276,87 +233,147 @@ class Generator:
         when this is called, not at the first ``next()``.
 
         Raises:
-            EdgeError: as :meth:`generate`, or ``prompt`` is not one string.
+            EdgeError: as :meth:`generate`, ``prompt`` is not one string, or beams or several
+                sequences were asked (which have no single stream).
         """
         if not isinstance(prompt, str):
             raise EdgeError(
                 f"stream() takes one prompt string, got {type(prompt).__name__}; "
-                "generate() takes a list of prompts."
+                "generate_batch() takes a list of prompts."
             )
-        events = self.stream_events([prompt], **settings)
+        events = self.stream_events([prompt], **_one_sequence("stream", settings))
         return (event.text for event in events if event.text)
 
     def stream_events(self, prompts: Sequence[str], **settings: Any) -> Iterator[StreamEvent]:
-        """Layer-2 events for a batch of prompts; validates everything before returning."""
+        """Layer-2 events for a batch of prompts; validates everything before returning.
+
+        With ``num_return_sequences`` n, event rows count sequences: row ``i * n + j`` is sample
+        ``j`` of prompt ``i``.
+        """
         if isinstance(prompts, str):
             raise EdgeError("stream_events() takes a list of prompt strings, got one string.")
-        prompts = _prompt_list(prompts)
+        prompts = prompt_list(prompts)
         sampling, options = resolve_settings(self.manifest.generation, **settings)
-        ids = [self.prompt_ids(p, options) for p in prompts]
+        if options.beam_search:
+            raise EdgeError("Beam search returns whole sequences only; use generate_batch().")
+        return self._events(prompts, Sampler(sampling), options)
+
+    def _events(
+        self, prompts: list[str], sampler: Sampler, options: GenerationOptions
+    ) -> Iterator[StreamEvent]:
+        n = options.num_return_sequences
+        ids = [self._fitted(p, options) for p in prompts]
+        rows = [i for i in ids for _ in range(n)]
+        rngs = [sequence_rng(sampler.settings.seed, j) for _ in ids for j in range(n)]
         return stream_generate(
-            self.session, self.tokenizer, ids, Sampler(sampling), options, self.eos_id, self.pad_id
+            self.session, self.tokenizer, rows, sampler, options, self.eos_id, self.pad_id, rngs
         )
+
+    def _fitted(self, prompt: str, options: GenerationOptions) -> np.ndarray:
+        ids = self.prompt_ids(prompt, options)
+        if options.max_length is not None and options.max_length <= ids.size:
+            raise EdgeError(
+                f"max_length {options.max_length} leaves no room for new tokens after a "
+                f"{ids.size}-token prompt; raise it or give max_new_tokens instead."
+            )
+        return ids
+
+    def _beams(
+        self, prompts: list[str], sampling: SamplingSettings, options: GenerationOptions
+    ) -> list[GenerationResult]:
+        ids = [self._fitted(p, options) for p in prompts]
+        limits = [budget(i.size, self.context_length, options) for i in ids]
+        width = max(i.size for i in ids) + max(b for b, _ in limits)
+        eos = None if options.ignore_eos else self.eos_id
+        start = time.perf_counter()
+        found, first = beam_search(
+            open_decoder(self.session, self.pad_id, width), Sampler(sampling), ids,
+            [b for b, _ in limits], options.num_beams, options.length_penalty,
+            options.early_stopping, eos, options.logprobs,
+        )  # fmt: skip
+        clock = ((first - start) * 1e3, (time.perf_counter() - first) * 1e3)
+        results = []
+        for prompt, (_, reason), beams in zip(ids, limits, found, strict=True):
+            for beam in beams[: options.num_return_sequences]:
+                ended = "eos" if eos is not None and beam.tokens[-1:] == [eos] else reason
+                results.append(self._beam_result(prompt.size, beam, ended, clock, options))
+        return results
+
+    def _beam_result(
+        self, prompt_len: int, beam: Hypothesis, reason: FinishReason,
+        clock: tuple[float, float], options: GenerationOptions,
+    ) -> GenerationResult:  # fmt: skip
+        shown = beam.tokens[:-1] if reason == "eos" else beam.tokens
+        logprobs = None
+        if options.logprobs is not None:
+            decode = self.tokenizer.decode
+            logprobs = []
+            for token, (logprob, ids, values) in zip(beam.tokens, beam.logprobs, strict=True):
+                top = [
+                    TopLogprob(int(i), decode([int(i)]), float(v))
+                    for i, v in zip(ids, values, strict=True)
+                ]
+                logprobs.append(TokenLogprob(token, decode([token]), logprob, tuple(top)))
+        # The search's time, shared by its beams: prefill, then the steps after the first.
+        timings = Timings(clock[0], clock[1], len(beam.tokens) - 1)
+        return GenerationResult(
+            self.tokenizer.decode(shown), list(beam.tokens), reason, prompt_len, timings,
+            logprobs, beam.score,
+        )  # fmt: skip
+
+    def score(self, text: str, context: str | None = None, logprobs: int = 0) -> ScoreResult:
+        """The log-probability of each token of ``text``, after ``context`` if given.
+
+        Without a context the text is scored after the start token (``<|endoftext|>`` for
+        GPT-2), as evaluation harnesses do, so its first token has a log-probability too. Context
+        and text are tokenized apart and joined, so ``text`` usually starts with a space.
+
+        Args:
+            text: what to score (at least one token).
+            context: what it follows (default: nothing).
+            logprobs: alternatives to report per token, 0 to 20 (default 0).
+
+        Raises:
+            EdgeError: an empty text, an argument of the wrong type, or context plus text
+                longer than the model's context.
+        """
+        for name, value in (("text", text), ("context", context)):
+            if not isinstance(value, str) and not (name == "context" and value is None):
+                raise EdgeError(
+                    f"The {name} to score must be a string, got {type(value).__name__}."
+                )
+        return self.score_batch([text], None if context is None else [context], logprobs)[0]
+
+    def score_batch(
+        self, texts: Sequence[str], contexts: Sequence[str] | None = None, logprobs: int = 0
+    ) -> list[ScoreResult]:
+        """:meth:`score` for several texts at once (one model call per batch that fits)."""
+        texts = prompt_list(texts)
+        given = [None] * len(texts) if contexts is None else prompt_list(contexts)
+        if len(given) != len(texts):
+            raise EdgeError(f"Got {len(texts)} texts but {len(given)} contexts.")
+        GenerationOptions(logprobs=logprobs)  # the same rule as generation's logprobs
+        rows = [self._prompts.score_row(t, c) for t, c in zip(texts, given, strict=True)]
+        return score_ids(self.session, rows, logprobs, self.tokenizer, self.pad_id)
 
     def encode(self, prompt: str) -> np.ndarray:
         """Prompt token ids; an empty prompt becomes the start token, as GPT-2 was trained."""
-        if not isinstance(prompt, str):
-            raise EdgeError(f"A prompt must be a string, got {type(prompt).__name__}.")
-        ids = self.tokenizer.encode(prompt)
-        if ids.size:
-            return ids
-        if self.bos_id is None:
-            raise EdgeError("The prompt is empty and the bundle names no start token to use.")
-        return np.array([self.bos_id], dtype=np.int64)
+        return self._prompts.encode(prompt)
 
     def prompt_ids(self, prompt: str, options: GenerationOptions) -> np.ndarray:
-        """The prompt's token ids, fitted to the context by :meth:`fit`.
-
-        A prompt longer than :attr:`max_prompt_chars` is refused without tokenizing it, or with
-        ``truncate="left"`` only its tail (:meth:`Tokenizer.tail`) is tokenized and the tail's
-        first token, which the cut may have split, is dropped.
-        """
-        limit = self.max_prompt_chars
-        if limit is None or len(prompt) <= limit:
-            return self.fit(self.encode(prompt), options)
-        if options.truncate is None:
-            context = self.context_length
-            raise EdgeError(
-                f"The prompt is {len(prompt):,} characters long, more than the model's context "
-                f"of {context} tokens can hold (at most {context - 1} fit); shorten it or "
-                "truncate it from the left."
-            )
-        return self.fit(self.encode(self.tokenizer.tail(prompt, limit))[1:], options)
+        """The prompt's token ids fitted to the context (:meth:`.prompts.PromptFitter.ids`)."""
+        return self._prompts.ids(prompt, options.truncate)
 
     def fit(self, ids: np.ndarray, options: GenerationOptions) -> np.ndarray:
-        """Apply the context bound to prompt ids: keep them, keep the last ones, or refuse.
+        """Apply the context bound to prompt ids (:meth:`.prompts.PromptFitter.fit`)."""
+        return self._prompts.fit(ids, options.truncate)
 
-        A prompt keeps at most ``context - 1`` tokens, so that one new token fits; with
-        ``truncate="left"`` only the oldest tokens beyond that are dropped. A prompt that fits is
-        never cut to make room for ``max_new_tokens``: the budget shrinks instead, and
-        generation ends with finish reason ``context``.
-        """
-        context = self.context_length
-        keep = max(context - 1, 1)
-        if ids.size <= keep:
-            return ids
-        if options.truncate == "left":
-            return ids[ids.size - keep :]
+
+def _one_sequence(method: str, settings: dict[str, Any]) -> dict[str, Any]:
+    """``settings`` for a method that returns one sequence (whatever the bundle's defaults say);
+    EdgeError when the caller asked for more."""
+    if settings.get("num_return_sequences") not in (None, 1):
         raise EdgeError(
-            f"The prompt is {ids.size} tokens long but the model's context is {context}, "
-            f"so at most {keep} fit; shorten it or truncate it from the left."
+            f"{method}() gives one sequence; use generate_batch() for num_return_sequences."
         )
-
-
-def _prompt_list(prompt: object) -> list[str]:
-    """One prompt or a non-empty list (or tuple) of prompts, as a list; EdgeError otherwise."""
-    if isinstance(prompt, str):
-        return [prompt]
-    if isinstance(prompt, (list, tuple)) and prompt:
-        for index, item in enumerate(prompt):
-            if not isinstance(item, str):
-                raise EdgeError(
-                    f"Every prompt must be a string, but item {index} is a {type(item).__name__}."
-                )
-        return list(prompt)
-    shown = "an empty list" if isinstance(prompt, (list, tuple)) else type(prompt).__name__
-    raise EdgeError(f"A prompt must be a string or a non-empty list of strings, got {shown}.")
+    return {**settings, "num_return_sequences": 1}

@@ -15,8 +15,11 @@ from collections.abc import Callable, Sequence
 import numpy as np
 
 from .filters import apply_min_p, apply_temperature, apply_top_k, apply_top_p, sample_categorical
-from .penalties import apply_no_repeat_ngram, apply_presence_frequency_penalty
-from .penalties import apply_repetition_penalty
+from .penalties import (
+    apply_no_repeat_ngram,
+    apply_presence_frequency_penalty,
+    apply_repetition_penalty,
+)
 from .settings import SamplingSettings
 
 LogitsProcessor = Callable[[np.ndarray, Sequence[np.ndarray], Sequence[np.ndarray]], np.ndarray]
@@ -53,7 +56,7 @@ class Sampler:
     def penalize(
         self, logits: np.ndarray, prompts: Sequence[np.ndarray], generated: Sequence[np.ndarray]
     ) -> np.ndarray:
-        """Only the penalties (what beam search applies to log-probabilities); see :meth:`process`."""
+        """Only the penalties: beam search applies them to log-probabilities."""
         x = logits
         for step in self._penalties:
             x = step(x, prompts, generated)

@@ -204,6 +204,30 @@ class GraphNames:
             feeds[self.logits_index] = index
         return feeds
 
+    def bind_host_inputs(
+        self,
+        binding: Any,
+        input_ids: np.ndarray,
+        attention_mask: np.ndarray,
+        position_ids: np.ndarray,
+        logits_index: np.ndarray | None = None,
+    ) -> list[ort.OrtValue]:
+        """Bind :meth:`host_inputs` to an IO ``binding``; keep what it returns until the run.
+
+        ``bind_cpu_input`` finds only required inputs, and the fused graph gives
+        ``logits_index`` a default (an overridable initializer) so that onnxruntime-genai may
+        leave it unfed; it is bound as an OrtValue that wraps the array instead.
+        """
+        kept: list[ort.OrtValue] = []
+        feeds = self.host_inputs(input_ids, attention_mask, position_ids, logits_index)
+        for name, value in feeds.items():
+            if name == self.logits_index:
+                kept.append(ort.OrtValue.ortvalue_from_numpy(np.ascontiguousarray(value)))
+                binding.bind_ortvalue_input(name, kept[-1])
+            else:
+                binding.bind_cpu_input(name, value)  # copied (to the device) by onnxruntime
+        return kept
+
 
 def every_position(input_ids: np.ndarray) -> np.ndarray:
     """A ``logits_index`` that asks for the logits of every position of ``input_ids`` (B, T)."""
@@ -282,8 +306,7 @@ class BindingRunner:
         past: FlatPast,
     ) -> tuple[np.ndarray, FlatPast]:
         binding, names = self._binding, self._names
-        for name, value in names.host_inputs(input_ids, attention_mask, position_ids).items():
-            binding.bind_cpu_input(name, value)  # copied to the device by onnxruntime
+        kept = names.bind_host_inputs(binding, input_ids, attention_mask, position_ids)
         for name, value in zip(names.past, past, strict=True):
             binding.bind_ortvalue_input(name, value)
         # Outputs grow by one position each step, so they are re-bound unallocated every time;
@@ -293,6 +316,7 @@ class BindingRunner:
         for name in names.outputs[1:]:
             binding.bind_output(name, self._device, self._device_id)
         self._session.run_with_iobinding(binding)
+        del kept  # the arrays they wrap had to live until the run
         outputs = binding.get_outputs()
         return outputs[0].numpy(), list(outputs[1:])
 
@@ -363,10 +387,13 @@ class Session:
             self.notices.append(INT8_ON_CUDA)
         self.ort = create_inference_session(bundle, self.provider, threads)
         input_types = {i.name: i.type for i in self.ort.get_inputs()}
-        self.names = graph_names(bundle.manifest.io, self.arch.layers, set(input_types))
+        # An input with a default (the fused graph's logits_index, so that onnxruntime-genai can
+        # leave it unfed) is an overridable initializer, which get_inputs() does not list.
+        defaults = {i.name for i in self.ort.get_overridable_initializers()}
+        self.names = graph_names(bundle.manifest.io, self.arch.layers, set(input_types) | defaults)
         self.kv_dtype = kv_dtype(input_types, self.names.past)
         # Fused GQA graphs append to one preallocated buffer in place (``shared_cache.py``); the
-        # generation loop then drives them through SharedKVCache instead of the runner.
+        # generation loop then drives them through SharedKVDecoder instead of the runner.
         self.shared_kv = (
             bundle.manifest.graph.get("kv_cache") == "shared-buffer"
             and self.names.attention_mask is not None
@@ -406,12 +433,42 @@ class Session:
     ) -> tuple[np.ndarray, KV]:
         """One call of the graph with numpy in and out; returns logits (B, T, V) and present KV.
 
-        The decode loop uses :meth:`step` instead, which keeps the cache on the device.
+        Generation drives a :class:`.decoder.Decoder` instead, and a forward from scratch is
+        :meth:`logits`.
         """
         flat = [tensor for pair in past for tensor in pair]
         runner = NumpyRunner(self.ort, self.names)  # numpy in and out whatever the provider
         logits, present = runner.run(input_ids, attention_mask, position_ids, flat)
         return logits, list(zip(present[0::2], present[1::2], strict=True))
+
+    def logits(
+        self,
+        input_ids: np.ndarray,  # (B, T) int64, right-padded
+        lengths: np.ndarray | None = None,  # (B,) real tokens per row; default T
+        positions: np.ndarray | None = None,  # (B, K) positions wanted; default every one
+    ) -> np.ndarray:
+        """float32 logits (B, K, V) at ``positions`` of a forward from scratch (no past).
+
+        The one forward that evaluation, scoring and the exporter's checks share. Rows are
+        right-padded, which both graph kinds take here: the causal mask keeps every real token
+        from seeing the padding after it. A fused graph computes the LM head only at
+        ``positions`` (its ``logits_index`` input); an Optimum graph computes every position and
+        the rest are dropped.
+        """
+        batch, width = input_ids.shape
+        full = np.full(batch, width, dtype=np.int64)
+        lengths = full if lengths is None else np.asarray(lengths, dtype=np.int64)
+        mask = (np.arange(width) < lengths[:, None]).astype(np.int64)  # (B, T)
+        position_ids = np.ascontiguousarray(np.broadcast_to(np.arange(width), (batch, width)))
+        want = every_position(input_ids) if positions is None else np.asarray(positions)
+        feeds = self.names.host_inputs(input_ids.astype(np.int64), mask, position_ids, want)
+        shape = (batch, self.arch.heads, 0, self.arch.head_size)  # (B, nh, 0, hs)
+        empty = np.zeros(shape, dtype=self.kv_dtype)
+        feeds.update({name: empty for name in self.names.past})
+        out = self.ort.run([self.names.outputs[0]], feeds)[0]
+        if not self.names.logits_index:  # every position came back
+            out = out[np.arange(batch)[:, None], want]
+        return out if out.dtype == np.float32 else out.astype(np.float32)
 
     def new_past(self, batch: int) -> FlatPast:
         """An empty flat KV cache (length 0) in the runner's form, for the first :meth:`step`."""

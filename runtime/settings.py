@@ -252,7 +252,10 @@ class GenerationOptions:
                 together with stop strings, drafting, or more sequences than beams.
         """
         store = partial(object.__setattr__, self)
-        store("max_new_tokens", _int_in("max_new_tokens", self.max_new_tokens, 1, None, "an integer >= 1"))
+        store(
+            "max_new_tokens",
+            _int_in("max_new_tokens", self.max_new_tokens, 1, None, "an integer >= 1"),
+        )
         if self.max_length is not None:
             rule = "an integer >= 2 (prompt plus new tokens)"
             store("max_length", _int_in("max_length", self.max_length, 2, None, rule))

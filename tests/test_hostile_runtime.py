@@ -28,8 +28,9 @@ from gpt2_edge.runtime import (
     load,
 )
 from gpt2_edge.runtime.cli_errors import package_version
-from gpt2_edge.runtime.sampling import Sampler, SamplingSettings, apply_temperature
-from gpt2_edge.runtime.settings import available_cpus
+from gpt2_edge.runtime.filters import apply_temperature
+from gpt2_edge.runtime.sampling import Sampler
+from gpt2_edge.runtime.settings import SamplingSettings, available_cpus
 from test_runtime_units import EOS, FakeSession
 from typer.testing import CliRunner, Result
 
@@ -239,8 +240,8 @@ def test_load_checks_its_arguments_first(
         (lambda g: g.generate(b"bytes"), "got bytes"),
         (lambda g: g.generate(5), "got int"),
         (lambda g: g.generate(None), "got NoneType"),
-        (lambda g: g.generate([]), "got an empty list"),
-        (lambda g: g.generate(["ok", 5]), "item 1 is a int"),
+        (lambda g: g.generate_batch([]), "got an empty list"),
+        (lambda g: g.generate_batch(["ok", 5]), "item 1 is a int"),
         (lambda g: g.stream(["a", "b"]), "stream() takes one prompt string"),
         (lambda g: g.stream(b"x"), "stream() takes one prompt string"),
         (lambda g: g.stream_events("abc"), "got one string"),

@@ -56,7 +56,7 @@ def test_alone_equals_in_a_batch_of_eight(shipped: Path, prompts: list[str]) -> 
 
     gen = load(shipped, provider="cpu", threads=1)
     alone = [gen.generate(p, **GREEDY).tokens for p in prompts]
-    batch = [r.tokens for r in gen.generate(prompts, **GREEDY)]
+    batch = [r.tokens for r in gen.generate_batch(prompts, **GREEDY)]
     differ = [len(gen.encode(p)) for p, a, b in zip(prompts, alone, batch, strict=True) if a != b]
     assert not differ, f"prompts of these lengths changed in the batch: {differ}"
 
@@ -69,7 +69,7 @@ def test_one_token_prompt_paired_with_long_ones(shipped: Path, prompts: list[str
     for short in ("Hi", prompts[0]):
         alone = gen.generate(short, **GREEDY).tokens
         for long in prompts[5:]:
-            pair = gen.generate([short, long], **GREEDY)
+            pair = gen.generate_batch([short, long], **GREEDY)
             assert pair[0].tokens == alone, (short, len(gen.encode(long)))
             assert pair[1].tokens == gen.generate(long, **GREEDY).tokens
 

@@ -21,7 +21,7 @@ import pytest
 from gpt2_edge.runtime import load
 from gpt2_edge.runtime.evaluate import perplexity
 from gpt2_edge.runtime.session import FP32_ATTENTION_ON_CUDA
-from gpt2_edge.runtime.shared_cache import SharedKVCache
+from gpt2_edge.runtime.shared_cache import SharedKVDecoder
 
 if "CUDAExecutionProvider" not in ort.get_available_providers():
     pytest.skip("onnxruntime has no CUDA provider here", allow_module_level=True)
@@ -60,8 +60,8 @@ def bundles(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFac
 
 def _greedy(folder: Path, provider: str, prompts: list[str] | str) -> list[list[int]]:
     gen = load(folder, provider=provider)
-    results = gen.generate(prompts, max_new_tokens=NEW, temperature=0)
-    results = results if isinstance(results, list) else [results]
+    prompts = [prompts] if isinstance(prompts, str) else prompts
+    results = gen.generate_batch(prompts, max_new_tokens=NEW, temperature=0)
     return [r.tokens for r in results]
 
 
@@ -76,9 +76,10 @@ def test_fp32_greedy_on_cuda_equals_cpu(bundles: Path, kind: str) -> None:
 def test_fused_kv_cache_lives_where_attention_runs(bundles: Path) -> None:
     fp16 = load(bundles / "fixture-fp16", provider="cuda")
     assert fp16.session.provider == "cuda" and fp16.session.shared_kv
-    cache = SharedKVCache(fp16.session, batch=2, capacity=64)
-    assert {b.device_name() for b in cache._buffers} == {"cuda"}
-    logits = cache.prefill([np.array([464, 3290, 286]), np.array([818])], pad_id=0)
+    decoder = SharedKVDecoder(fp16.session, pad_id=0, capacity=64)
+    logits = decoder.prefill([np.array([464, 3290, 286]), np.array([818])])
+    assert decoder._buffers is not None
+    assert {b.device_name() for b in decoder._buffers.values} == {"cuda"}
     assert logits.shape == (2, fp16.session.arch.vocab_size) and np.isfinite(logits).all()
     # float32 attention has no CUDA kernel: its buffers stay with the CPU kernel, and it says so
     fp32 = load(bundles / "fixture-fp32", provider="cuda")

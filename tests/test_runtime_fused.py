@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from gpt2_edge.runtime import Generator, load
 from gpt2_edge.runtime.session import NumpyRunner
-from gpt2_edge.runtime.shared_cache import SharedKVCache
+from gpt2_edge.runtime.shared_cache import SharedKVDecoder
 from test_runtime_parity import NEW, PROMPTS, reference
 
 pytestmark = pytest.mark.export
@@ -60,13 +60,13 @@ def test_batch_of_different_lengths_equals_each_alone(trained_fused: Generator) 
     gen = trained_fused
     alone = [gen.generate(p, max_new_tokens=24, temperature=0) for p in PROMPTS]
     assert len({len(gen.encode(p)) for p in PROMPTS}) > 1  # really different lengths
-    batch = gen.generate(PROMPTS, max_new_tokens=24, temperature=0)
+    batch = gen.generate_batch(PROMPTS, max_new_tokens=24, temperature=0)
     assert [r.tokens for r in batch] == [r.tokens for r in alone]
     # A row that stops early stays in the batch, frozen; the others must not notice.
     stop = gen.tokenizer.decode(alone[0].tokens[3:5])
     settings = {"max_new_tokens": 24, "temperature": 0, "stop": stop}
     expected = [gen.generate(p, **settings) for p in PROMPTS]
-    batch = gen.generate(PROMPTS, **settings)
+    batch = gen.generate_batch(PROMPTS, **settings)
     assert [(r.tokens, r.text, r.finish_reason) for r in batch] == [
         (r.tokens, r.text, r.finish_reason) for r in expected
     ]
@@ -82,7 +82,8 @@ def test_context_end(tiny_fused: Generator) -> None:
     assert full.prompt_tokens + len(full.tokens) == 128
     # The long row reaches the context and freezes while the short one goes on past it.
     short = gen.generate("Hello", max_new_tokens=60, temperature=0, ignore_eos=True)
-    batch = gen.generate([hundred, "Hello"], max_new_tokens=60, temperature=0, ignore_eos=True)
+    settings = {"max_new_tokens": 60, "temperature": 0, "ignore_eos": True}
+    batch = gen.generate_batch([hundred, "Hello"], **settings)
     assert batch[0].tokens == full.tokens and batch[0].finish_reason == "context"
     assert batch[1].tokens == short.tokens and batch[1].finish_reason == "length"
 
@@ -111,8 +112,8 @@ def test_prefill_computes_only_each_rows_last_logits(trained_fused: Generator) -
     session = trained_fused.session
     assert session.names.logits_index == "logits_index"
     prompts = [trained_fused.encode(p) for p in PROMPTS[:3]]
-    cache = SharedKVCache(session, batch=len(prompts), capacity=64)
-    last = cache.prefill(prompts, pad_id=0)  # (B, V), from a (B, 1, V) output
+    decoder = SharedKVDecoder(session, pad_id=0, capacity=64)
+    last = decoder.prefill(prompts)  # (B, V), from a (B, 1, V) output
     for row, ids in enumerate(prompts):
         positions = np.arange(len(ids))[None]
         full, _ = session.forward(
@@ -152,6 +153,6 @@ def test_bundles_without_logits_index_still_generate(tiny_fused: Generator, tmp_
             old.generate(prompt, **settings).tokens
             == tiny_fused.generate(prompt, **settings).tokens
         )
-    assert [r.tokens for r in old.generate(PROMPTS[:2], max_new_tokens=8, temperature=0)] == [
-        r.tokens for r in tiny_fused.generate(PROMPTS[:2], max_new_tokens=8, temperature=0)
+    assert [r.tokens for r in old.generate_batch(PROMPTS[:2], max_new_tokens=8, temperature=0)] == [
+        r.tokens for r in tiny_fused.generate_batch(PROMPTS[:2], max_new_tokens=8, temperature=0)
     ]

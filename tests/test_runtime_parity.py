@@ -92,7 +92,7 @@ def test_greedy_equals_transformers(
 def test_batch_equals_each_prompt_alone(trained: Generator, tiny: Generator) -> None:
     for gen in (trained, tiny):
         alone = [gen.generate(p, max_new_tokens=24, temperature=0).tokens for p in PROMPTS]
-        batch = gen.generate(PROMPTS, max_new_tokens=24, temperature=0)
+        batch = gen.generate_batch(PROMPTS, max_new_tokens=24, temperature=0)
         assert [r.tokens for r in batch] == alone
 
 
@@ -104,7 +104,7 @@ def test_binding_runner_matches_numpy_runner(trained: Generator) -> None:
     expected = [trained.generate(p, **settings) for p in PROMPTS[:3]]
     session = Session(trained.session.bundle, provider="cpu", threads=1, io_binding=True)
     assert isinstance(session.runner, BindingRunner)
-    batch = Generator(session, trained.tokenizer).generate(PROMPTS[:3], **settings)
+    batch = Generator(session, trained.tokenizer).generate_batch(PROMPTS[:3], **settings)
     assert [(r.tokens, r.text) for r in batch] == [(r.tokens, r.text) for r in expected]
     assert {r.finish_reason for r in batch} == {"stop", "length"}
 

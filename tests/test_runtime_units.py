@@ -96,7 +96,7 @@ def test_batch_with_left_padding_equals_each_prompt_alone(tokenizer: Tokenizer) 
     prompts = ["Hi", "The quick brown fox jumps", "A somewhat longer prompt than the others here"]
     gen = fake_generator(tokenizer)
     alone = [gen.generate(p, max_new_tokens=12, temperature=0).tokens for p in prompts]
-    batch = gen.generate(prompts, max_new_tokens=12, temperature=0)
+    batch = gen.generate_batch(prompts, max_new_tokens=12, temperature=0)
     assert [r.tokens for r in batch] == alone
 
 
@@ -106,7 +106,7 @@ def test_rows_leave_the_batch_when_they_finish(tokenizer: Tokenizer) -> None:
     gen = fake_generator(tokenizer)
     alone = [gen.generate(p, max_new_tokens=8, temperature=0).tokens for p in prompts]
     gen = fake_generator(tokenizer, eos_at={firsts[0]: 2, firsts[1]: 4})
-    results = gen.generate(prompts, max_new_tokens=8, temperature=0)
+    results = gen.generate_batch(prompts, max_new_tokens=8, temperature=0)
     assert [r.finish_reason for r in results] == ["eos", "eos", "length"]
     assert [len(r.tokens) for r in results] == [3, 5, 8]
     assert results[0].tokens[-1] == EOS and "<|endoftext|>" not in results[0].text
@@ -360,7 +360,9 @@ def fake_graph(
     from gpt2_edge.runtime import session as session_mod
 
     typed = [SimpleNamespace(name=n, type=kv_type) for n in inputs]
-    fake_ort = SimpleNamespace(get_inputs=lambda: typed, io_binding=FakeBinding)
+    fake_ort = SimpleNamespace(
+        get_inputs=lambda: typed, get_overridable_initializers=lambda: [], io_binding=FakeBinding
+    )
     monkeypatch.setattr(session_mod, "create_inference_session", lambda *a: fake_ort)
     cuda = ["CUDAExecutionProvider", "CPUExecutionProvider"]
     monkeypatch.setattr(session_mod.ort, "get_available_providers", lambda: cuda)

@@ -12,21 +12,22 @@ from typing import Any
 import numpy as np
 import pytest
 from gpt2_edge.runtime.errors import EdgeError
-from gpt2_edge.runtime.sampling import (
-    DEFAULT_TOP_P,
-    Sampler,
-    SamplingSettings,
+from gpt2_edge.runtime.filters import (
     _cumsum_search,
     apply_min_p,
-    apply_no_repeat_ngram,
-    apply_presence_frequency_penalty,
-    apply_repetition_penalty,
     apply_temperature,
     apply_top_k,
     apply_top_p,
-    banned_ngram_tokens,
     sample_categorical,
 )
+from gpt2_edge.runtime.penalties import (
+    apply_no_repeat_ngram,
+    apply_presence_frequency_penalty,
+    apply_repetition_penalty,
+    banned_ngram_tokens,
+)
+from gpt2_edge.runtime.sampling import Sampler
+from gpt2_edge.runtime.settings import DEFAULT_TOP_P, SamplingSettings
 
 NEG_INF = -np.inf
 
@@ -187,7 +188,7 @@ def test_cumsum_search_matches_cumsum_across_blocks() -> None:
 def test_greedy_without_penalties_is_bare_argmax() -> None:
     x = np.array([[0.1, 3.0, 2.0], [5.0, -1.0, 4.9]], dtype=np.float32)
     sampler = Sampler(SamplingSettings(temperature=0.0, top_k=1, top_p=0.5))
-    assert sampler._processors == []  # filters cannot change an argmax: none run
+    assert sampler.bare_argmax  # filters cannot change an argmax: none run
     tokens = sampler(x, [EMPTY, EMPTY], [EMPTY, EMPTY])
     assert tokens.dtype == np.int64 and tokens.tolist() == [1, 0]
 

@@ -1,0 +1,109 @@
+"""Prompts to token ids: type checks, the start token for an empty prompt, and the context bound."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .errors import EdgeError
+from .tokenizer import Tokenizer
+
+
+def prompt_list(prompts: object) -> list[str]:
+    """A non-empty list (or tuple) of strings, as a list; EdgeError otherwise."""
+    if isinstance(prompts, (list, tuple)) and prompts:
+        for index, item in enumerate(prompts):
+            if not isinstance(item, str):
+                raise EdgeError(
+                    f"Every prompt must be a string, but item {index} is a {type(item).__name__}."
+                )
+        return list(prompts)
+    shown = "an empty list" if isinstance(prompts, (list, tuple)) else type(prompts).__name__
+    raise EdgeError(f"Prompts must be a non-empty list of strings, got {shown}.")
+
+
+class PromptFitter:
+    """Encodes prompts and fits them to the model's context.
+
+    Args:
+        tokenizer: the bundle's tokenizer.
+        context: the model's context length.
+        bos_id: the start token, fed for an empty prompt (None: an empty prompt is an error).
+    """
+
+    def __init__(self, tokenizer: Tokenizer, context: int, bos_id: int | None):
+        self.tokenizer, self.context, self.bos_id = tokenizer, context, bos_id
+
+    @property
+    def max_chars(self) -> int | None:
+        """Characters beyond which a prompt surely holds more tokens than the context.
+
+        ``context * Tokenizer.max_token_chars`` (131,072 for GPT-2 at 1,024 tokens); None when
+        the tokenizer gives no such bound. A longer prompt is refused (or, with
+        ``truncate="left"``, cut to that many last characters) before it is tokenized, so a huge
+        prompt costs no more time or memory than one that fills the context.
+        """
+        per_token = self.tokenizer.max_token_chars
+        return None if per_token is None else self.context * per_token
+
+    def encode(self, prompt: str) -> np.ndarray:
+        """Prompt token ids; an empty prompt becomes the start token, as GPT-2 was trained."""
+        if not isinstance(prompt, str):
+            raise EdgeError(f"A prompt must be a string, got {type(prompt).__name__}.")
+        ids = self.tokenizer.encode(prompt)
+        if ids.size:
+            return ids
+        if self.bos_id is None:
+            raise EdgeError("The prompt is empty and the bundle names no start token to use.")
+        return np.array([self.bos_id], dtype=np.int64)
+
+    def ids(self, prompt: str, truncate: str | None) -> np.ndarray:
+        """The prompt's token ids, fitted to the context by :meth:`fit`.
+
+        A prompt longer than :attr:`max_chars` is refused without tokenizing it, or with
+        ``truncate="left"`` only its tail (:meth:`Tokenizer.tail`) is tokenized and the tail's
+        first token, which the cut may have split, is dropped.
+        """
+        limit = self.max_chars
+        if limit is None or len(prompt) <= limit:
+            return self.fit(self.encode(prompt), truncate)
+        if truncate is None:
+            raise EdgeError(
+                f"The prompt is {len(prompt):,} characters long, more than the model's context "
+                f"of {self.context} tokens can hold (at most {self.context - 1} fit); shorten it "
+                "or truncate it from the left."
+            )
+        return self.fit(self.encode(self.tokenizer.tail(prompt, limit))[1:], truncate)
+
+    def fit(self, ids: np.ndarray, truncate: str | None) -> np.ndarray:
+        """Apply the context bound to prompt ids: keep them, keep the last ones, or refuse.
+
+        A prompt keeps at most ``context - 1`` tokens, so that one new token fits; with
+        ``truncate="left"`` only the oldest tokens beyond that are dropped. A prompt that fits is
+        never cut to make room for new tokens: the budget shrinks instead, and generation ends
+        with finish reason ``context``.
+        """
+        keep = max(self.context - 1, 1)
+        if ids.size <= keep:
+            return ids
+        if truncate == "left":
+            return ids[ids.size - keep :]
+        raise EdgeError(
+            f"The prompt is {ids.size} tokens long but the model's context is {self.context}, "
+            f"so at most {keep} fit; shorten it or truncate it from the left."
+        )
+
+    def score_row(self, text: str, context: str | None) -> tuple[np.ndarray, np.ndarray]:
+        """(context ids, text ids) to score: the start token stands for no context."""
+        if not isinstance(text, str):
+            raise EdgeError(f"A text to score must be a string, got {type(text).__name__}.")
+        target = self.tokenizer.encode(text)
+        if not target.size:
+            raise EdgeError("Nothing to score: the text is empty.")
+        before = self.encode(context if context is not None else "")
+        total = before.size + target.size
+        if total > self.context:
+            raise EdgeError(
+                f"Context and text are {total} tokens long but the model's context is "
+                f"{self.context}; score a shorter text."
+            )
+        return before, target

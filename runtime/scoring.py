@@ -1,0 +1,109 @@
+"""Log-probabilities: of generated tokens (``logprobs=K``) and of given text (scoring).
+
+Both report the log-softmax of the raw logits, before penalties and temperature, as OpenAI's API
+does, so that they measure the model rather than the sampler. Scoring runs the graph once per
+batch of texts from scratch (:meth:`.session.Session.logits`) and asks for logits only at the
+scored positions: on a fused graph the LM head (a third of GPT-2 124M's weights) runs for those
+positions alone.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from .filters import log_softmax
+from .results import ScoreResult, TokenLogprob, TopLogprob
+from .session import Session
+from .tokenizer import Tokenizer
+
+# Logits one scoring call may hold (rows x scored positions x vocabulary, float32): 256 MiB.
+SCORE_LOGITS_BUDGET = 1 << 26
+
+
+def token_logprobs(
+    logits: np.ndarray, tokens: Sequence[int], top: int, tokenizer: Tokenizer
+) -> list[TokenLogprob]:
+    """Each token's log-probability under its row of raw logits, and the ``top`` likeliest.
+
+    Args:
+        logits: (N, V) raw logits, row j predicting ``tokens[j]``.
+        tokens: N token ids.
+        top: alternatives per token (0 for none).
+        tokenizer: for the tokens' text.
+    """
+    logp = log_softmax(logits)  # (N, V)
+    out = []
+    for row, token in zip(logp, tokens, strict=True):
+        best: tuple[TopLogprob, ...] = ()
+        if top:
+            ids = np.argpartition(row, row.size - top)[-top:]
+            ids = ids[np.argsort(-row[ids], kind="stable")]
+            best = tuple(TopLogprob(int(i), tokenizer.decode([int(i)]), float(row[i])) for i in ids)
+        out.append(
+            TokenLogprob(int(token), tokenizer.decode([int(token)]), float(row[token]), best)
+        )
+    return out
+
+
+def score_ids(
+    session: Session,
+    rows: Sequence[tuple[np.ndarray, np.ndarray]],
+    top: int,
+    tokenizer: Tokenizer,
+    pad_id: int,
+) -> list[ScoreResult]:
+    """Score each ``(context, target)`` pair of id arrays: ``log p(target | context)`` per token.
+
+    Args:
+        session: the model.
+        rows: per text, its context (at least one token) and the tokens to score (at least one);
+            together within the model's context.
+        top: alternatives per scored token.
+        tokenizer: for the tokens' text.
+        pad_id: id written into right padding (never attended).
+    """
+    results: list[ScoreResult] = []
+    vocab = session.arch.vocab_size
+    start = 0
+    while start < len(rows):
+        stop = start + 1
+        widest = len(rows[start][1])
+        while stop < len(rows):
+            wider = max(widest, len(rows[stop][1]))
+            if (stop + 1 - start) * wider * vocab > SCORE_LOGITS_BUDGET:
+                break
+            widest, stop = wider, stop + 1
+        results.extend(_score_batch(session, rows[start:stop], top, tokenizer, pad_id))
+        start = stop
+    return results
+
+
+def _score_batch(
+    session: Session,
+    rows: Sequence[tuple[np.ndarray, np.ndarray]],
+    top: int,
+    tokenizer: Tokenizer,
+    pad_id: int,
+) -> list[ScoreResult]:
+    """One call for ``rows``: right-padded, logits only where a target is predicted."""
+    full = [np.concatenate([c, t]).astype(np.int64) for c, t in rows]
+    lengths = np.array([f.size for f in full], dtype=np.int64)
+    ids = np.full((len(full), int(lengths.max())), pad_id, dtype=np.int64)  # (B, T)
+    scored = max(t.size for _, t in rows)
+    positions = np.zeros((len(full), scored), dtype=np.int64)  # (B, K)
+    for row, (f, (context, _)) in enumerate(zip(full, rows, strict=True)):
+        ids[row, : f.size] = f
+        # Position i predicts token i + 1: the targets are predicted from the context's last
+        # token on. Short rows repeat their last position (computed, then ignored).
+        wanted = np.arange(context.size - 1, f.size - 1)
+        positions[row] = np.concatenate([wanted, np.full(scored - wanted.size, wanted[-1])])
+    logits = session.logits(ids, lengths, positions)  # (B, K, V)
+    results = []
+    for row, (context, target) in enumerate(rows):
+        mine = logits[row, : target.size]  # (k, V)
+        greedy = bool(np.array_equal(np.argmax(mine, axis=-1), target))
+        logprobs = token_logprobs(mine, target.tolist(), top, tokenizer)
+        results.append(ScoreResult(target.tolist(), logprobs, int(context.size), greedy))
+    return results
