@@ -127,21 +127,22 @@ def compare_on_ids(
 
 
 def greedy_tokens(session: Session, prompt_ids: list[int], new_tokens: int) -> list[int]:
-    """Greedy decoding with the KV cache, batch 1: prefill once, then one token per step."""
-    ids = np.asarray([prompt_ids], dtype=np.int64)  # (1, T)
-    past = session.empty_past(1)
+    """Greedy decoding with the KV cache, batch 1, through the runtime's own decoder (the path a
+    user's ``generate`` takes: prefill once, then one token per step)."""
+    from gpt2_edge.runtime.decoder import open_decoder
+    from gpt2_edge.runtime.sampling import Sampler
+    from gpt2_edge.runtime.settings import SamplingSettings
+    from gpt2_edge.runtime.steps import TokenSteps
+
+    decoder = open_decoder(session, pad_id=0, capacity=len(prompt_ids) + new_tokens)
+    greedy = Sampler(SamplingSettings(temperature=0.0))
+    steps = TokenSteps(decoder, greedy, [np.asarray(prompt_ids, np.int64)], [new_tokens])
     out: list[int] = []
-    pos = 0
-    for _ in range(new_tokens):
-        t = ids.shape[1]
-        mask = np.ones((1, pos + t), dtype=np.int64)  # (1, past_len + T)
-        positions = np.arange(pos, pos + t, dtype=np.int64)[None, :]  # (1, T)
-        logits, past = session.forward(ids, mask, positions, past)
-        nxt = int(np.argmax(logits[0, -1]))
-        out.append(nxt)
-        pos += t
-        ids = np.asarray([[nxt]], dtype=np.int64)
-    return out
+    for step in steps:
+        out.extend(step.tokens[0])
+        if len(out) >= new_tokens:
+            break
+    return out[:new_tokens]
 
 
 def greedy_agreement(
