@@ -13,9 +13,11 @@ from pathlib import Path
 from typing import Any
 
 from gpt2_edge.runtime.bundle import MODEL_FILE, TOKENIZER_FILE, Manifest, file_entry
+from gpt2_edge.runtime.bundle import read_json_object
 from gpt2_edge.runtime.derive import derive_manifest
 
 from .errors import ExportError
+from .genai_config import GENAI_FILES
 from .onnx_files import data_path
 
 LIBRARIES = (
@@ -80,9 +82,9 @@ def _layer_pattern(names: list[str], kind: str, layers: int, prefix: str) -> str
 
 
 def bundle_files(folder: Path, hashes: bool = True) -> dict[str, dict[str, Any]]:
-    """Size and (with ``hashes``) SHA-256 of every file the runtime needs, external data included
-    when present."""
-    names = [MODEL_FILE, data_path(Path(MODEL_FILE)).name, TOKENIZER_FILE]
+    """Size and (with ``hashes``) SHA-256 of every bundle file present: the ones the runtime
+    needs, external data included, and onnxruntime-genai's two configs."""
+    names = [MODEL_FILE, data_path(Path(MODEL_FILE)).name, TOKENIZER_FILE, *GENAI_FILES]
     paths = [folder / name for name in names if (folder / name).is_file()]
     if hashes:
         return {p.name: file_entry(p) for p in paths}
@@ -103,8 +105,8 @@ def build_manifest(
     Architecture, special ids and generation defaults come from the runtime's
     ``derive_manifest``, the one derivation an Optimum folder gets too; the tensor names and the
     KV type are read from the graph. ``config`` is the checkpoint's config.json, already read.
-    ``hashes``: record each file's SHA-256 (off for the quality gate's fp32 reference, which is
-    opened without checking them and then deleted).
+    ``hashes``: record each file's SHA-256 (off when more files are still to be written and
+    the list is made again at the end).
     """
     from tokenizers import Tokenizer
 
@@ -121,4 +123,21 @@ def build_manifest(
         precision=precision,
     )
     manifest.files = bundle_files(folder, hashes)
+    return manifest
+
+
+def graph_manifest(model_path: Path, checkpoint: Path, graph: dict[str, Any]) -> Manifest:
+    """A float32 manifest for a graph file that is not (yet) a bundle, to open it with the
+    runtime: the checkpoint's config and the graph's own tensor names, no files."""
+    inputs, outputs = graph_io(model_path)
+    config = read_json_object(checkpoint / "config.json")
+    io = io_names(list(inputs), outputs, int(config["n_layer"]))
+    manifest = derive_manifest(
+        checkpoint,
+        name=model_path.parent.name,
+        source={"model": str(checkpoint)},
+        io=io,
+        kv_dtype=_ELEM_TYPES.get(inputs.get(io["past_key"] % 0, 1), "float32"),
+    )
+    manifest.graph = dict(graph)
     return manifest

@@ -2,7 +2,8 @@
 
 resolve -> Optimum's ONNX graph -> the fused graph (parity-checked) -> the precision recipe ->
 place model.onnx -> tokenizer.json -> verify against transformers -> quality gate against fp32 ->
-bundle.json (written once, then opened as a user would) -> atomic rename into place.
+genai_config.json (for onnxruntime-genai) -> bundle.json (written once, listing every file, then
+opened as a user would) -> atomic rename into place.
 
 Everything is written into a hidden folder beside the output (see ``staging.py``), so the output
 path holds either a complete, verified bundle or nothing.
@@ -14,12 +15,19 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from gpt2_edge.runtime.bundle import MODEL_FILE, TOKENIZER_FILE, Bundle, Manifest, load_bundle
-from gpt2_edge.runtime.bundle import write_manifest
+from gpt2_edge.runtime.bundle import (
+    MODEL_FILE,
+    TOKENIZER_FILE,
+    Bundle,
+    Manifest,
+    load_bundle,
+    write_manifest,
+)
 from gpt2_edge.runtime.precision import FLOAT32
 
+from .genai_config import write_genai_files
 from .graphs import OPTIMUM_GRAPH
-from .manifest import build_manifest
+from .manifest import build_manifest, bundle_files
 from .onnx_files import place_model
 from .plan import DEFAULT_MODEL, ExportPlan, default_output, make_plan
 from .progress import Steps
@@ -94,14 +102,23 @@ def _build(plan: ExportPlan, source: Source, folder: Path, steps: Steps) -> None
     with steps.step("Write tokenizer.json"):
         write_tokenizer(source.path, folder / TOKENIZER_FILE)
     manifest = build_manifest(
-        folder, plan.output.name, source.config, source.path, precision.to_json(), source.describe()
+        folder,
+        plan.output.name,
+        source.config,
+        source.path,
+        precision.to_json(),
+        source.describe(),
+        hashes=False,  # every file is hashed once, when the last one is written
     )
     manifest.graph = graph
     if plan.verify:
         manifest.verification = _verify(plan, source, Bundle(folder, manifest), fp32, steps)
     else:
         manifest.verification = {"skipped": True}
+    with steps.step("Write genai_config.json (onnxruntime-genai)"):
+        write_genai_files(folder, manifest)
     with steps.step("Write bundle.json"):
+        manifest.files = bundle_files(folder)
         write_manifest(folder, manifest)
         load_bundle(folder, check_hashes=True)  # the bundle as written opens, files and all
     shutil.rmtree(work)  # the fp32 graph is not part of a reduced-precision bundle

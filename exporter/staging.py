@@ -56,6 +56,7 @@ _WRITE_FAILURE_MODULES = ("google.protobuf", "onnx", "onnxruntime")
 # What a bundle folder may hold: bundle files, and what an interrupted export leaves inside it.
 BUNDLE_FILES = frozenset(
     {MODEL_FILE, MODEL_FILE + ".data", TOKENIZER_FILE, MANIFEST, "genai_config.json"}
+    | {"tokenizer_config.json"}  # onnxruntime-genai's tokenizer reads it (genai_config.py)
 )
 STAGING_LEFTOVERS = frozenset({".work"})
 NAMED_AT_MOST = 5  # unexpected files named in a refusal

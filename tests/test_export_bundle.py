@@ -49,8 +49,10 @@ def manifest_of(folder: Path) -> dict:
 def test_fp32_bundle_files(fp32_bundle: Path) -> None:
     assert sorted(p.name for p in fp32_bundle.iterdir()) == [
         "bundle.json",
+        "genai_config.json",
         "model.onnx",
         "tokenizer.json",
+        "tokenizer_config.json",
     ]
     assert oct(fp32_bundle.stat().st_mode & 0o777) != oct(0o700)  # not left private by mkdtemp
 
@@ -81,7 +83,12 @@ def test_fp32_manifest(fp32_bundle: Path, tiny_checkpoint: Path) -> None:
             "size": (fp32_bundle / name).stat().st_size,
             "sha256": sha256_of(fp32_bundle / name),
         }
-    assert set(m["files"]) == {"model.onnx", "tokenizer.json"}
+    assert set(m["files"]) == {
+        "model.onnx",
+        "tokenizer.json",
+        "genai_config.json",
+        "tokenizer_config.json",
+    }
     assert m["source"]["model"] == str(tiny_checkpoint)
     assert {"torch", "transformers", "optimum", "onnxruntime"} <= set(m["source"]["libraries"])
     v = m["verification"]
@@ -121,8 +128,10 @@ def test_int8_bundle(int8_bundle: Path, fp32_bundle: Path) -> None:
 
     assert sorted(p.name for p in int8_bundle.iterdir()) == [
         "bundle.json",
+        "genai_config.json",
         "model.onnx",
         "tokenizer.json",
+        "tokenizer_config.json",
     ]
     ratio = (int8_bundle / "model.onnx").stat().st_size / (
         fp32_bundle / "model.onnx"
@@ -215,7 +224,13 @@ def test_external_data_export_int8(tiny_checkpoint: Path, tmp_path: Path, monkey
     monkeypatch.setattr(onnx_files, "EXTERNAL_DATA_THRESHOLD", 1_000_000)
     out = export_bundle(str(tiny_checkpoint), tmp_path / "ext", quantize=True, progress=False)
     files = manifest_of(out)["files"]
-    assert set(files) == {"model.onnx", "model.onnx.data", "tokenizer.json"}
+    assert set(files) == {
+        "model.onnx",
+        "model.onnx.data",
+        "tokenizer.json",
+        "genai_config.json",
+        "tokenizer_config.json",
+    }
     assert files["model.onnx.data"]["size"] > files["model.onnx"]["size"]
     assert sorted(p.name for p in out.iterdir()) == sorted([*files, "bundle.json"])
     assert manifest_of(out)["verification"]["top1_agreement"] >= 0.8

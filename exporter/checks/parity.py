@@ -1,64 +1,49 @@
-"""Parity: two graphs of the same model run on one random prompt plus decode steps, compared."""
+"""Parity: two graphs of the same model, run through the runtime on one random prompt plus
+greedy decode steps, compared.
+
+Both graphs are opened as the runtime opens a bundle (``graph_session``), so the check runs the
+paths users run: the forward from scratch (``Session.logits``) over the prompt, then the runtime's
+decoder for each cached step (the fused graph's shared buffers, Optimum's growing past).
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+from gpt2_edge.runtime.session import Session
+
+
+def graph_session(model_path: Path, checkpoint: Path, graph: dict[str, Any]) -> Session:
+    """The fp32 graph at ``model_path`` as a runtime Session, described in memory (no bundle.json:
+    the manifest is derived from the checkpoint's config and the graph's tensor names)."""
+    from gpt2_edge.runtime.bundle import Bundle
+
+    from ..manifest import graph_manifest
+
+    manifest = graph_manifest(model_path, checkpoint, graph)
+    return Session(Bundle(model_path.parent, manifest), provider="cpu")
 
 
 def parity(
-    reference: str | Path,
-    candidate: str | Path,
-    n_layer: int,
-    n_head: int,
-    head_size: int,
-    prompt_len: int = 16,
-    steps: int = 4,
-    vocab: int = 50257,
-    seed: int = 0,
+    reference: Session, candidate: Session, prompt_len: int = 16, steps: int = 4, seed: int = 0
 ) -> dict[str, float]:
-    """Run both graphs on the same random prompt + ``steps`` decode steps (growing past tensors).
-
-    Returns the max |logit difference| over all positions and whether greedy picks agree.
-    """
-    import onnxruntime as ort
+    """The max |logit difference| over the prompt and ``steps`` greedy steps (the reference's
+    picks fed to both), and the share of steps whose greedy picks agree."""
+    from gpt2_edge.runtime.decoder import open_decoder
 
     rng = np.random.default_rng(seed)
-    opts = ort.SessionOptions()
-    opts.log_severity_level = 3
-    sessions = [
-        ort.InferenceSession(str(p), opts, providers=["CPUExecutionProvider"])
-        for p in (reference, candidate)
-    ]
-    ids = rng.integers(0, vocab, size=(1, prompt_len), dtype=np.int64)
-    empty = np.zeros((1, n_head, 0, head_size), np.float32)
-    pasts = [[empty] * (2 * n_layer) for _ in sessions]
-    input_names = [{i.name for i in sess.get_inputs()} for sess in sessions]
-    max_diff, agree, total = 0.0, 0, 0
-    pos = 0
+    ids = rng.integers(0, reference.arch.vocab_size, size=prompt_len, dtype=np.int64)
+    full = [s.logits(ids[None, :])[0] for s in (reference, candidate)]  # (T, V) each
+    max_diff = float(np.abs(full[0] - full[1]).max())
+    decoders = [open_decoder(s, 0, prompt_len + steps + 1) for s in (reference, candidate)]
+    last = [d.prefill([ids])[0] for d in decoders]  # (V,) each
+    agree = 0
     for _ in range(steps + 1):
-        s = ids.shape[1]
-        feeds = {
-            "input_ids": ids,
-            "attention_mask": np.ones((1, pos + s), np.int64),
-            "position_ids": np.arange(pos, pos + s, dtype=np.int64)[None],
-        }
-        logits = []
-        for k, sess in enumerate(sessions):
-            f = {n: v for n, v in feeds.items() if n in input_names[k]}
-            if "logits_index" in input_names[k]:
-                f["logits_index"] = np.arange(s, dtype=np.int64)[None]
-            for i in range(n_layer):
-                f[f"past_key_values.{i}.key"] = pasts[k][2 * i]
-                f[f"past_key_values.{i}.value"] = pasts[k][2 * i + 1]
-            out = sess.run(None, f)
-            logits.append(out[0])
-            pasts[k] = out[1:]
-        max_diff = max(max_diff, float(np.abs(logits[0] - logits[1]).max()))
-        a, b = logits[0][:, -1].argmax(-1), logits[1][:, -1].argmax(-1)
-        agree += int((a == b).sum())
-        total += a.size
-        pos += s
-        ids = a[:, None].astype(np.int64)
-    return {"max_abs_logit_diff": max_diff, "greedy_agreement": agree / total}
+        max_diff = max(max_diff, float(np.abs(last[0] - last[1]).max()))
+        picks = [int(np.argmax(x)) for x in last]
+        agree += picks[0] == picks[1]
+        step = np.array([[picks[0]]], dtype=np.int64)  # (1, 1)
+        last = [d.decode(step)[0, -1].copy() for d in decoders]
+    return {"max_abs_logit_diff": max_diff, "greedy_agreement": agree / (steps + 1)}
