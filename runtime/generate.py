@@ -140,7 +140,11 @@ def stream_generate(
 
 
 def _result(
-    row: RowState, reason: FinishReason, prefill_ms: float, decode_ms: float, report: Logprobs | None
+    row: RowState,
+    reason: FinishReason,
+    prefill_ms: float,
+    decode_ms: float,
+    report: Logprobs | None,
 ) -> GenerationResult:
     timings = Timings(prefill_ms, decode_ms, len(row.tokens) - 1)
     logprobs = list(row.logprobs) if report is not None else None

@@ -18,8 +18,8 @@ from .decoder import Decoder
 from .draft import DRAFT_TOKENS, accept_greedy, accept_sampled, next_limit, pad_drafts, propose
 from .results import TokenLogprob
 from .sampling import Sampler, sequence_rng
-from .settings import SamplingSettings
 from .scoring import token_logprobs
+from .settings import SamplingSettings
 from .tokenizer import Tokenizer
 
 
@@ -218,9 +218,7 @@ class TokenSteps:
         ]
         return drafts if any(d.size for d in drafts) else None
 
-    def _verify(
-        self, drafts: list[np.ndarray]
-    ) -> tuple[list[list[int]], list[np.ndarray | None]]:
+    def _verify(self, drafts: list[np.ndarray]) -> tuple[list[list[int]], list[np.ndarray | None]]:
         """Feed each row's last token and proposals at once; keep what the sampler agrees with."""
         fed = pad_drafts(drafts, self._last)  # (B, 1 + K)
         logits = self._decoder.decode(fed)  # (B, 1 + K, V)
@@ -238,7 +236,9 @@ class TokenSteps:
         self._decoder.rollback(rejected)
         self._draft_limit = next_limit(self._draft_limit, not any(rejected))
         raw = self._reported(logits)
-        return tokens, [None if r is None else r[: len(new)] for r, new in zip(raw, tokens)]
+        return tokens, [
+            None if r is None else r[: len(new)] for r, new in zip(raw, tokens, strict=True)
+        ]
 
     def _position(
         self, row: int, logits: np.ndarray, proposals: np.ndarray

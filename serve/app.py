@@ -1,0 +1,258 @@
+"""The ASGI app: OpenAI's routes, the page, health, metrics and tokenizer routes, the API key
+check and CORS, and every error in OpenAI's shape.
+
+Middleware, outermost first: request counting (so that every answer counts), CORS (so that a
+preflight is answered before the key check, and errors carry CORS headers), the key check.
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+from contextlib import asynccontextmanager
+from importlib import resources
+from typing import Any
+
+from gpt2_edge.runtime.errors import EdgeError
+from gpt2_edge.runtime.generate import Generator
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.middleware.cors import CORSMiddleware
+from starlette.requests import ClientDisconnect, Request
+from starlette.responses import HTMLResponse, JSONResponse, Response
+from starlette.routing import Route
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from .chat import transcript
+from .config import ServeConfig
+from .errors import ApiError, error_body
+from .generation import Generation
+from .metrics import Metrics, RequestCounter
+from .protocol import chat_request, completion_request, parse_json
+from .scheduler import Scheduler
+
+log = logging.getLogger("gpt2_edge.serve")
+PUBLIC_PATHS = frozenset({"/", "/health"})  # no key needed: the page asks for it, probes don't
+# The page loads nothing from elsewhere; the policy makes the browser hold it to that.
+PAGE_POLICY = "default-src 'self'; script-src 'unsafe-inline'; style-src 'unsafe-inline'"
+
+
+class KeyCheck:
+    """ASGI middleware: every non-public route needs ``Authorization: Bearer <key>``; a CORS
+    preflight (``OPTIONS``) never does."""
+
+    def __init__(self, app: ASGIApp, key: str):
+        self.app, self.key = app, key.encode()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if (
+            scope["type"] == "http"
+            and scope["method"] != "OPTIONS"
+            and scope["path"] not in PUBLIC_PATHS
+            and not self._allowed(dict(scope["headers"]).get(b"authorization", b""))
+        ):
+            error = ApiError(
+                401,
+                "A valid API key is needed: send 'Authorization: Bearer <key>'.",
+                code="invalid_api_key",
+                headers={"WWW-Authenticate": "Bearer"},
+            )
+            await error.response()(scope, receive, send)
+            return
+        await self.app(scope, receive, send)
+
+    def _allowed(self, header: bytes) -> bool:
+        scheme, _, given = header.partition(b" ")
+        return scheme.lower() == b"bearer" and hmac.compare_digest(given.strip(), self.key)
+
+
+class Api:
+    """The route handlers, around one model, one scheduler and one configuration."""
+
+    def __init__(self, gen: Generator, config: ServeConfig, metrics: Metrics):
+        self.gen, self.config, self.metrics = gen, config, metrics
+        self.scheduler = Scheduler(
+            gen, config.max_batch, config.max_queue, metrics, config.stall_timeout
+        )
+        self.generation = Generation(gen, self.scheduler, config)
+
+    async def body(self, request: Request) -> dict[str, Any]:
+        """The request's JSON object, read up to the size limit (a 413 beyond it)."""
+        limit = self.config.max_body_bytes
+        too_big = ApiError(
+            413, f"The request body is larger than {limit:,} bytes.", code="request_too_large"
+        )
+        length = request.headers.get("content-length", "")
+        if length.isdigit() and int(length) > limit:
+            raise too_big
+        data = bytearray()
+        try:
+            async for chunk in request.stream():
+                data += chunk
+                if len(data) > limit:
+                    raise too_big
+        except ClientDisconnect:  # nobody will read the answer; no traceback for it
+            raise ApiError(400, "The client left before sending the whole body.") from None
+        body = parse_json(bytes(data))
+        model = body.get("model")
+        if model is not None and not isinstance(model, str):
+            raise ApiError(400, "model must be a string.", "model")
+        if model is not None and model != self.config.model_id:
+            raise self.unknown_model(model)
+        return body
+
+    def unknown_model(self, model: str) -> ApiError:
+        return ApiError(
+            404,
+            f"The model {model[:100]!r} does not exist; this server serves "
+            f"{self.config.model_id!r}.",
+            "model",
+            "model_not_found",
+        )
+
+    async def completions(self, request: Request) -> Response:
+        body = await self.body(request)
+        req = await run_in_threadpool(completion_request, body, self.gen, self.config.max_batch)
+        return await self.generation.answer(request, req)
+
+    async def chat(self, request: Request) -> Response:
+        body = await self.body(request)
+        req = await run_in_threadpool(chat_request, body, self.gen, self.config.max_batch)
+        return await self.generation.answer(request, req)
+
+    async def models(self, request: Request) -> Response:
+        return JSONResponse({"object": "list", "data": [self._model()]})
+
+    async def model(self, request: Request) -> Response:
+        name = request.path_params["model"]
+        if name != self.config.model_id:
+            raise self.unknown_model(name)
+        return JSONResponse(self._model())
+
+    def _model(self) -> dict[str, Any]:
+        return {
+            "id": self.config.model_id,
+            "object": "model",
+            "created": 0,
+            "owned_by": "gpt2-edge",
+            "max_model_len": self.gen.context_length,
+        }
+
+    async def health(self, request: Request) -> Response:
+        if self.scheduler.alive:
+            return JSONResponse({"status": "ok"})
+        return JSONResponse({"status": "unavailable"}, status_code=503)
+
+    async def metrics_text(self, request: Request) -> Response:
+        return Response(self.metrics.text(), media_type="text/plain; version=0.0.4")
+
+    async def tokenize(self, request: Request) -> Response:
+        """``{"prompt": text}`` or ``{"messages": [...]}`` (the chat template) to token ids."""
+        body = await self.body(request)
+        text = transcript(body["messages"]) if "messages" in body else body.get("prompt")
+        if not isinstance(text, str):
+            raise ApiError(400, "prompt must be a string (or give messages).", "prompt")
+        try:
+            ids = await run_in_threadpool(self.gen.tokenizer.encode, text)
+        except EdgeError as exc:
+            raise ApiError(400, str(exc), "prompt") from None
+        tokens = ids.tolist()
+        return JSONResponse(
+            {"tokens": tokens, "count": len(tokens), "max_model_len": self.gen.context_length}
+        )
+
+    async def detokenize(self, request: Request) -> Response:
+        """``{"tokens": [ids]}`` to ``{"prompt": text}``."""
+        body = await self.body(request)
+        tokens, vocab = body.get("tokens"), self.gen.session.arch.vocab_size
+        if not isinstance(tokens, list) or not all(
+            isinstance(t, int) and not isinstance(t, bool) and 0 <= t < vocab for t in tokens
+        ):
+            raise ApiError(
+                400, f"tokens must be a list of token ids from 0 to {vocab - 1}.", "tokens"
+            )
+        return JSONResponse({"prompt": self.gen.tokenizer.decode(tokens)})
+
+    async def page(self, request: Request) -> Response:
+        html = resources.files(__package__).joinpath("static/index.html").read_text("utf-8")
+        return HTMLResponse(html, headers={"Content-Security-Policy": PAGE_POLICY})
+
+
+async def _api_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, ApiError)
+    return exc.response()
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    message = {
+        404: f"There is no route {request.url.path[:200]!r}.",
+        405: f"{request.url.path[:200]!r} does not take {request.method}.",
+    }.get(exc.status_code, str(exc.detail))
+    return JSONResponse(
+        error_body(exc.status_code, message), status_code=exc.status_code, headers=exc.headers
+    )
+
+
+async def _bug(request: Request, exc: Exception) -> Response:
+    return JSONResponse(error_body(500, "The server failed on this request."), status_code=500)
+
+
+def create_app(gen: Generator, config: ServeConfig) -> Starlette:
+    """The server for one loaded model; its scheduler runs while the app's lifespan does.
+
+    Args:
+        gen: the model, loaded once.
+        config: the server's settings.
+    """
+    metrics = Metrics()
+    api = Api(gen, config, metrics)
+    routes = [
+        Route("/", api.page),
+        Route("/health", api.health),
+        Route("/metrics", api.metrics_text),
+        Route("/v1/models", api.models),
+        Route("/v1/models/{model:path}", api.model),
+        Route("/v1/completions", api.completions, methods=["POST"]),
+        Route("/v1/chat/completions", api.chat, methods=["POST"]),
+        Route("/tokenize", api.tokenize, methods=["POST"]),
+        Route("/detokenize", api.detokenize, methods=["POST"]),
+    ]
+    fixed = frozenset(r.path for r in routes if "{" not in r.path)
+
+    def label(path: str) -> str:
+        if path in fixed:
+            return path
+        return "/v1/models/{model}" if path.startswith("/v1/models/") else "other"
+
+    middleware = [Middleware(RequestCounter, metrics=metrics, label=label)]
+    if config.cors_origins:
+        middleware.append(
+            Middleware(
+                CORSMiddleware,
+                allow_origins=list(config.cors_origins),
+                allow_methods=["GET", "POST"],
+                allow_headers=["Authorization", "Content-Type"],
+            )
+        )
+    if config.api_key:
+        middleware.append(Middleware(KeyCheck, key=config.api_key))
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette):  # type: ignore[no-untyped-def]
+        api.scheduler.start()
+        try:
+            yield
+        finally:
+            await run_in_threadpool(api.scheduler.stop)
+
+    app = Starlette(
+        routes=routes,
+        middleware=middleware,
+        exception_handlers={ApiError: _api_error, HTTPException: _http_error, Exception: _bug},
+        lifespan=lifespan,
+    )
+    app.state.api = api
+    return app

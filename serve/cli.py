@@ -1,0 +1,171 @@
+"""``gpt2-serve``: parse the flags, load the bundle once, bind, and serve until Ctrl-C.
+
+User errors (a bad flag value, a bundle that cannot load, a port in use, the serve extra
+missing) are one sentence on stderr and exit code 1, as in the other commands.
+"""
+
+from __future__ import annotations
+
+import sys
+
+try:  # Ctrl-C while the libraries load ends the command as a later one does: 130, no traceback
+    import importlib
+    from pathlib import Path
+    from typing import Annotated
+
+    import typer
+    from gpt2_edge.runtime.api import DEFAULT_PROVIDER, load
+    from gpt2_edge.runtime.cli_errors import VERSION_HELP, EdgeCommand, show_version, user_errors
+    from gpt2_edge.runtime.errors import EdgeError
+    from gpt2_edge.runtime.models_dir import MODELS_DIR, choice_notice, default_model, named_model
+    from gpt2_edge.runtime.session import resolve_provider
+    from gpt2_edge.runtime.settings import check_threads
+
+    from .config import DEFAULT_HOST, DEFAULT_MAX_BATCH, DEFAULT_MAX_QUEUE, DEFAULT_PORT
+except KeyboardInterrupt:
+    sys.stderr.write("\n")
+    raise SystemExit(130) from None
+
+MAX_BATCH_LIMIT = 256  # rows; each holds a KV cache of up to the whole context
+SERVE_MODULES = ("starlette", "uvicorn", "prometheus_client")
+
+app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
+
+
+@app.command(cls=EdgeCommand)
+def serve(
+    model: Annotated[
+        Path | None,
+        typer.Option(
+            "--model",
+            "-m",
+            help="Bundle folder, or the name of one in models/ (default: as gpt2-generate).",
+        ),
+    ] = None,
+    host: Annotated[
+        str,
+        typer.Option(
+            help="Address to listen on; one that other machines can reach prints a warning "
+            "unless --api-key is set."
+        ),
+    ] = DEFAULT_HOST,
+    port: Annotated[int, typer.Option(help="Port; 0 takes a free one.")] = DEFAULT_PORT,
+    api_key: Annotated[
+        str | None,
+        typer.Option(
+            envvar="GPT2_SERVE_API_KEY",
+            help="Require 'Authorization: Bearer KEY' on the API routes.",
+        ),
+    ] = None,
+    cors_origin: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="Origin allowed to call from a browser (repeat for several); "
+            "CORS is off without it."
+        ),
+    ] = None,
+    max_batch: Annotated[
+        int, typer.Option(help="Most rows (choices of requests) decoded together.")
+    ] = DEFAULT_MAX_BATCH,
+    max_queue: Annotated[
+        int, typer.Option(help="Most requests waiting for a row; more get a 503.")
+    ] = DEFAULT_MAX_QUEUE,
+    threads: Annotated[
+        int | None, typer.Option(help="onnxruntime intra-op threads, 1 to the CPUs available.")
+    ] = None,
+    provider: Annotated[str, typer.Option(help="cpu, cuda or auto.")] = DEFAULT_PROVIDER,
+    version: Annotated[
+        bool, typer.Option("--version", callback=show_version, is_eager=True, help=VERSION_HELP)
+    ] = False,
+) -> None:
+    """Serve a gpt2-edge bundle over OpenAI's API, with a small page at /."""
+    with user_errors():
+        run(
+            model,
+            host,
+            port,
+            api_key,
+            tuple(cors_origins(cors_origin)),
+            max_batch,
+            max_queue,
+            threads,
+            provider,
+        )
+
+
+def cors_origins(values: list[str] | None) -> list[str]:
+    """The ``--cors-origin`` values, each an origin (``scheme://host[:port]``) or ``*``."""
+    origins = values or []
+    for origin in origins:
+        if origin != "*" and (
+            "://" not in origin or origin.endswith("/") or origin.count("/") != 2
+        ):
+            raise EdgeError(
+                f"--cors-origin must be an origin such as http://localhost:3000 (no path), "
+                f"got {origin!r}."
+            )
+    return origins
+
+
+def run(
+    model: Path | None,
+    host: str,
+    port: int,
+    api_key: str | None,
+    cors: tuple[str, ...],
+    max_batch: int,
+    max_queue: int,
+    threads: int | None,
+    provider: str,
+) -> None:
+    """Check the flags, load the bundle, bind and serve."""
+    if not 1 <= max_batch <= MAX_BATCH_LIMIT:
+        raise EdgeError(f"--max-batch must be from 1 to {MAX_BATCH_LIMIT}, got {max_batch}.")
+    if max_queue < 0:
+        raise EdgeError(f"--max-queue must be 0 or more, got {max_queue}.")
+    if not 0 <= port <= 65535:
+        raise EdgeError(f"--port must be from 0 to 65535, got {port}.")
+    if api_key is not None and not api_key.strip():
+        raise EdgeError("--api-key is empty; give a key or leave the flag out.")
+    check_threads(threads)
+    missing = [m for m in SERVE_MODULES if not _importable(m)]
+    if missing:
+        raise EdgeError(
+            f"gpt2-serve needs the serve extra ({', '.join(missing)} missing): "
+            "pip install 'gpt2-edge[serve]'."
+        )
+    from .app import create_app
+    from .config import ServeConfig
+    from .server import bind, exposure_warning, serve, url
+
+    cuda = resolve_provider(provider).name == "cuda"
+    path = named_model(model) if model is not None else default_model(MODELS_DIR, cuda)
+    gen = load(path, provider, threads)
+    notices = [choice_notice(path)] if model is None else []
+    for notice in [*notices, *gen.notices]:
+        if notice:
+            typer.echo(notice, err=True)
+    sock = bind(host, port)
+    warning = exposure_warning(sock, api_key)
+    if warning:
+        typer.echo(warning, err=True)
+    model_id = Path(path).resolve().name
+    config = ServeConfig(model_id, max_batch, max_queue, api_key, cors)
+    typer.echo(
+        f"gpt2-serve: {model_id} on {url(sock)}/ (OpenAI API under /v1, page at /); Ctrl-C stops.",
+        err=True,
+    )
+    serve(create_app(gen, config), sock)
+
+
+def _importable(module: str) -> bool:
+    try:
+        importlib.import_module(module)
+    except ImportError:
+        return False
+    return True
+
+
+def main() -> None:
+    """Entry point of ``gpt2-serve``."""
+    app()

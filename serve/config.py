@@ -1,0 +1,41 @@
+"""The server's settings and their defaults, in one place (the CLI's flags map onto them)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PORT = 8000
+# 16 rows reach ~3.5x the tokens/s of one on two cores (benchmarks/bench_serve.py); past that a
+# step's time grows about as fast as its rows.
+DEFAULT_MAX_BATCH = 16
+DEFAULT_MAX_QUEUE = 64
+# A prompt fills GPT-2's context at 131,072 characters, up to 6 bytes each once JSON-escaped.
+DEFAULT_MAX_BODY_BYTES = 4 << 20
+RETRY_AFTER_S = 1  # what a 503 for a full queue tells the client to wait
+# A streamed event unread this long means the client stopped reading: its rows are freed.
+DEFAULT_STALL_TIMEOUT_S = 30.0
+
+
+@dataclass(frozen=True)
+class ServeConfig:
+    """What one server instance runs with.
+
+    Attributes:
+        model_id: the name clients pass as ``model`` (the bundle folder's name).
+        max_batch: most rows decoded together (default 16).
+        max_queue: most requests waiting for rows; more get a 503 (default 64).
+        api_key: when set, every API route needs ``Authorization: Bearer <key>`` (default None).
+        cors_origins: origins allowed to call from a browser; none turns CORS off (default).
+        max_body_bytes: largest request body; more is a 413 (default 4 MiB).
+        stall_timeout: seconds a streamed event may wait unread before the request is dropped
+            (default 30).
+    """
+
+    model_id: str
+    max_batch: int = DEFAULT_MAX_BATCH
+    max_queue: int = DEFAULT_MAX_QUEUE
+    api_key: str | None = None
+    cors_origins: tuple[str, ...] = ()
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+    stall_timeout: float = DEFAULT_STALL_TIMEOUT_S

@@ -1,0 +1,220 @@
+"""Answering a checked completion or chat request: queue it as a job, then stream its events as
+server-sent events or collect them into one response, and free its rows when the client goes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator, Awaitable
+from typing import Any, TypeVar
+
+from gpt2_edge.runtime.generate import Generator, budget
+from gpt2_edge.runtime.sampling import Sampler, sequence_rng
+from gpt2_edge.runtime.steps import Logprobs
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.types import Receive, Scope, Send
+
+from .config import RETRY_AFTER_S, ServeConfig
+from .errors import ApiError, error_body
+from .jobs import Failed, Job, Piece, RowSpec, Scored
+from .protocol import GenerationRequest
+from .responses import (
+    ChoiceText,
+    Entry,
+    chat_body,
+    chat_chunk,
+    chat_logprobs,
+    completion_body,
+    completion_chunk,
+    completion_logprobs,
+    new_id,
+    usage_chunk,
+)
+from .scheduler import QueueFull, Scheduler, ShuttingDown
+
+T = TypeVar("T")
+SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+
+
+class JobStream(StreamingResponse):
+    """A streamed answer that frees its job's rows however the stream ends (finished, client
+    gone, or the task cancelled)."""
+
+    def __init__(self, content: AsyncIterator[str], job: Job):
+        super().__init__(content, media_type="text/event-stream", headers=SSE_HEADERS)
+        self.job = job
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            self.job.cancel()
+
+
+class Generation:
+    """Runs requests through the scheduler and answers them in OpenAI's format.
+
+    Args:
+        gen: the loaded model.
+        scheduler: the running batch.
+        config: the server's settings.
+    """
+
+    def __init__(self, gen: Generator, scheduler: Scheduler, config: ServeConfig):
+        self.gen, self.scheduler, self.config = gen, scheduler, config
+
+    async def answer(self, request: Request, req: GenerationRequest) -> Response:
+        """Queue ``req`` and answer it (a 503 with ``Retry-After`` when the queue is full)."""
+        job = self._job(req)
+        try:
+            self.scheduler.submit(job)
+        except QueueFull:
+            raise ApiError(
+                503,
+                f"The server is busy: {self.config.max_queue} requests are waiting already; "
+                "retry in a moment.",
+                code="queue_full",
+                headers={"Retry-After": str(RETRY_AFTER_S)},
+            ) from None
+        except ShuttingDown:
+            raise ApiError(503, "The server is shutting down.", code="shutting_down") from None
+        if req.stream:
+            return JobStream(self._stream(job, req), job)
+        try:
+            body = await _unless_disconnected(request.receive, self._collect(job, req))
+        finally:
+            job.cancel()  # frees the rows if the client left or the handler was cancelled
+        return JSONResponse(body) if body is not None else Response(status_code=499)
+
+    def _job(self, req: GenerationRequest) -> Job:
+        gen, options = self.gen, req.options
+        rows = []
+        for prompt in req.prompts:
+            allowed, reason = budget(prompt.size, gen.context_length, options)
+            if req.max_tokens == 0:
+                allowed, reason = 0, "length"
+            for j in range(req.n):  # the runtime's seeds: a choice's sample is its own
+                rows.append(RowSpec(prompt, allowed, reason, sequence_rng(req.sampling.seed, j)))
+        report = None if req.logprobs is None else Logprobs(req.logprobs, gen.tokenizer)
+        eos = None if options.ignore_eos else gen.eos_id
+        score = req.echo and req.logprobs is not None
+        loop = asyncio.get_running_loop()
+        return Job(loop, rows, Sampler(req.sampling), report, options.stop, eos, score, req.stream)
+
+    def _choices(self, req: GenerationRequest) -> list[ChoiceText]:
+        return [ChoiceText(strip_space=req.chat) for _ in range(req.rows)]
+
+    async def _events(self, job: Job, req: GenerationRequest) -> AsyncIterator[Scored | Piece]:
+        """The job's events one by one until every choice has finished."""
+        left = req.rows
+        while left:
+            event = await job.next()
+            if isinstance(event, Failed):
+                raise ApiError(event.status, event.message)
+            if isinstance(event, Scored):
+                yield event
+                continue
+            for piece in event:
+                left -= piece.finish is not None
+                yield piece
+
+    def _prompt_entries(self, req: GenerationRequest, scored: Scored) -> list[list[Entry]]:
+        decode = self.gen.tokenizer.decode
+        return [
+            [
+                Entry.of(t) if t is not None else Entry(decode([int(i)]), None, [])
+                for t, i in zip(s, p, strict=True)
+            ]
+            for s, p in zip(scored.prompts, req.prompts, strict=True)
+        ]
+
+    async def _collect(self, job: Job, req: GenerationRequest) -> dict[str, Any]:
+        choices = self._choices(req)
+        async for event in self._events(job, req):
+            if isinstance(event, Scored):
+                entries = self._prompt_entries(req, event)
+                for i, choice in enumerate(choices):
+                    choice.entries[:0] = entries[i // req.n]
+            else:
+                choices[event.choice].add(event)
+        rid, model = new_id("chatcmpl" if req.chat else "cmpl"), self.config.model_id
+        prompt_tokens = sum(p.size for p in req.prompts)
+        logprobs = req.logprobs is not None
+        if req.chat:
+            return chat_body(rid, model, choices, prompt_tokens, logprobs)
+        prefixes = [req.prompt_texts[i // req.n] if req.echo else "" for i in range(req.rows)]
+        return completion_body(rid, model, choices, prefixes, prompt_tokens, logprobs)
+
+    async def _stream(self, job: Job, req: GenerationRequest) -> AsyncIterator[str]:
+        """Server-sent events: a chunk per released piece, the finish reason in each choice's
+        last chunk, then the usage (if asked) and ``[DONE]``."""
+        rid = new_id("chatcmpl" if req.chat else "cmpl")
+        model, usage = self.config.model_id, req.include_usage
+        choices = self._choices(req)
+        logprobs = req.logprobs is not None
+        for i in range(req.rows):
+            if req.chat:
+                yield _sse(
+                    chat_chunk(
+                        rid, model, i, {"role": "assistant", "content": ""}, None, None, usage
+                    )
+                )
+            elif req.echo and not logprobs:  # with logprobs, the prompt comes when scored
+                yield _sse(
+                    completion_chunk(rid, model, i, req.prompt_texts[i // req.n], None, None, usage)
+                )
+        offsets = [len(req.prompt_texts[i // req.n]) if req.echo else 0 for i in range(req.rows)]
+        try:
+            async for event in self._events(job, req):
+                if isinstance(event, Scored):
+                    entries = self._prompt_entries(req, event)
+                    for i in range(req.rows):
+                        shown = completion_logprobs(entries[i // req.n])
+                        text = req.prompt_texts[i // req.n]
+                        yield _sse(completion_chunk(rid, model, i, text, shown, None, usage))
+                    continue
+                text, entry = choices[event.choice].add(event)
+                finish = choices[event.choice].finish
+                if not text and entry is None and finish is None:
+                    continue  # held back: part of a character or of a possible stop string
+                i = event.choice
+                if req.chat:
+                    delta = {"content": text} if text else {}
+                    shown = chat_logprobs([entry]) if entry is not None else None
+                    yield _sse(chat_chunk(rid, model, i, delta, shown, finish, usage))
+                else:
+                    shown = completion_logprobs([entry], offsets[i]) if entry is not None else None
+                    yield _sse(completion_chunk(rid, model, i, text, shown, finish, usage))
+                offsets[i] += len(text)
+        except ApiError as exc:
+            yield _sse(error_body(exc.status, exc.message, exc.param, exc.code))
+            return
+        if usage:
+            prompt_tokens = sum(p.size for p in req.prompts)
+            completion = sum(c.tokens for c in choices)
+            yield _sse(usage_chunk(rid, model, req.chat, prompt_tokens, completion))
+        yield "data: [DONE]\n\n"
+
+
+def _sse(data: dict[str, Any]) -> str:
+    return f"data: {json.dumps(data, ensure_ascii=False)}\n\n"
+
+
+async def _disconnected(receive: Receive) -> None:
+    """Returns once the client has closed the connection."""
+    while (await receive())["type"] != "http.disconnect":
+        pass
+
+
+async def _unless_disconnected(receive: Receive, work: Awaitable[T]) -> T | None:
+    """``work``'s result, or None if the client disconnects first (``work`` is cancelled)."""
+    task = asyncio.ensure_future(work)
+    watch = asyncio.ensure_future(_disconnected(receive))
+    try:
+        done, _ = await asyncio.wait({task, watch}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        task.cancel()
+        watch.cancel()
+    return task.result() if task in done else None

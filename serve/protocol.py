@@ -1,0 +1,272 @@
+"""Request bodies of ``/v1/completions`` and ``/v1/chat/completions``, checked field by field
+into a :class:`GenerationRequest`.
+
+The sampling settings and stop strings are validated by the runtime itself
+(:func:`gpt2_edge.runtime.settings.resolve_settings`), so the server accepts exactly what
+``gpt2-generate`` accepts and says so in the same sentences; this module checks the wire
+format's own fields (``prompt``, ``n``, ``stream``, ``echo``, ``logprobs``...). Unknown fields are
+ignored, as local OpenAI-compatible servers do, but a known OpenAI feature this server does not
+have (``suffix``, ``logit_bias``, ``best_of``, tools) is refused rather than silently dropped.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from gpt2_edge.runtime.errors import EdgeError
+from gpt2_edge.runtime.generate import Generator
+from gpt2_edge.runtime.settings import (
+    MAX_LOGPROBS,
+    MAX_SEQUENCES,
+    SAMPLING_NAMES,
+    GenerationOptions,
+    SamplingSettings,
+    resolve_settings,
+)
+
+from .chat import TURN_STOPS, transcript
+from .errors import ApiError
+
+MAX_COMPLETION_LOGPROBS = 5  # OpenAI's bound for /v1/completions
+# Settings the runtime has beyond OpenAI's, taken as extra body fields under the same names.
+EXTRA_SETTINGS = ("top_k", "min_p", "repetition_penalty", "no_repeat_ngram_size", "ignore_eos")
+# The runtime's names for the settings whose wire names differ.
+RUNTIME_NAMES = {"max_new_tokens": "max_tokens", "num_return_sequences": "n"}
+
+
+@dataclass(frozen=True)
+class GenerationRequest:
+    """A checked completion or chat request.
+
+    Attributes:
+        chat: a chat completion (else a plain one).
+        prompts: each prompt's ids, fitted to the context.
+        prompt_texts: each prompt's text (what ``echo`` returns).
+        n: choices per prompt.
+        sampling: how tokens are picked.
+        options: budget, stop strings, ignore_eos and logprobs, as the runtime takes them.
+        max_tokens: new tokens per choice, or None for the bundle's default; 0 generates nothing.
+        stream: answer with server-sent events.
+        include_usage: end a stream with a usage chunk.
+        echo: the prompt's text (and with logprobs, its tokens' log-probabilities) comes first.
+    """
+
+    chat: bool
+    prompts: list[np.ndarray]
+    prompt_texts: list[str]
+    n: int
+    sampling: SamplingSettings
+    options: GenerationOptions
+    max_tokens: int | None
+    stream: bool
+    include_usage: bool
+    echo: bool
+
+    @property
+    def logprobs(self) -> int | None:
+        """Alternatives to report per token, or None for no log-probabilities."""
+        return self.options.logprobs
+
+    @property
+    def rows(self) -> int:
+        """Choices in all (each a row of the batch while it generates)."""
+        return len(self.prompts) * self.n
+
+
+def parse_json(body: bytes) -> dict[str, Any]:
+    """The body as a JSON object; a 400 otherwise."""
+    try:
+        data = json.loads(body, parse_constant=_no_constant)
+    except (ValueError, RecursionError) as exc:
+        reason = exc.msg if isinstance(exc, json.JSONDecodeError) else "nested too deeply"
+        raise ApiError(400, f"The request body is not valid JSON ({reason}).") from None
+    if not isinstance(data, dict):
+        raise ApiError(400, f"The request body must be a JSON object, got {_kind(data)}.")
+    return data
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def completion_request(body: dict[str, Any], gen: Generator, max_batch: int) -> GenerationRequest:
+    """Check a ``/v1/completions`` body."""
+    for name, allowed in (
+        ("suffix", (None, "")),
+        ("best_of", (None, 1)),
+        ("logit_bias", (None, {})),
+    ):
+        if body.get(name) not in allowed:
+            raise ApiError(400, f"{name} is not supported by this server.", name)
+    logprobs = body.get("logprobs")
+    if logprobs is not None:
+        logprobs = _int(body, "logprobs", 0, MAX_COMPLETION_LOGPROBS)
+    texts, given_ids = _prompts(body.get("prompt"), gen)
+    return _request(body, gen, max_batch, False, texts, given_ids, logprobs, ())
+
+
+def chat_request(body: dict[str, Any], gen: Generator, max_batch: int) -> GenerationRequest:
+    """Check a ``/v1/chat/completions`` body; the messages become one prompt (:mod:`.chat`)."""
+    for name in ("tools", "functions", "logit_bias"):
+        if body.get(name) not in (None, [], {}):
+            raise ApiError(400, f"{name} is not supported by this server.", name)
+    form = body.get("response_format")
+    if form is not None and not (isinstance(form, dict) and form.get("type") == "text"):
+        raise ApiError(400, "response_format can only be text for this model.", "response_format")
+    logprobs = None
+    if _bool(body, "logprobs", False):
+        logprobs = (
+            0 if body.get("top_logprobs") is None else _int(body, "top_logprobs", 0, MAX_LOGPROBS)
+        )
+    elif body.get("top_logprobs") is not None:
+        raise ApiError(400, "top_logprobs needs logprobs set to true.", "top_logprobs")
+    if body.get("max_completion_tokens") is not None:
+        body = {**body, "max_tokens": body["max_completion_tokens"]}
+    if body.get("echo") is not None:
+        raise ApiError(400, "echo is for /v1/completions; chat completions do not echo.", "echo")
+    text = transcript(body.get("messages"))
+    return _request(body, gen, max_batch, True, [text], None, logprobs, TURN_STOPS)
+
+
+def _request(
+    body: dict[str, Any],
+    gen: Generator,
+    max_batch: int,
+    chat: bool,
+    texts: list[str],
+    given_ids: list[np.ndarray] | None,
+    logprobs: int | None,
+    turn_stops: tuple[str, ...],
+) -> GenerationRequest:
+    stream = _bool(body, "stream", False)
+    include_usage = _stream_options(body, stream)
+    echo = _bool(body, "echo", False)
+    n = 1 if body.get("n") is None else _int(body, "n", 1, MAX_SEQUENCES)
+    max_tokens = None if body.get("max_tokens") is None else _int(body, "max_tokens", 0, None)
+    stop = _stop(body.get("stop"))
+    settings = {name: body.get(name) for name in (*SAMPLING_NAMES, "ignore_eos")}
+    settings.update(max_new_tokens=max_tokens or None, logprobs=logprobs, stop=stop + turn_stops)
+    try:
+        sampling, options = resolve_settings(gen.manifest.generation, **settings)
+    except EdgeError as exc:
+        raise _from_edge(exc) from None
+    if n > 1 and sampling.greedy:
+        raise ApiError(
+            400, "n > 1 needs sampling: greedy decoding (temperature 0) gives one answer.", "n"
+        )
+    if max_tokens == 0 and not echo:
+        raise ApiError(400, "max_tokens 0 generates nothing; it needs echo.", "max_tokens")
+    count = len(texts) if given_ids is None else len(given_ids)
+    if count * n > max_batch:  # also for max_tokens 0: scoring holds the model as long
+        raise ApiError(
+            400,
+            f"This request needs {count * n} rows ({count} prompts x n={n}) but the server "
+            f"takes at most {max_batch} at once (--max-batch).",
+            "n" if n > 1 else "prompt",
+        )
+    try:
+        if given_ids is None:
+            ids = [gen.prompt_ids(t, options) for t in texts]
+        else:
+            ids = [gen.fit(i, options) for i in given_ids]
+            texts = [gen.tokenizer.decode(i) for i in ids]
+    except EdgeError as exc:
+        raise ApiError(400, str(exc), "messages" if chat else "prompt") from None
+    return GenerationRequest(
+        chat, ids, texts, n, sampling, options, max_tokens, stream, include_usage, echo
+    )
+
+
+def _prompts(prompt: Any, gen: Generator) -> tuple[list[str], list[np.ndarray] | None]:
+    """``prompt`` as texts, or as token id arrays when it holds ids (OpenAI's four forms)."""
+    if isinstance(prompt, str):
+        return [prompt], None
+    if isinstance(prompt, list) and prompt:
+        if all(isinstance(p, str) for p in prompt):
+            return list(prompt), None
+        if all(_is_int(t) for t in prompt):
+            return [], [_ids(prompt, gen, "prompt")]
+        if all(isinstance(p, list) for p in prompt):
+            return [], [_ids(p, gen, f"prompt[{i}]") for i, p in enumerate(prompt)]
+    raise ApiError(
+        400,
+        "prompt must be a string, a non-empty list of strings, a list of token ids, or a list "
+        "of such lists.",
+        "prompt",
+    )
+
+
+def _ids(tokens: list[Any], gen: Generator, where: str) -> np.ndarray:
+    vocab = gen.session.arch.vocab_size
+    if not tokens or not all(_is_int(t) and 0 <= t < vocab for t in tokens):
+        raise ApiError(
+            400, f"{where} must be a non-empty list of token ids from 0 to {vocab - 1}.", "prompt"
+        )
+    return np.asarray(tokens, dtype=np.int64)
+
+
+def _stop(stop: Any) -> tuple[str, ...]:
+    if stop is None:
+        return ()
+    if isinstance(stop, str):
+        stop = [stop]
+    if not isinstance(stop, list) or not all(isinstance(s, str) and s for s in stop):
+        raise ApiError(400, "stop must be a non-empty string or a list of them.", "stop")
+    return tuple(stop)
+
+
+def _stream_options(body: dict[str, Any], stream: bool) -> bool:
+    options = body.get("stream_options")
+    if options is None:
+        return False
+    if not stream:
+        raise ApiError(400, "stream_options needs stream set to true.", "stream_options")
+    if not isinstance(options, dict):
+        raise ApiError(400, "stream_options must be an object.", "stream_options")
+    return _bool(options, "include_usage", False, "stream_options.include_usage")
+
+
+def _bool(body: dict[str, Any], name: str, default: bool, shown: str | None = None) -> bool:
+    value = body.get(name)
+    if value is None:
+        return default
+    if not isinstance(value, bool):
+        raise ApiError(400, f"{shown or name} must be true or false, got {_value(value)}.", name)
+    return value
+
+
+def _int(body: dict[str, Any], name: str, low: int, high: int | None) -> int:
+    value = body.get(name)
+    if not _is_int(value) or value < low or (high is not None and value > high):
+        bound = f"from {low} to {high}" if high is not None else f">= {low}"
+        raise ApiError(400, f"{name} must be an integer {bound}, got {_value(value)}.", name)
+    return int(value)
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _from_edge(exc: EdgeError) -> ApiError:
+    """The runtime's sentence as a 400, naming the wire field it is about."""
+    message = str(exc)
+    first = message.split(" ", 1)[0]
+    for runtime, wire in RUNTIME_NAMES.items():
+        message = message.replace(runtime, wire)
+        first = wire if first == runtime else first
+    known = {*SAMPLING_NAMES, *EXTRA_SETTINGS, "stop", "logprobs", "max_tokens", "n"}
+    return ApiError(400, message, first if first in known else None)
+
+
+def _kind(value: Any) -> str:
+    return {list: "an array", str: "a string", bool: "a boolean", type(None): "null"}.get(
+        type(value), "a number"
+    )
+
+
+def _value(value: Any) -> str:
+    text = json.dumps(value) if not isinstance(value, (bytes, bytearray)) else repr(value)
+    return text if len(text) <= 40 else _kind(value)

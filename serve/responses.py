@@ -1,0 +1,216 @@
+"""OpenAI's response objects: whole completions, streamed chunks, logprobs and usage.
+
+A choice's text is built by one :class:`ChoiceText` whether it is streamed or not, so the
+streamed pieces join to exactly the text of the same request answered whole.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+from gpt2_edge.runtime.results import TokenLogprob
+
+from .jobs import Piece
+
+# The runtime's finish reasons in OpenAI's words: a full context ends a choice as its length.
+FINISH_REASONS = {"eos": "stop", "stop": "stop", "length": "length", "context": "length"}
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One token's log-probability as a response shows it: its text, its value (None where
+    nothing precedes it) and the likeliest tokens at its position."""
+
+    text: str
+    logprob: float | None
+    top: list[tuple[str, float]]
+
+    @classmethod
+    def of(cls, token: TokenLogprob) -> Entry:
+        return cls(token.text, token.logprob, [(t.text, t.logprob) for t in token.top])
+
+
+@dataclass
+class ChoiceText:
+    """One choice as it is produced.
+
+    Attributes:
+        text: the text so far (after the prefix, when there is one).
+        tokens: tokens generated.
+        entries: log-probabilities, when asked (the echoed prompt's first).
+        finish: OpenAI's finish reason once the choice ended.
+        strip_space: drop one leading space from the first text (chat replies; see ``chat.py``).
+    """
+
+    text: str = ""
+    tokens: int = 0
+    entries: list[Entry] = field(default_factory=list)
+    finish: str | None = None
+    strip_space: bool = False
+
+    def add(self, piece: Piece) -> tuple[str, Entry | None]:
+        """Record one token; returns the text it adds and its log-probability entry."""
+        self.tokens += piece.token is not None
+        text = piece.text
+        if self.strip_space and text:
+            text, self.strip_space = text.removeprefix(" "), False
+        self.text += text
+        entry = Entry.of(piece.logprob) if piece.logprob is not None else None
+        if entry is not None:
+            self.entries.append(entry)
+        if piece.finish is not None:
+            self.finish = FINISH_REASONS[piece.finish]
+        return text, entry
+
+
+def new_id(prefix: str) -> str:
+    """A fresh response id (``cmpl-...``, ``chatcmpl-...``)."""
+    return f"{prefix}-{uuid.uuid4().hex}"
+
+
+def now() -> int:
+    return int(time.time())
+
+
+def usage(prompt_tokens: int, completion_tokens: int) -> dict[str, int]:
+    return {
+        "prompt_tokens": prompt_tokens,
+        "completion_tokens": completion_tokens,
+        "total_tokens": prompt_tokens + completion_tokens,
+    }
+
+
+def completion_logprobs(entries: list[Entry], offset: int = 0) -> dict[str, list[Any]]:
+    """The legacy completions ``logprobs`` object; ``text_offset`` counts from ``offset``."""
+    offsets = []
+    for entry in entries:
+        offsets.append(offset)
+        offset += len(entry.text)
+    return {
+        "tokens": [e.text for e in entries],
+        "token_logprobs": [e.logprob for e in entries],
+        "top_logprobs": [None if e.logprob is None else dict(e.top) for e in entries],
+        "text_offset": offsets,
+    }
+
+
+def chat_logprobs(entries: list[Entry]) -> dict[str, list[dict[str, Any]]]:
+    """The chat ``logprobs`` object: ``{"content": [...]}`` with bytes per token."""
+
+    def one(text: str, logprob: float | None) -> dict[str, Any]:
+        return {"token": text, "logprob": logprob, "bytes": list(text.encode("utf-8"))}
+
+    return {
+        "content": [
+            {**one(e.text, e.logprob), "top_logprobs": [one(t, v) for t, v in e.top]}
+            for e in entries
+        ]
+    }
+
+
+def completion_body(
+    rid: str,
+    model: str,
+    choices: list[ChoiceText],
+    prefixes: list[str],
+    prompt_tokens: int,
+    logprobs: bool,
+) -> dict[str, Any]:
+    """A whole ``text_completion``; ``prefixes`` are the echoed prompts (or "")."""
+    return {
+        "id": rid,
+        "object": "text_completion",
+        "created": now(),
+        "model": model,
+        "choices": [
+            {
+                "index": i,
+                "text": prefix + c.text,
+                "logprobs": completion_logprobs(c.entries) if logprobs else None,
+                "finish_reason": c.finish,
+            }
+            for i, (c, prefix) in enumerate(zip(choices, prefixes, strict=True))
+        ],
+        "usage": usage(prompt_tokens, sum(c.tokens for c in choices)),
+    }
+
+
+def chat_body(
+    rid: str, model: str, choices: list[ChoiceText], prompt_tokens: int, logprobs: bool
+) -> dict[str, Any]:
+    """A whole ``chat.completion``."""
+    return {
+        "id": rid,
+        "object": "chat.completion",
+        "created": now(),
+        "model": model,
+        "choices": [
+            {
+                "index": i,
+                "message": {"role": "assistant", "content": c.text},
+                "logprobs": chat_logprobs(c.entries) if logprobs else None,
+                "finish_reason": c.finish,
+            }
+            for i, c in enumerate(choices)
+        ],
+        "usage": usage(prompt_tokens, sum(c.tokens for c in choices)),
+    }
+
+
+def completion_chunk(
+    rid: str,
+    model: str,
+    index: int,
+    text: str,
+    logprobs: dict[str, Any] | None,
+    finish: str | None,
+    include_usage: bool,
+) -> dict[str, Any]:
+    chunk: dict[str, Any] = {
+        "id": rid,
+        "object": "text_completion",
+        "created": now(),
+        "model": model,
+        "choices": [{"index": index, "text": text, "logprobs": logprobs, "finish_reason": finish}],
+    }
+    if include_usage:
+        chunk["usage"] = None
+    return chunk
+
+
+def chat_chunk(
+    rid: str,
+    model: str,
+    index: int,
+    delta: dict[str, Any],
+    logprobs: dict[str, Any] | None,
+    finish: str | None,
+    include_usage: bool,
+) -> dict[str, Any]:
+    chunk: dict[str, Any] = {
+        "id": rid,
+        "object": "chat.completion.chunk",
+        "created": now(),
+        "model": model,
+        "choices": [
+            {"index": index, "delta": delta, "logprobs": logprobs, "finish_reason": finish}
+        ],
+    }
+    if include_usage:
+        chunk["usage"] = None
+    return chunk
+
+
+def usage_chunk(rid: str, model: str, chat: bool, prompt_tokens: int, completion: int) -> dict:
+    """The last chunk of a stream with ``include_usage``: no choices, the usage."""
+    return {
+        "id": rid,
+        "object": "chat.completion.chunk" if chat else "text_completion",
+        "created": now(),
+        "model": model,
+        "choices": [],
+        "usage": usage(prompt_tokens, completion),
+    }

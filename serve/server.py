@@ -1,0 +1,62 @@
+"""Listening: bind the socket first (so a busy port is one sentence and ``--port 0`` can say
+which port it got), warn when the server is reachable from other machines without a key, then
+run uvicorn on that socket."""
+
+from __future__ import annotations
+
+import ipaddress
+import socket
+
+import uvicorn
+from gpt2_edge.runtime.errors import EdgeError
+from starlette.applications import Starlette
+
+GRACEFUL_SHUTDOWN_S = 5  # open streams get this long after Ctrl-C before they are cut
+
+
+def bind(host: str, port: int) -> socket.socket:
+    """A listening TCP socket on ``host``:``port`` (port 0: any free port).
+
+    Raises:
+        EdgeError: the host does not resolve, or the address cannot be bound.
+    """
+    try:
+        family, _, _, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+    except socket.gaierror as exc:
+        raise EdgeError(f"Cannot listen on {host!r}: {exc.strerror}.") from None
+    try:
+        return socket.create_server(address[:2], family=family, backlog=128)
+    except OSError as exc:
+        raise EdgeError(f"Cannot listen on {host}:{port}: {exc.strerror or exc}.") from None
+
+
+def url(sock: socket.socket) -> str:
+    """``http://host:port`` of a bound socket."""
+    host, port = sock.getsockname()[:2]
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+
+
+def is_loopback(sock: socket.socket) -> bool:
+    """Whether only this machine can reach the socket."""
+    return ipaddress.ip_address(sock.getsockname()[0]).is_loopback
+
+
+def exposure_warning(sock: socket.socket, api_key: str | None) -> str | None:
+    """A warning when other machines can reach the server and it needs no key."""
+    if api_key or is_loopback(sock):
+        return None
+    return (
+        f"Warning: {url(sock)} can be reached from other machines and needs no API key; "
+        "anyone who can reach it can use it (set --api-key)."
+    )
+
+
+def serve(app: Starlette, sock: socket.socket, log_level: str = "warning") -> None:
+    """Run ``app`` on ``sock`` until Ctrl-C or SIGTERM (blocks)."""
+    config = uvicorn.Config(
+        app,
+        log_level=log_level,
+        lifespan="on",
+        timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S,
+    )
+    uvicorn.Server(config).run(sockets=[sock])
