@@ -49,7 +49,9 @@ PROMPT_LENGTHS = (1, 3, 7, 12, 20, 31, 45, 60)
 Recipe = Callable[[Path, Path], None]  # (fused fp32 model.onnx, output folder) -> model.onnx there
 
 
-def _ort_int8(src: Path, out: Path, reduce_range: bool, per_row: bool, head_block: int) -> None:
+def _ort_int8(
+    src: Path, out: Path, reduce_range: bool, per_row: bool, head_block: int, fuse: bool = False
+) -> None:
     from gpt2_edge.exporter.edits import materialize_lm_head, per_row_activations
     from gpt2_edge.exporter.edits import type_intermediates
     from gpt2_edge.exporter.onnx_files import save_model
@@ -71,6 +73,10 @@ def _ort_int8(src: Path, out: Path, reduce_range: bool, per_row: bool, head_bloc
     shutil.rmtree(out / "q")
     if per_row:
         per_row_activations(model)
+    if fuse:
+        from gpt2_edge.exporter.edits import fuse_dequantization
+
+        fuse_dequantization(model)
     settings = NBitsSettings(bits=8, block_size=head_block, accuracy_level=4, symmetric=True)
     model, _ = quantize_lm_head(model, head, settings)
     save_model(model, out / "model.onnx")
@@ -94,6 +100,7 @@ RECIPES: dict[str, Recipe] = {
     "per-tensor (before)": lambda s, o: _ort_int8(s, o, False, False, 128),
     "per-row, 7-bit weights (shipped)": lambda s, o: _ort_int8(s, o, True, True, 64),
     "per-row, 8-bit weights": lambda s, o: _ort_int8(s, o, False, True, 64),
+    "per-row, 7-bit, MatMulIntegerToFloat": lambda s, o: _ort_int8(s, o, True, True, 64, True),
     "MatMulNBits 8-bit, block 32": lambda s, o: _nbits8(s, o, 32),
 }
 
@@ -131,29 +138,38 @@ def fp32_bundle(checkpoint: Path, folder: Path) -> Path:
 
 
 def speed(bundles: dict[str, Path], rounds: int, threads: int) -> dict[str, dict[str, float]]:
-    """Median decode tok/s and prefill ms per recipe, batch 1 and 8, recipes taking turns."""
-    from gpt2_edge.runtime import load
+    """Median decode tok/s and prefill ms per recipe, batch 1 and 8.
 
-    gens = {name: load(path, provider="cpu", threads=threads) for name, path in bundles.items()}
-    tok = next(iter(gens.values())).tokenizer
-    ids = tok.encode(PROMPT_TEXT * 2)[:128]
-    prompt = tok.decode(list(ids))
-    settings = dict(max_new_tokens=128, temperature=0.0, ignore_eos=True)
-    runs: dict[str, dict[str, list[float]]] = {n: {} for n in gens}
-    for gen in gens.values():  # warm-up
-        gen.generate(prompt, max_new_tokens=8, temperature=0.0, ignore_eos=True)
+    Each measurement runs in a fresh process (one session at a time: onnxruntime's idle threads
+    of another session spin and steal the cores), and the recipes take turns round by round.
+    """
+    runs: dict[str, dict[str, list[float]]] = {n: {} for n in bundles}
     for r in range(rounds):
-        for name, gen in gens.items():
-            one = gen.generate(prompt, **settings).timings
-            eight = gen.generate([prompt] * 8, **settings)[0].timings
-            for key, value in (
-                ("decode_tok_s", one.decode_tokens_per_s),
-                ("prefill_ms", one.prefill_ms),
-                ("batch8_tok_s", eight.decode_tokens_per_s * 8),
-            ):
+        for name, path in bundles.items():
+            cmd = [sys.executable, __file__, "--child", str(path), "--threads", str(threads)]
+            out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+            for key, value in json.loads(out.splitlines()[-1]).items():
                 runs[name].setdefault(key, []).append(value)
         print(f"[int8_recipes] speed round {r + 1}/{rounds} done", file=sys.stderr, flush=True)
     return {n: {k: statistics.median(v) for k, v in m.items()} for n, m in runs.items()}
+
+
+def child(path: Path, threads: int) -> None:
+    """One measurement of one bundle: 128-token prompt, 128 greedy tokens, batch 1 then 8."""
+    from gpt2_edge.runtime import load
+
+    gen = load(path, provider="cpu", threads=threads)
+    prompt = gen.tokenizer.decode(list(gen.tokenizer.encode(PROMPT_TEXT * 2)[:128]))
+    settings = dict(max_new_tokens=128, temperature=0.0, ignore_eos=True)
+    gen.generate(prompt, max_new_tokens=8, temperature=0.0, ignore_eos=True)  # warm-up
+    one = gen.generate(prompt, **settings).timings
+    eight = gen.generate_batch([prompt] * 8, **settings)[0].timings
+    figures = {
+        "decode_tok_s": one.decode_tokens_per_s,
+        "prefill_ms": one.prefill_ms,
+        "batch8_tok_s": eight.decode_tokens_per_s * 8,
+    }
+    print(json.dumps(figures))
 
 
 def invariance(bundle: Path) -> dict[str, Any]:
@@ -172,7 +188,7 @@ def invariance(bundle: Path) -> dict[str, Any]:
         prompts.append(gen.tokenizer.decode(list(gen.tokenizer.encode(text)[:n])))
     settings = dict(max_new_tokens=64, temperature=0.0, ignore_eos=True)
     alone = [gen.generate(p, **settings).tokens for p in prompts]
-    batch = [r.tokens for r in gen.generate(prompts, **settings)]
+    batch = [r.tokens for r in gen.generate_batch(prompts, **settings)]
     session = Session(load_bundle(bundle), provider="cpu", threads=1)
     cache_differs = 0
     for p in prompts:
@@ -196,14 +212,21 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--workdir", type=Path, default=bench_models.DEFAULT_WORKDIR)
     p.add_argument("--json-out", type=Path, default=None)
+    p.add_argument("--only", default="", help="comma list of recipe numbers (0-based) to measure")
+    p.add_argument("--child", type=Path, default=None, help=argparse.SUPPRESS)
     args = p.parse_args()
+    if args.child:
+        return child(args.child, args.threads)
     work = args.workdir / "int8-recipes"
     results: dict[str, Any] = {"cpu": cpu_name(), "recipes": {}}
     fixture = fp32_bundle(FIXTURE, work / "fixture-fp32")
     fp32_fixture_ppl = invariance(fixture)["perplexity"]
     big = fp32_bundle(bench_models.checkpoint("124m", args.workdir), work / "124m-fp32")
     bundles = {}
+    chosen = [int(i) for i in args.only.split(",")] if args.only else range(len(RECIPES))
     for i, name in enumerate(RECIPES):
+        if i not in chosen:
+            continue
         print(f"[int8_recipes] building {name}", file=sys.stderr, flush=True)
         bundles[name] = build(big, name, work / f"124m-{i}")
         small = build(fixture, name, work / f"fixture-{i}")
@@ -226,7 +249,7 @@ def cpu_name() -> str:
 
 
 def print_table(results: dict[str, Any]) -> None:
-    base = results["recipes"]["per-tensor (before)"]
+    base = next(iter(results["recipes"].values()))  # the first measured: normally "before"
     ref = results["fixture_fp32_perplexity"]
     print(f"\nCPU: {results['cpu']}; fixture fp32 perplexity {ref:.3f}\n")
     print(

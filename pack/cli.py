@@ -1,0 +1,66 @@
+"""``gpt2-pack``: parse the flags and call :func:`make_pack` with arguments of the same names.
+
+Each step is one line on stderr; a user's mistake is one sentence and exit code 1 (nothing is
+left at the output), a command line that cannot be parsed exit code 2, Ctrl-C exit code 130.
+"""
+
+from __future__ import annotations
+
+import sys
+
+try:  # Ctrl-C while the libraries load ends the command as a later one does: 130, no traceback
+    from pathlib import Path
+    from typing import Annotated
+
+    import typer
+    from gpt2_edge.runtime.cli_errors import VERSION_HELP, EdgeCommand, show_version, user_errors
+
+    from .make import make_pack
+    from .platforms import DEFAULT_PYTHON, PLATFORMS
+except KeyboardInterrupt:
+    sys.stderr.write("\n")
+    raise SystemExit(130) from None
+
+app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
+
+
+@app.command(cls=EdgeCommand)
+def pack(
+    bundle: Annotated[Path, typer.Argument(help="The bundle folder to ship.", show_default=False)],
+    platform: Annotated[
+        str,
+        typer.Option(
+            help=f"The device: {' or '.join(PLATFORMS)} (32-bit ARM has no onnxruntime wheels).",
+            show_default=False,
+        ),
+    ],
+    python: Annotated[
+        str, typer.Option(help="The device's CPython version, 3.11 to 3.14.")
+    ] = DEFAULT_PYTHON,
+    output: Annotated[
+        Path | None,
+        typer.Option(
+            "--output",
+            "-o",
+            help="The folder to write; it must not exist (default: <bundle>-<platform>-cp3X).",
+            show_default=False,
+        ),
+    ] = None,
+    version: Annotated[
+        bool,
+        typer.Option("--version", callback=show_version, is_eager=True, help=VERSION_HELP),
+    ] = False,
+) -> None:
+    """Write an offline install folder for a device: the bundle, every wheel, install.sh."""
+    with user_errors("\nInterrupted; no pack was written."):
+        result = make_pack(
+            bundle, platform, python, output, log=lambda line: typer.echo(line, err=True)
+        )
+        for notice in result.notices:
+            typer.echo(f"Note: {notice}", err=True)
+        typer.echo(str(result.folder))
+
+
+def main() -> None:
+    """Entry point of ``gpt2-pack``."""
+    app(prog_name="gpt2-pack")
