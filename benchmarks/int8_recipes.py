@@ -39,8 +39,9 @@ import onnx
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-import models as bench_models  # noqa: E402  (benchmarks/ is a folder of scripts)
 from bench_generate import PROMPT_TEXT  # noqa: E402
+
+import models as bench_models  # noqa: E402  (benchmarks/ is a folder of scripts)
 
 SHARED = HERE.parent.parent / "shared"
 FIXTURE = SHARED / "fixtures" / "gpt2-wikitext-tiny"
@@ -52,8 +53,11 @@ Recipe = Callable[[Path, Path], None]  # (fused fp32 model.onnx, output folder) 
 def _ort_int8(
     src: Path, out: Path, reduce_range: bool, per_row: bool, head_block: int, fuse: bool = False
 ) -> None:
-    from gpt2_edge.exporter.edits import materialize_lm_head, per_row_activations
-    from gpt2_edge.exporter.edits import type_intermediates
+    from gpt2_edge.exporter.edits import (
+        materialize_lm_head,
+        per_row_activations,
+        type_intermediates,
+    )
     from gpt2_edge.exporter.onnx_files import save_model
     from gpt2_edge.exporter.recipes.int8 import OPERATORS, _ort_quantize, quantization_config
     from gpt2_edge.exporter.recipes.nbits import NBitsSettings, quantize_lm_head
@@ -243,7 +247,9 @@ def main() -> None:
 def cpu_name() -> str:
     try:
         out = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
-        return next(line.split(":", 1)[1].strip() for line in out.splitlines() if "Model name" in line)
+        return next(
+            line.split(":", 1)[1].strip() for line in out.splitlines() if "Model name" in line
+        )
     except (OSError, subprocess.CalledProcessError, StopIteration):
         return platform.processor() or platform.machine()
 

@@ -15,7 +15,8 @@ Recipes vary one thing at a time:
   + the LM head (as the export leaves it, ``MatMul(h, Transpose(wte))``, quantized on both sides at
   run time); + the embedding ``Gather`` (int8 table);
 - the exporter's current recipe (Optimum ``AutoQuantizationConfig.avx2``, per channel);
-- weight-only 8-bit and 4-bit (``MatMulNBits``) after the Gemm -> MatMul rewrite of ``exporter/edits.py``.
+- weight-only 8-bit and 4-bit (``MatMulNBits``) after the Gemm -> MatMul rewrite
+  (``exporter/edits.py``).
 """
 
 from __future__ import annotations
@@ -29,9 +30,12 @@ from collections.abc import Callable
 from pathlib import Path
 
 import onnx
-from gpt2_edge.exporter.edits import attention_matmuls  # the exporter's rule, one copy
-from gpt2_edge.exporter.edits import gemm_to_matmul, materialize_lm_head
 from gpt2_edge.exporter.checks.quality import compare_on_ids
+from gpt2_edge.exporter.edits import (
+    attention_matmuls,  # the exporter's rule, one copy
+    gemm_to_matmul,
+    materialize_lm_head,
+)
 from gpt2_edge.exporter.recipes.nbits import NBitsSettings as Int4Settings
 from gpt2_edge.exporter.recipes.nbits import nbits_quantize, quantize_weight_only
 from gpt2_edge.runtime.bundle import load_bundle

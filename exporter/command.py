@@ -13,17 +13,17 @@ from typing import Annotated, Any
 
 import typer
 from gpt2_edge.runtime.bundle import MANIFEST
-from gpt2_edge.runtime.precision import Precision
 from gpt2_edge.runtime.cli_errors import VERSION_HELP, EdgeCommand, show_version, user_errors
+from gpt2_edge.runtime.precision import Precision
 
-from .plan import DEFAULT_MAX_PPL_INCREASE, DEFAULT_MIN_GREEDY_AGREEMENT
-from .summary import describe_quality
-from .recipes.nbits import ACCURACY_LEVELS, DEFAULT_ACCURACY_LEVEL, DEFAULT_BLOCK_SIZE
 from .pipeline import DEFAULT_MODEL, export_bundle
-from .recipes import DTYPES
+from .plan import DEFAULT_MAX_PPL_INCREASE, DEFAULT_MIN_GREEDY_AGREEMENT
 from .progress import human_size
+from .recipes import DTYPES
+from .recipes.nbits import ACCURACY_LEVELS, DEFAULT_ACCURACY_LEVEL, DEFAULT_BLOCK_SIZE
 from .recipes.targets import CHOICES as TARGETS
 from .recipes.targets import DEFAULT_TARGET
+from .summary import describe_quality
 
 OUTPUT_DEFAULT = "models/<name>, or models/<name>-int8, -int4 or -fp16"
 INTERRUPTED = "Interrupted; no bundle was written."

@@ -306,7 +306,9 @@ def per_row_activations(model: onnx.ModelProto) -> int:
     graph.initializer.extend(
         [
             numpy_helper.from_array(np.array(1 / 127, np.float32), "per_row_inv127"),
-            numpy_helper.from_array(np.array(np.finfo(np.float32).tiny, np.float32), "per_row_tiny"),
+            numpy_helper.from_array(
+                np.array(np.finfo(np.float32).tiny, np.float32), "per_row_tiny"
+            ),
             numpy_helper.from_array(np.array(128.0, np.float32), "per_row_128"),
         ]
     )
@@ -327,7 +329,9 @@ def per_row_activations(model: onnx.ModelProto) -> int:
         elif node.op_type == "Mul" and node.input[1] in scale_products:
             x_scale, w_scale = scale_products[node.input[1]]
             column = f"{node.output[0]}_per_column"
-            nodes.append(helper.make_node("Mul", [node.input[0], w_scale], [column], name=node.name))
+            nodes.append(
+                helper.make_node("Mul", [node.input[0], w_scale], [column], name=node.name)
+            )
             nodes.append(
                 helper.make_node(
                     "Mul", [column, x_scale], [node.output[0]], name=f"{node.name}_per_row"

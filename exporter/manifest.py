@@ -12,8 +12,13 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
-from gpt2_edge.runtime.bundle import MODEL_FILE, TOKENIZER_FILE, Manifest, file_entry
-from gpt2_edge.runtime.bundle import read_json_object
+from gpt2_edge.runtime.bundle import (
+    MODEL_FILE,
+    TOKENIZER_FILE,
+    Manifest,
+    file_entry,
+    read_json_object,
+)
 from gpt2_edge.runtime.derive import derive_manifest
 
 from .errors import ExportError

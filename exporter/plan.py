@@ -86,6 +86,8 @@ def make_plan(
     from .onnx_export import check_opset
 
     check_opset(opset)
+    # --bits implies --quantize (as on the command line): bits=4 alone must not give fp32.
+    quantize = quantize or bits != 8
     choice = choose_precision(quantize, bits, dtype, target, block_size, accuracy_level)
     check_gate_options(eval_text, max_ppl_increase, min_greedy_agreement)
     out = Path(output) if output is not None else default_output(model, suffix=choice.suffix)

@@ -17,12 +17,8 @@ from typing import Any
 
 from .errors import EdgeError
 from .manifest_schema import (
-    MAX_CONTEXT_LENGTH,
-    check_generation,
     check_manifest,
-    check_token_ids,
     is_int,
-    positive_int,
     shown,
 )
 from .manifest_schema import field as field_name

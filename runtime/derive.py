@@ -124,7 +124,11 @@ def special_tokens_from_config(
         eos_fallback = DEFAULT_EOS if DEFAULT_EOS < vocab else None
     eos = config.get("eos_token_id", eos_fallback)
     pad = config.get("pad_token_id")
-    special = {"bos": config.get("bos_token_id", eos), "eos": eos, "pad": eos if pad is None else pad}
+    special = {
+        "bos": config.get("bos_token_id", eos),
+        "eos": eos,
+        "pad": eos if pad is None else pad,
+    }
     label: Callable[[str], str] = lambda key: _CONFIG_IDS[key]  # noqa: E731
     check_token_ids(special, vocab, where, label)
     return special

@@ -18,8 +18,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 from gpt2_edge.exporter import ExportError, export_bundle, onnx_files
-from gpt2_edge.exporter.manifest import graph_io
 from gpt2_edge.exporter.checks.verify import verify_bundle
+from gpt2_edge.exporter.manifest import graph_io
 from gpt2_edge.runtime.bundle import load_bundle, sha256_of
 from gpt2_edge.runtime.session import Session
 

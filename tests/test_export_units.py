@@ -111,3 +111,13 @@ def test_build_tokenizer_small_vocab(tmp_path: Path) -> None:
     (tmp_path / "merges.txt").write_text("#version: 0.2\na b\n")
     tok = build_tokenizer(tmp_path / "vocab.json", tmp_path / "merges.txt")
     assert tok.encode("ab<|endoftext|>").ids == [2, 3]
+
+
+def test_bits_implies_quantize() -> None:
+    """export_bundle(bits=4) means int4, as --bits 4 does on the command line."""
+    from gpt2_edge.exporter.plan import make_plan
+
+    assert make_plan("gpt2", bits=4).precision.kind == "int4"
+    assert make_plan("gpt2").precision.kind == "fp32"
+    with pytest.raises(ExportError, match="--bits 3"):
+        make_plan("gpt2", bits=3)

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from gpt2_edge.exporter.errors import ExportError
 from gpt2_edge.exporter.checks.quality import check_gate
+from gpt2_edge.exporter.errors import ExportError
 
 PROMPTS = ["The history of the city", "In the early 20th century , the", "He was born in"]
 
@@ -82,8 +82,8 @@ def test_int4_quantizes_every_projection_and_shrinks(tiny_optimum_export: Path, 
 
 @pytest.mark.export
 def test_fp16_runs_on_cpu_with_fp16_cache(tiny_optimum_export: Path, tmp_path: Path):
-    from gpt2_edge.exporter.recipes.fp16 import convert_file
     from gpt2_edge.exporter.checks.quality import greedy_tokens
+    from gpt2_edge.exporter.recipes.fp16 import convert_file
 
     out = _copy_bundle(tiny_optimum_export, tmp_path / "fp16")
     settings = convert_file(tiny_optimum_export / "model.onnx", out / "model.onnx")

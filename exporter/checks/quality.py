@@ -33,6 +33,7 @@ from gpt2_edge.runtime.session import Session
 
 from ..errors import ExportError
 from ..plan import DEFAULT_MAX_PPL_INCREASE, DEFAULT_MIN_GREEDY_AGREEMENT, GateOptions
+
 QUALITY_CONTEXT = (
     512  # built-in text: ~2,900 GPT-2 tokens, so 11 windows even on 1024-context models
 )

@@ -124,7 +124,9 @@ def apply_precision(
             method="weight-only",
             operators=["MatMulNBits"],
             weights=settings.weights_json(),
-            lm_head={"summary": "MatMulNBits 4-bit, symmetric"} if report["lm_head_quantized"] else {},
+            lm_head={"summary": "MatMulNBits 4-bit, symmetric"}
+            if report["lm_head_quantized"]
+            else {},
             embedding=report["embedding"],
             tool={"quantizer": "onnxruntime MatMulNBitsQuantizer", **tool},
             extra={"gemm_rewritten": report["gemm_rewritten"]},
@@ -132,7 +134,9 @@ def apply_precision(
     from .fp16 import convert_file
 
     # fp16 halves the bytes: external data only when even half is over the protobuf limit.
-    report = convert_file(model_path, out_dir / "model.onnx", external_data=needs_external_data(size // 2))
+    report = convert_file(
+        model_path, out_dir / "model.onnx", external_data=needs_external_data(size // 2)
+    )
     return out_dir / "model.onnx", Precision(
         dtype="float16",
         method="cast",

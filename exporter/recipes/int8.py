@@ -45,7 +45,15 @@ HEAD_BLOCK_SIZES = (64, 32, 16)
 # before (its Gather quantizes the embedding).
 OPERATORS = {
     "fused-gqa": ["MatMul"],
-    "optimum": ["Conv", "MatMul", "Attention", "LSTM", "Gather", "Transpose", "EmbedLayerNormalization"],
+    "optimum": [
+        "Conv",
+        "MatMul",
+        "Attention",
+        "LSTM",
+        "Gather",
+        "Transpose",
+        "EmbedLayerNormalization",
+    ],
 }
 CHOICE = (
     "per-row dynamic int8 (batch- and cache-invariant) chosen over ORTQuantizer's per-tensor "

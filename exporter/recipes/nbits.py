@@ -5,7 +5,8 @@ initializer. Optimum's GPT-2 export has neither where the bytes are: the Conv1D 
 ``Gemm`` nodes, and the LM head multiplies by ``Transpose(wte)``, computed at run time. Left as is,
 "4-bit" GPT-2 comes out as large as fp32 (FACTS.md). So the recipe is
 
-1. rewrite every ``Gemm`` with a constant weight into ``MatMul`` + ``Add`` (``edits.gemm_to_matmul``);
+1. rewrite every ``Gemm`` with a constant weight into ``MatMul`` + ``Add``
+   (``edits.gemm_to_matmul``);
 2. replace the LM head's ``Transpose(wte)`` by a constant weight (``edits.materialize_lm_head``);
 3. quantize the projections, then the LM head symmetrically, and let the embedding ``Gather`` read
    *the same packed bytes* (``edits.share_embedding``), so the tied weight is stored once.
