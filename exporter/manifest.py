@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import platform
 import re
+from dataclasses import replace
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
@@ -17,7 +18,6 @@ from gpt2_edge.runtime.bundle import (
     TOKENIZER_FILE,
     Manifest,
     file_entry,
-    read_json_object,
 )
 from gpt2_edge.runtime.derive import derive_manifest
 
@@ -86,63 +86,61 @@ def _layer_pattern(names: list[str], kind: str, layers: int, prefix: str) -> str
     raise ExportError(f"The exported graph has no {prefix} {kind} tensors for all {layers} layers.")
 
 
-def bundle_files(folder: Path, hashes: bool = True) -> dict[str, dict[str, Any]]:
-    """Size and (with ``hashes``) SHA-256 of every bundle file present: the ones the runtime
-    needs, external data included, and onnxruntime-genai's two configs."""
+def bundle_files(folder: Path) -> dict[str, dict[str, Any]]:
+    """Size and SHA-256 of every bundle file present: the ones the runtime needs, external data
+    included, and onnxruntime-genai's two configs."""
     names = [MODEL_FILE, data_path(Path(MODEL_FILE)).name, TOKENIZER_FILE, *GENAI_FILES]
-    paths = [folder / name for name in names if (folder / name).is_file()]
-    if hashes:
-        return {p.name: file_entry(p) for p in paths}
-    return {p.name: {"size": p.stat().st_size} for p in paths}
+    return {n: file_entry(folder / n) for n in names if (folder / n).is_file()}
 
 
 def build_manifest(
     folder: Path,
     name: str,
-    config: dict[str, Any],
     checkpoint: Path,
     precision: dict[str, Any],
     source: dict[str, Any],
-    hashes: bool = True,
+    graph: dict[str, Any],
 ) -> Manifest:
-    """The manifest for the bundle in ``folder`` (model and tokenizer already written).
-
-    Architecture, special ids and generation defaults come from the runtime's
-    ``derive_manifest``, the one derivation an Optimum folder gets too; the tensor names and the
-    KV type are read from the graph. ``config`` is the checkpoint's config.json, already read.
-    ``hashes``: record each file's SHA-256 (off when more files are still to be written and
-    the list is made again at the end).
-    """
+    """The manifest for the bundle in ``folder`` (model and tokenizer already written), without
+    ``files``: the pipeline lists and hashes them once, when the last file is written."""
     from tokenizers import Tokenizer
 
-    inputs, outputs = graph_io(folder / MODEL_FILE)
-    io = io_names(list(inputs), outputs, int(config["n_layer"]))
     endoftext = Tokenizer.from_file(str(folder / TOKENIZER_FILE)).token_to_id("<|endoftext|>")
-    manifest = derive_manifest(
+    return graph_manifest(
+        folder / MODEL_FILE,
         checkpoint,
+        graph,
         name=name,
         source={**source, "libraries": library_versions()},
-        io=io,
-        kv_dtype=_ELEM_TYPES.get(inputs.get(io["past_key"] % 0, 1), "float32"),
-        eos_fallback=endoftext,
         precision=precision,
+        eos_fallback=endoftext,
     )
-    manifest.files = bundle_files(folder, hashes)
-    return manifest
 
 
-def graph_manifest(model_path: Path, checkpoint: Path, graph: dict[str, Any]) -> Manifest:
-    """A float32 manifest for a graph file that is not (yet) a bundle, to open it with the
-    runtime: the checkpoint's config and the graph's own tensor names, no files."""
-    inputs, outputs = graph_io(model_path)
-    config = read_json_object(checkpoint / "config.json")
-    io = io_names(list(inputs), outputs, int(config["n_layer"]))
+def graph_manifest(
+    model_path: Path,
+    checkpoint: Path,
+    graph: dict[str, Any],
+    *,
+    name: str | None = None,
+    source: dict[str, Any] | None = None,
+    precision: dict[str, Any] | None = None,
+    eos_fallback: int | None = None,
+) -> Manifest:
+    """The manifest of the graph at ``model_path``: architecture, special ids and generation
+    defaults from the runtime's ``derive_manifest`` (the one derivation an Optimum folder gets
+    too), tensor names and KV type read from the graph. With the defaults it describes an fp32
+    graph that is not (yet) a bundle, so the runtime can open it (parity check, quality gate)."""
     manifest = derive_manifest(
         checkpoint,
-        name=model_path.parent.name,
-        source={"model": str(checkpoint)},
-        io=io,
-        kv_dtype=_ELEM_TYPES.get(inputs.get(io["past_key"] % 0, 1), "float32"),
+        name=name or model_path.parent.name,
+        source=source or {"model": str(checkpoint)},
+        eos_fallback=eos_fallback,
+        precision=precision,
     )
+    inputs, outputs = graph_io(model_path)
+    manifest.io = io_names(list(inputs), outputs, manifest.architecture.layers)
+    kv_dtype = _ELEM_TYPES.get(inputs.get(manifest.io["past_key"] % 0, 1), "float32")
+    manifest.architecture = replace(manifest.architecture, kv_dtype=kv_dtype)
     manifest.graph = dict(graph)
     return manifest

@@ -101,16 +101,8 @@ def _build(plan: ExportPlan, source: Source, folder: Path, steps: Steps) -> None
         place_model(model_path, folder / MODEL_FILE)
     with steps.step("Write tokenizer.json"):
         write_tokenizer(source.path, folder / TOKENIZER_FILE)
-    manifest = build_manifest(
-        folder,
-        plan.output.name,
-        source.config,
-        source.path,
-        precision.to_json(),
-        source.describe(),
-        hashes=False,  # every file is hashed once, when the last one is written
-    )
-    manifest.graph = graph
+    name, recipe, origin = plan.output.name, precision.to_json(), source.describe()
+    manifest = build_manifest(folder, name, source.path, recipe, origin, graph)
     if plan.verify:
         manifest.verification = _verify(plan, source, Bundle(folder, manifest), fp32, steps)
     else:
@@ -158,8 +150,10 @@ def _verify(
         dtype = str(manifest.precision.get("dtype", "float32"))
         figures = verify_bundle(bundle.path, source.path, dtype, session)
     if plan.precision.reduced:
-        from .checks.quality import reference_session, run_gate
+        from .checks.parity import graph_session
+        from .checks.quality import run_gate
 
         with steps.step(f"Quality gate vs fp32 ({plan.gate.title()})"):
-            figures["quality"] = run_gate(session, reference_session(fp32, manifest), plan.gate)
+            reference = graph_session(fp32, source.path, manifest.graph)
+            figures["quality"] = run_gate(session, reference, plan.gate)
     return figures

@@ -17,7 +17,8 @@ from gpt2_edge.runtime.session import Session
 
 def graph_session(model_path: Path, checkpoint: Path, graph: dict[str, Any]) -> Session:
     """The fp32 graph at ``model_path`` as a runtime Session, described in memory (no bundle.json:
-    the manifest is derived from the checkpoint's config and the graph's tensor names)."""
+    the manifest is derived from the checkpoint's config and the graph's tensor names). The parity
+    check opens both graphs this way, and the quality gate its fp32 reference."""
     from gpt2_edge.runtime.bundle import Bundle
 
     from ..manifest import graph_manifest

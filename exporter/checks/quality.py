@@ -2,8 +2,8 @@
 
 Runs after quantizing (or converting to fp16) and verifying, inside the staging folder, so a
 failure leaves no bundle. The reference is the fp32 graph the precision step read (Optimum's or
-the fused one), opened through the runtime's ``Session`` with the bundle's own manifest (float32,
-no files), so both sides run the same windows the same way.
+the fused one), opened through the runtime's ``Session`` as the parity check opens a graph
+(``checks/parity.graph_session``), so both sides run the same windows the same way.
 
 All figures compare two onnxruntime sessions of the same architecture (fp32 reference and
 candidate) on the same token ids, with the sliding window of ``gpt2-eval``:
@@ -20,15 +20,14 @@ and :func:`check_greedy` the greedy agreement.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from importlib.resources import files
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from gpt2_edge.runtime.bundle import Bundle, Manifest, load_bundle
+from gpt2_edge.runtime.bundle import load_bundle
 from gpt2_edge.runtime.evaluate import encode, plan_windows, window_logits, window_loss
-from gpt2_edge.runtime.precision import FLOAT32
 from gpt2_edge.runtime.session import Session
 
 from ..errors import ExportError
@@ -67,14 +66,6 @@ class TextComparison:
 def builtin_text() -> str:
     """Public-domain English prose shipped with the package (see the file's header)."""
     return files("gpt2_edge.exporter").joinpath("data/quality_text.txt").read_text("utf-8")
-
-
-def reference_session(model_path: Path, bundle: Manifest, threads: int | None = None) -> Session:
-    """The fp32 graph at ``model_path`` as a Session, described by the bundle's own manifest
-    with float32 precision and no files (it is read once, never written as a bundle)."""
-    arch = replace(bundle.architecture, kv_dtype="float32")
-    manifest = replace(bundle, architecture=arch, precision=FLOAT32.to_json(), files={})
-    return Session(Bundle(model_path.parent, manifest), provider="cpu", threads=threads)
 
 
 def _as_session(model: Session | str | Path, threads: int | None) -> Session:
