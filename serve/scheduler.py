@@ -157,7 +157,7 @@ class Scheduler:
                     log.exception("the scheduler failed a step; failing the requests in it")
                     self._fail({a.job for a in self._active.values()} | set(admitted))
                     self._active.clear()
-                    self._rows = 0
+                    self._count_rows()
                     self._steps = self._new_steps()
         finally:
             with self._cond:
@@ -195,8 +195,7 @@ class Scheduler:
             if not job.cancelled.is_set():
                 self._join(job)
         self._drop_gone()
-        self._rows = len(self._active)
-        self._metrics.batch_rows.set(self._rows)
+        self._count_rows()
         if not self._active:
             return
         step = next(self._steps)
@@ -304,4 +303,10 @@ class Scheduler:
                 job = self._active.pop(row).job
                 if not any(a.job is job for a in self._active.values()):
                     self._metrics.latency.observe(now - job.submitted)
+        self._count_rows()
+
+    def _count_rows(self) -> None:
+        # The gauge follows every change: after the last rows finish the loop sleeps, and a
+        # gauge set only before a step would show them forever.
         self._rows = len(self._active)
+        self._metrics.batch_rows.set(self._rows)

@@ -146,6 +146,13 @@ def test_a_client_gone_during_its_prefill_is_freed_at_the_next_step(
         assert server.metric(GENERATED) == 1 and server.metric(ROWS) == 0
 
 
+def test_the_rows_gauge_is_zero_once_every_request_has_finished(gen: Generator) -> None:
+    """Rows that end by themselves (not dropped) leave the gauge too; the loop sleeps after."""
+    with running(gen) as server:
+        assert ask(openai_client(server), {"prompt": "Hi", "max_tokens": 4}, False)
+        server.wait_for(lambda: server.metric(ROWS) == 0, timeout=2, what="the gauge to drop")
+
+
 def test_clients_that_come_and_go_at_random_leave_nothing_behind(gen: Generator) -> None:
     """24 raw clients with random prompts, budgets, n and streaming, that hang up at random
     times (some before their body is complete): afterwards no row or queued request is left,
