@@ -108,9 +108,13 @@ def optimum_int8(model: str, workdir: Path = DEFAULT_WORKDIR) -> Path:
     return folder
 
 
-def ours(model: str, precision: str, workdir: Path = DEFAULT_WORKDIR) -> tuple[Path, str]:
-    """Our bundle for ``precision`` (fp32|int8|int4), exported once by the project's exporter."""
-    folder = workdir / model / f"ours-{precision}"
+def ours(
+    model: str, precision: str, workdir: Path = DEFAULT_WORKDIR, kv_cache: str = "auto"
+) -> tuple[Path, str]:
+    """Our bundle for ``precision`` (fp32|int8|int4), exported once by the project's exporter;
+    ``kv_cache`` as ``gpt2-export --kv-cache`` (a non-default one gets its own folder)."""
+    tail = "" if kv_cache == "auto" else f"-kv-{kv_cache}"
+    folder = workdir / model / f"ours-{precision}{tail}"
     if (folder / "bundle.json").is_file():
         return folder, "gpt2-export"
     from gpt2_edge.exporter.pipeline import export_bundle
@@ -120,7 +124,8 @@ def ours(model: str, precision: str, workdir: Path = DEFAULT_WORKDIR) -> tuple[P
     kwargs: dict[str, Any] = {}
     if precision != "fp32":
         kwargs = {"quantize": True, "bits": 8 if precision == "int8" else 4}
-    export_bundle(str(ckpt), folder, **kwargs)  # a failure must stop the benchmark, not hide
+    # A failure must stop the benchmark, not hide.
+    export_bundle(str(ckpt), folder, kv_cache=kv_cache, **kwargs)
     return folder, "gpt2-export"
 
 
@@ -131,6 +136,7 @@ VARIANTS = {
     "ours-fp32": lambda m, w: ours(m, "fp32", w)[0],
     "ours-int8": lambda m, w: ours(m, "int8", w)[0],
     "ours-int4": lambda m, w: ours(m, "int4", w)[0],
+    "ours-int8-kv32": lambda m, w: ours(m, "int8", w, "float32")[0],
 }
 
 

@@ -19,7 +19,7 @@ from gpt2_edge.runtime.precision import Precision
 from .pipeline import DEFAULT_MODEL, export_bundle
 from .plan import DEFAULT_MAX_PPL_INCREASE, DEFAULT_MIN_GREEDY_AGREEMENT
 from .progress import human_size
-from .recipes import DTYPES
+from .recipes import DTYPES, KV_CACHES
 from .recipes.nbits import ACCURACY_LEVELS, DEFAULT_ACCURACY_LEVEL, DEFAULT_BLOCK_SIZE
 from .recipes.targets import CHOICES as TARGETS
 from .recipes.targets import DEFAULT_TARGET
@@ -88,6 +88,14 @@ def export(
             "right on every x86-64 with AVX2 and on ARM64; auto specialises for this CPU."
         ),
     ] = DEFAULT_TARGET,
+    kv_cache: Annotated[
+        str,
+        typer.Option(
+            help=f"{'|'.join(KV_CACHES)}: the KV cache's element type. auto (default): float16 "
+            "for --quantize bundles (half the cache's memory and traffic at long context), "
+            "float32 for fp32 ones (exact)."
+        ),
+    ] = "auto",
     opset: Annotated[
         int | None, typer.Option(help="ONNX opset (default: Optimum's choice).")
     ] = None,
@@ -131,6 +139,7 @@ def export(
             max_ppl_increase=max_ppl_increase,
             min_greedy_agreement=min_greedy_agreement,
             target=target,
+            kv_cache=kv_cache,
             opset=opset,
             force=force,
             verify=verify,

@@ -62,7 +62,9 @@ def export_bundle(
             int4), ``dtype`` ``fp32`` (default) or ``fp16``, ``target`` ``portable`` (default:
             right on every x86-64 with AVX2 and ARM64), ``auto`` (this CPU), ``avx2``,
             ``avx512``, ``avx512_vnni`` or ``arm64``; ``graph`` ``fused`` (default) or
-            ``optimum``; ``opset``; ``force`` (replace an existing bundle; default off);
+            ``optimum``; ``kv_cache`` ``auto`` (default: float16 for int8/int4 on the fused
+            graph, else as the weights), ``float16`` or ``float32``; ``opset``; ``force``
+            (replace an existing bundle; default off);
             ``verify`` (compare with transformers and run the quality gate; default on);
             ``block_size`` (int4, default 32) and ``accuracy_level`` (int4, default 4);
             ``eval_text``, ``max_ppl_increase`` (default 0.05) and ``min_greedy_agreement``

@@ -79,6 +79,7 @@ def make_plan(
     eval_text: str | Path | None = None,
     max_ppl_increase: float = DEFAULT_MAX_PPL_INCREASE,
     min_greedy_agreement: float = DEFAULT_MIN_GREEDY_AGREEMENT,
+    kv_cache: str = "auto",
 ) -> ExportPlan:
     """The plan for these options (``export_bundle`` documents each); a bad one is an error."""
     if graph not in GRAPHS:
@@ -88,7 +89,9 @@ def make_plan(
     check_opset(opset)
     # --bits implies --quantize (as on the command line): bits=4 alone must not give fp32.
     quantize = quantize or bits != 8
-    choice = choose_precision(quantize, bits, dtype, target, block_size, accuracy_level)
+    choice = choose_precision(
+        quantize, bits, dtype, target, block_size, accuracy_level, kv_cache, graph
+    )
     check_gate_options(eval_text, max_ppl_increase, min_greedy_agreement)
     out = Path(output) if output is not None else default_output(model, suffix=choice.suffix)
     gate = GateOptions(

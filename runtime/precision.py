@@ -75,16 +75,20 @@ class Precision:
             rows = self.activations.get("granularity", "")
             head = self.lm_head.get("summary", "")
             text = f"int8 {self.method or ''} ({', '.join(self.operators)}), activations {rows}"
-            return text + (f"; LM head {head}" if head else "") + f"; for {self.cpus or 'any CPU'}"
+            text += (f"; LM head {head}" if head else "") + f"; for {self.cpus or 'any CPU'}"
+            return text + self._kv_note()
         if self.method == "weight-only":
             w = self.weights
             return (
                 f"{self.dtype} weight-only MatMulNBits, block {w.get('block_size')}, "
                 f"accuracy level {w.get('accuracy_level')}"
-            )
+            ) + self._kv_note()
         if self.dtype == "float16":
             return f"float16 (KV cache {self.kv_dtype}, logits float32)"
         return self.dtype
+
+    def _kv_note(self) -> str:
+        return f"; KV cache {self.kv_dtype}" if self.kv_dtype != "float32" else ""
 
 
 FLOAT32 = Precision()

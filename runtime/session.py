@@ -26,6 +26,7 @@ import onnxruntime as ort
 from .bundle import Architecture, Bundle
 from .errors import EdgeError
 from .graph_check import check_graph, graph_facts, onnxruntime_reason
+from .pageout import release_file_pages
 from .precision import Precision
 from .settings import check_threads
 
@@ -386,6 +387,8 @@ class Session:
         if self.provider == "cuda" and is_int8(bundle.manifest.precision):
             self.notices.append(INT8_ON_CUDA)
         self.ort = create_inference_session(bundle, self.provider, threads)
+        # The weights onnxruntime copied into its own buffers need not stay resident twice.
+        release_file_pages(p for p in bundle.path.iterdir() if p.is_file())
         input_types = {i.name: i.type for i in self.ort.get_inputs()}
         # An input with a default (the fused graph's logits_index, so that onnxruntime-genai can
         # leave it unfed) is an overridable initializer, which get_inputs() does not list.

@@ -18,6 +18,12 @@ shorter length: the next call overwrites the forgotten positions.
 onnxruntime's GroupQueryAttention takes several new tokens per row after a past only for a batch
 of one, so :meth:`decode` with K > 1 runs each row alone on a view of its slot (CPU buffers), or K
 one-token calls (device buffers, which have no views).
+
+A prompt longer than ``prefill_chunk`` is prefilled the same way, row by row in chunks: the
+activations of one call (the attention's scores grow with the square of its length) then stay
+those of a ``prefill_chunk``-token call, and onnxruntime's arena, which keeps its largest size
+for the life of the session, stays small. The chunks compute exactly what one call would (each
+position attends to the same keys; int8 activations are quantized per row).
 """
 
 from __future__ import annotations
@@ -31,6 +37,10 @@ from onnxruntime import OrtValue
 from .cache import MASK_DTYPE
 from .kv_buffers import KVBuffers
 from .session import Session
+
+# Tokens per prefill call for long prompts (see the module doc; measured in
+# benchmarks/bench_long_context.py).
+PREFILL_CHUNK = 256
 
 
 def right_pad(prompts: Sequence[np.ndarray], pad_id: int) -> tuple[np.ndarray, np.ndarray]:
@@ -57,10 +67,16 @@ class SharedKVDecoder:
             the model's context).
         shared_buffers: keep CPU buffers as numpy arrays shared with onnxruntime (default: where
             attention runs on the CPU); False takes the device path (tests).
+        prefill_chunk: longest prompt prefilled in one call (CPU buffers; see the module doc).
     """
 
     def __init__(
-        self, session: Session, pad_id: int, capacity: int, shared_buffers: bool | None = None
+        self,
+        session: Session,
+        pad_id: int,
+        capacity: int,
+        shared_buffers: bool | None = None,
+        prefill_chunk: int = PREFILL_CHUNK,
     ):
         self._session, self._names, self._pad_id = session, session.names, pad_id
         self._context = session.arch.context_length
@@ -73,6 +89,7 @@ class SharedKVDecoder:
         self._dense = True  # rows are slots 0..S-1 in order: no gather, no scatter
         self._ones = np.ones(self._context + 1, dtype=MASK_DTYPE)  # batch-1 masks: its prefixes
         self._logits_dtype = logits_dtype(session)
+        self._chunk = max(1, int(prefill_chunk))
 
     @property
     def batch(self) -> int:
@@ -158,11 +175,28 @@ class SharedKVDecoder:
         count = len(self._names.past)
         dtype = self._session.kv_dtype
         self._bind(KVBuffers.zeros(count, shape, dtype, self._device, self._shared))
+        self._slots, self._dense = np.arange(batch), True
+        if width > self._chunk and (self._shared or batch == 1):
+            self._lengths = np.zeros(batch, dtype=np.int64)
+            return np.concatenate(
+                [self._prefill_chunked(p, slot) for slot, p in enumerate(prompts)]
+            )
         positions = np.ascontiguousarray(np.broadcast_to(np.arange(width), (batch, width)))
         mask = self._mask(width, lengths)
         logits = self._run(self._binding, ids, mask, positions, (lengths - 1)[:, None])
-        self._slots, self._lengths, self._dense = np.arange(batch), lengths.copy(), True
+        self._lengths = lengths.copy()
         return logits[:, 0]
+
+    def _prefill_chunked(self, prompt: np.ndarray, slot: int) -> np.ndarray:
+        """Feed one prompt into its (empty) slot ``prefill_chunk`` tokens at a time; (1, V)."""
+        binding = self._binding if self._lengths.size == 1 else self._row_binding(slot)
+        ids = np.asarray(prompt, dtype=np.int64)[None]
+        for start in range(0, ids.shape[1], self._chunk):
+            part = ids[:, start : start + self._chunk]
+            # Only the last position's logits are used; an earlier chunk asks for one position
+            # too (the graph needs one), which costs one row of the LM head.
+            logits = self._decode_slot(binding, part, slot, want=np.array([[part.shape[1] - 1]]))
+        return logits[:, 0].copy()
 
     def add(self, prompts: Sequence[np.ndarray]) -> np.ndarray:
         """Append rows for ``prompts``; returns their last logits (n, V).
@@ -230,12 +264,16 @@ class SharedKVDecoder:
         self._lengths[self._slots] += 1
         return logits[self._slots]
 
-    def _decode_slot(self, binding: Any, tokens: np.ndarray, slot: int) -> np.ndarray:
-        """K tokens (1, K) for the one slot ``binding`` holds; returns (1, K, V)."""
+    def _decode_slot(
+        self, binding: Any, tokens: np.ndarray, slot: int, want: np.ndarray | None = None
+    ) -> np.ndarray:
+        """K tokens (1, K) for the one slot ``binding`` holds; returns (1, K', V): the logits
+        at ``want`` (1, K') positions of the K (default: all of them)."""
         length, count = int(self._lengths[slot]), tokens.shape[1]
         mask = self._mask(length + count, np.array([length + count]))
         positions = (length + np.arange(count))[None]
-        logits = self._run(binding, tokens, mask, positions, np.arange(count)[None])
+        want = np.arange(count)[None] if want is None else want
+        logits = self._run(binding, tokens, mask, positions, want)
         self._lengths[slot] = length + count
         return logits
 

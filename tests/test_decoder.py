@@ -125,14 +125,49 @@ def run_script(checker: Checker) -> None:
         checker.decode(3)
 
 
+@pytest.fixture(scope="module")
+def half_kv_session(gpt2_tokenizer_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Session:
+    """The same kind of graph with the exporter's float16 KV cache (``exporter/kv_cache.py``)."""
+    if importlib.util.find_spec("onnx") is None:
+        pytest.skip("building the fused graph needs onnx")
+    from dataclasses import replace
+
+    from gpt2_edge.exporter.kv_cache import half_kv_cache_file
+    from gpt2_edge.runtime.bundle import file_entry, write_manifest
+
+    folder = build_fused_bundle(
+        tmp_path_factory.mktemp("fused16") / "tiny", gpt2_tokenizer_dir / "tokenizer.json"
+    )
+    manifest = load_bundle(folder).manifest
+    assert half_kv_cache_file(folder / "model.onnx") == 2  # one attention per layer
+    manifest.files["model.onnx"] = file_entry(folder / "model.onnx")
+    manifest.architecture = replace(manifest.architecture, kv_dtype="float16")
+    write_manifest(folder, manifest)
+    return Session(load_bundle(folder), provider="cpu", threads=1)
+
+
 @needs_onnx
+@pytest.mark.parametrize("chunk", [256, 4], ids=["one-call-prefill", "chunked-prefill"])
 @pytest.mark.parametrize("shared_buffers", [True, False], ids=["cpu-views", "device-path"])
 def test_shared_buffer_decoder_follows_every_call(
-    fused_session: Session, shared_buffers: bool
+    fused_session: Session, shared_buffers: bool, chunk: int
 ) -> None:
-    decoder = SharedKVDecoder(fused_session, pad_id=0, capacity=16, shared_buffers=shared_buffers)
+    """Chunks of 4 tokens: every prompt of the script but one is prefilled in several calls."""
+    decoder = SharedKVDecoder(
+        fused_session, pad_id=0, capacity=16, shared_buffers=shared_buffers, prefill_chunk=chunk
+    )
     run_script(Checker(decoder, fused_reference(fused_session), every_position=True))
     assert decoder.capacity > 16
+
+
+@needs_onnx
+def test_a_float16_cache_follows_every_call(half_kv_session: Session) -> None:
+    """The float16 cache gives, step by step, the logits of a from-scratch forward of the same
+    graph (both round the keys and values to float16 alike)."""
+    assert half_kv_session.kv_dtype == np.float16
+    decoder = SharedKVDecoder(half_kv_session, pad_id=0, capacity=16, prefill_chunk=4)
+    run_script(Checker(decoder, fused_reference(half_kv_session), every_position=True))
+    assert decoder._buffers is not None and decoder._buffers.read()[0].dtype == np.float16
 
 
 def test_growing_past_decoder_follows_every_call() -> None:

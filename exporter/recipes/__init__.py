@@ -13,7 +13,7 @@ stays where it was as the quality gate's reference.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from importlib.metadata import version
 from pathlib import Path
 
@@ -24,6 +24,9 @@ from .nbits import DEFAULT_ACCURACY_LEVEL, DEFAULT_BLOCK_SIZE, NBitsSettings
 from .targets import DEFAULT_TARGET, Target, resolve_target
 
 DTYPES = ("fp32", "fp16")
+# The KV cache's element type: auto = float16 for int8/int4 on the fused graph (see
+# ``exporter/kv_cache.py``), float32 for fp32 (exact), float16 for fp16.
+KV_CACHES = ("auto", "float16", "float32")
 QUANTIZE_BITS = (8, 4)
 SUFFIXES = {"fp32": "", "int8": "-int8", "int4": "-int4", "fp16": "-fp16"}
 
@@ -35,6 +38,12 @@ class PrecisionChoice:
     kind: str  # a key of SUFFIXES
     target: Target | None = None
     nbits: NBitsSettings | None = None
+    kv_cache: str = "auto"  # a value of KV_CACHES
+
+    def half_kv(self, graph_kind: str) -> bool:
+        """Whether the recipe turns the fused graph's float32 KV cache to float16."""
+        quantized = self.kind in ("int8", "int4")
+        return graph_kind == "fused-gqa" and quantized and self.kv_cache in ("auto", "float16")
 
     @property
     def suffix(self) -> str:
@@ -68,15 +77,41 @@ def choose_precision(
     target: str = DEFAULT_TARGET,
     block_size: int = DEFAULT_BLOCK_SIZE,
     accuracy_level: int = DEFAULT_ACCURACY_LEVEL,
+    kv_cache: str = "auto",
+    graph: str = "fused",
 ) -> PrecisionChoice:
     """Validate the flags and name the precision; every problem is one ``ExportError`` sentence.
 
     ``quantize`` with ``bits`` 8 (the default) is int8, with 4 int4; ``dtype`` ``fp16`` converts
     instead of quantizing, so the two exclude each other. ``block_size`` and ``accuracy_level``
-    only matter for int4, ``target`` only for int8.
+    only matter for int4, ``target`` only for int8. ``kv_cache`` ``float16`` needs a quantized
+    recipe on the fused ``graph`` (fp16 has it already), ``float32`` excludes fp16.
     """
     if dtype not in DTYPES:
         raise ExportError(f"Unknown dtype '{dtype}'; choose one of {', '.join(DTYPES)}.")
+    check_kv_cache(kv_cache, quantize, dtype, graph)
+    choice = _choose(quantize, bits, dtype, target, block_size, accuracy_level)
+    return replace(choice, kv_cache=kv_cache)
+
+
+def check_kv_cache(kv_cache: str, quantize: bool, dtype: str, graph: str) -> None:
+    """One sentence for a ``--kv-cache`` the other flags cannot honour."""
+    if kv_cache not in KV_CACHES:
+        raise ExportError(f"Unknown --kv-cache '{kv_cache}'; choose one of {', '.join(KV_CACHES)}.")
+    if kv_cache == "float32" and dtype == "fp16":
+        raise ExportError("--dtype fp16 keeps its KV cache in float16; drop --kv-cache float32.")
+    if kv_cache == "float16" and dtype == "fp32" and not quantize:
+        raise ExportError(
+            "--kv-cache float16 is for --quantize bundles (--dtype fp16 has it already); an fp32 "
+            "bundle keeps the exact float32 cache."
+        )
+    if kv_cache == "float16" and graph != "fused":
+        raise ExportError("--kv-cache float16 needs the fused graph; drop --graph optimum.")
+
+
+def _choose(
+    quantize: bool, bits: int, dtype: str, target: str, block_size: int, accuracy_level: int
+) -> PrecisionChoice:
     if dtype == "fp16" and quantize:
         raise ExportError("--dtype fp16 and --quantize exclude each other; choose one.")
     if dtype == "fp16":
@@ -107,14 +142,47 @@ def apply_precision(
     out_dir = work_dir / choice.kind
     out_dir.mkdir(parents=True, exist_ok=True)
     size = footprint(model_path)
+    if choice.kind in ("int8", "int4"):
+        path, precision = _quantize(choice, model_path, out_dir, graph_kind, size)
+        if choice.half_kv(graph_kind):
+            from ..kv_cache import half_kv_cache_file
+
+            half_kv_cache_file(path)
+            precision = replace(precision, kv_dtype="float16")
+        return path, precision
+    from .fp16 import convert_file
+
+    # fp16 halves the bytes: external data only when even half is over the protobuf limit.
+    report = convert_file(
+        model_path, out_dir / "model.onnx", external_data=needs_external_data(size // 2)
+    )
+    return out_dir / "model.onnx", Precision(
+        dtype="float16",
+        method="cast",
+        kv_dtype=str(report["kv_dtype"]),
+        tool={"converter": str(report["method"]), **version_of("onnxruntime")},
+        extra={"logits_dtype": report["logits_dtype"]},
+    )
+
+
+def version_of(package: str) -> dict[str, str]:
+    return {package: version(package)}
+
+
+def _quantize(
+    choice: PrecisionChoice, model_path: Path, out_dir: Path, graph_kind: str, size: int
+) -> tuple[Path, Precision]:
+    """The int8 or int4 recipe on the fp32 graph."""
+    from ..onnx_files import needs_external_data
+
     if choice.kind == "int8" and choice.target is not None:
         from .int8 import quantize_int8
 
         return quantize_int8(
             model_path, out_dir, choice.target, graph_kind, needs_external_data(size)
         )
-    tool = {"onnxruntime": version("onnxruntime")}
-    if choice.kind == "int4" and choice.nbits is not None:
+    tool = version_of("onnxruntime")
+    if choice.nbits is not None:
         from .nbits import quantize_file
 
         settings = choice.nbits
@@ -131,16 +199,4 @@ def apply_precision(
             tool={"quantizer": "onnxruntime MatMulNBitsQuantizer", **tool},
             extra={"gemm_rewritten": report["gemm_rewritten"]},
         )
-    from .fp16 import convert_file
-
-    # fp16 halves the bytes: external data only when even half is over the protobuf limit.
-    report = convert_file(
-        model_path, out_dir / "model.onnx", external_data=needs_external_data(size // 2)
-    )
-    return out_dir / "model.onnx", Precision(
-        dtype="float16",
-        method="cast",
-        kv_dtype=str(report["kv_dtype"]),
-        tool={"converter": str(report["method"]), **tool},
-        extra={"logits_dtype": report["logits_dtype"]},
-    )
+    raise AssertionError(f"no recipe for {choice}")
