@@ -10,11 +10,15 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import threading
+import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import Any, Generic, TypeVar
 
+from . import verified
 from .errors import EdgeError
 from .manifest_schema import (
     check_manifest,
@@ -31,6 +35,7 @@ KNOWN_VERSIONS = (1, 2)
 MANIFEST = "bundle.json"
 MODEL_FILE = "model.onnx"
 TOKENIZER_FILE = "tokenizer.json"
+REQUIRED = (MODEL_FILE, TOKENIZER_FILE)  # in every folder the runtime opens
 CONFIG_FILE = "config.json"
 GENERATION_CONFIG_FILE = "generation_config.json"
 # What a plain Optimum folder assumes when its config.json does not say.
@@ -220,7 +225,18 @@ def read_manifest(folder: Path) -> Manifest:
 
 def verify_files(folder: Path, manifest: Manifest, check_hashes: bool = True) -> None:
     """Raise if a listed file is missing or lies outside the folder (through a symbolic link),
-    or (with ``check_hashes``) its size or SHA-256 differs."""
+    or (with ``check_hashes``) its size or SHA-256 differs.
+
+    All sizes are checked before any hash, and a file this user already hashed and has not
+    changed since is not read again (``verified.py``).
+    """
+    _check_listed(folder, manifest)
+    if check_hashes:
+        check_hashes_of(folder, manifest)
+
+
+def _check_listed(folder: Path, manifest: Manifest) -> None:
+    """Every listed file exists inside the folder with its listed size."""
     root = Path(os.path.realpath(folder))
     for name, entry in manifest.files.items():
         path = folder / name
@@ -242,8 +258,26 @@ def verify_files(folder: Path, manifest: Manifest, check_hashes: bool = True) ->
             )
         if size != entry.get("size", size):
             raise EdgeError(f"{path} has the wrong size; the bundle is corrupt, export it again.")
-        if check_hashes and "sha256" in entry and sha256_of(path) != entry["sha256"]:
+
+
+def check_hashes_of(folder: Path, manifest: Manifest) -> None:
+    """Raise if a listed file's content does not have the SHA-256 the manifest gives it."""
+    for name, entry in manifest.files.items():
+        path = folder / name
+        if "sha256" in entry and not matches_sha256(path, entry["sha256"]):
             raise EdgeError(f"{path} does not match its SHA-256 in the manifest; export it again.")
+
+
+def matches_sha256(path: Path, expected: str) -> bool:
+    """Whether ``path`` hashes to ``expected``: read in full, unless this user already hashed
+    this unchanged file version (then it is remembered, see ``verified.py``)."""
+    if verified.is_verified(path, expected):
+        return True
+    before, started = verified.signature(path), time.time()
+    if sha256_of(path) != expected:
+        return False
+    verified.remember(path, expected, before, started)
+    return True
 
 
 def load_bundle(path: str | os.PathLike[str], check_hashes: bool = True) -> Bundle:
@@ -255,25 +289,94 @@ def load_bundle(path: str | os.PathLike[str], check_hashes: bool = True) -> Bund
     Raises:
         EdgeError: the folder, its manifest, a file or the tokenizer cannot be used.
     """
+    bundle = _open_bundle(path)
+    _check_contents(bundle, check_hashes)
+    return bundle
+
+
+T = TypeVar("T")
+
+
+def load_bundle_with(
+    path: str | os.PathLike[str], open_graph: Callable[[Bundle], T], check_hashes: bool = True
+) -> tuple[Bundle, T]:
+    """:func:`load_bundle`, with ``open_graph(bundle)`` run on a second thread meanwhile.
+
+    The cheap checks (folder, manifest, file sizes) come first; then the graph opens while this
+    thread hashes the files and reads the tokenizer. onnxruntime releases the GIL while it builds
+    a session (0.15 s for GPT-2 124M int8 here, mostly repacking the weights), which is longer
+    than the tokenizer's 0.08 s, so the tokenizer costs no time on a machine with two cores.
+    An error of the checks wins over one of ``open_graph`` (a corrupt file is reported as
+    corrupt, not as onnxruntime's complaint about it), as if they had run in that order.
+
+    Raises:
+        EdgeError: as :func:`load_bundle`, or whatever ``open_graph`` raises.
+    """
+    bundle = _open_bundle(path)
+    if not all((bundle.path / name).is_file() for name in REQUIRED):
+        _check_contents(bundle, check_hashes)  # raises, in load_bundle's order
+    graph: _Background[T] = _Background(open_graph, bundle)
+    try:
+        _check_contents(bundle, check_hashes)
+    finally:  # never leave the graph loading behind an error; it ends within a second
+        graph.join()
+    return bundle, graph.result()
+
+
+class _Background(Generic[T]):
+    """``fn(arg)`` on its own thread; :meth:`result` returns its value or raises its error."""
+
+    def __init__(self, fn: Callable[[Bundle], T], arg: Bundle):
+        self._fn, self._arg = fn, arg
+        self._value: T | None = None
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="gpt2-edge-load")
+        self._thread.start()
+
+    def _run(self) -> None:
+        try:
+            self._value = self._fn(self._arg)
+        except BaseException as exc:  # handed to the caller's thread, traceback and all
+            self._error = exc
+
+    def join(self) -> None:
+        self._thread.join()
+
+    def result(self) -> T:
+        if self._error is not None:
+            raise self._error
+        return self._value  # type: ignore[return-value]
+
+
+def _open_bundle(path: str | os.PathLike[str]) -> Bundle:
+    """The folder and its manifest, checked without reading the large files."""
     folder = Path(path)
     if "\0" in str(folder):
         raise EdgeError(f"The bundle path {shown(str(folder))} holds a NUL character.")
     try:
-        manifest = _folder_manifest(folder, check_hashes)
-        for required in (MODEL_FILE, TOKENIZER_FILE):
+        return Bundle(folder, _folder_manifest(folder))
+    except OSError as exc:  # permissions and the like
+        raise EdgeError(f"{folder} cannot be read ({exc.strerror or exc}).") from None
+
+
+def _check_contents(bundle: Bundle, check_hashes: bool) -> None:
+    """The hashes (when asked), the files every bundle needs, and the tokenizer."""
+    folder = bundle.path
+    try:
+        if check_hashes and (folder / MANIFEST).exists():
+            check_hashes_of(folder, bundle.manifest)
+        for required in REQUIRED:
             if not (folder / required).is_file():
                 raise EdgeError(f"Bundle {folder} is missing {required}.")
     except OSError as exc:  # permissions and the like
         raise EdgeError(f"{folder} cannot be read ({exc.strerror or exc}).") from None
-    bundle = Bundle(folder, manifest)
     _check_tokenizer(bundle)
-    return bundle
 
 
 def _check_tokenizer(bundle: Bundle) -> None:
     """A tokenizer with more tokens than the model's embedding would feed ids the model lacks."""
     vocab = bundle.manifest.architecture.vocab_size
-    size = bundle.tokenizer.backend.get_vocab_size()  # added tokens included
+    size = bundle.tokenizer.token_count  # added tokens included
     if size > vocab:
         where, names = bundle.origin
         label = names.get("architecture.vocab_size", "architecture.vocab_size")
@@ -283,14 +386,14 @@ def _check_tokenizer(bundle: Bundle) -> None:
         )
 
 
-def _folder_manifest(folder: Path, check_hashes: bool) -> Manifest:
+def _folder_manifest(folder: Path) -> Manifest:
     if not folder.exists():
         raise EdgeError(f"Bundle folder {folder} does not exist.")
     if not folder.is_dir():
         raise EdgeError(f"{folder} is a file, not a bundle folder; pass the folder that holds it.")
     if (folder / MANIFEST).exists():
         manifest = read_manifest(folder)
-        verify_files(folder, manifest, check_hashes)
+        _check_listed(folder, manifest)
         return manifest
     if (folder / CONFIG_FILE).is_file() and (folder / MODEL_FILE).is_file():
         return manifest_from_optimum(folder)

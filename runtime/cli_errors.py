@@ -11,7 +11,6 @@ from __future__ import annotations
 import sys
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from importlib import metadata
 from typing import Any
 
 import typer
@@ -91,6 +90,8 @@ class EdgeCommand(TyperCommand):
 
 def package_version() -> str:
     """The installed gpt2-edge version ("unknown" when run from a source tree not installed)."""
+    from importlib import metadata  # 15-20 ms to import, for --version only
+
     try:
         return metadata.version(DISTRIBUTION)
     except metadata.PackageNotFoundError:

@@ -15,9 +15,9 @@ Two ways to run a step, chosen by provider:
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
-from importlib import metadata
 from typing import Any, Protocol
 
 import numpy as np
@@ -62,8 +62,15 @@ class ProviderChoice:
 GPU_DISTRIBUTIONS = ("onnxruntime-gpu",)
 
 
+@functools.cache
 def gpu_build_installed() -> bool:
-    """Whether a GPU build of onnxruntime is installed (whichever onnxruntime Python imported)."""
+    """Whether a GPU build of onnxruntime is installed (whichever onnxruntime Python imported).
+
+    Asked once per process; ``importlib.metadata`` is imported here because it costs 15-30 ms
+    at start-up and only ``--provider auto`` on a machine without CUDA needs it.
+    """
+    from importlib import metadata
+
     for name in GPU_DISTRIBUTIONS:
         try:
             metadata.distribution(name)

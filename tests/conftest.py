@@ -34,6 +34,15 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(skip_export)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _verified_records_in_a_temp_folder(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """The runtime remembers hashed files under ~/.cache (``runtime/verified.py``); tests keep
+    those records (and every subprocess's, through the environment) in a folder of their own."""
+    import os
+
+    os.environ["GPT2_EDGE_CACHE_DIR"] = str(tmp_path_factory.mktemp("verified-records"))
+
+
 def _need(path: Path) -> Path:
     if not path.exists():
         pytest.skip(f"{path} is absent (../shared is not beside the checkout)")
@@ -62,20 +71,26 @@ def wikitext_dir() -> Path:
     return _need(SHARED / "data" / "wikitext-2")
 
 
-def _train_small_bpe(folder: Path) -> int:
-    """A byte-level BPE trained on a few sentences, for when the real GPT-2 files are absent."""
+def train_small_bpe(texts: list[str], vocab_size: int):  # -> tokenizers.Tokenizer
+    """A GPT-2-style byte-level BPE trained on ``texts``, with ``<|endoftext|>``."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
-        vocab_size=400,
+        vocab_size=vocab_size,
         special_tokens=["<|endoftext|>"],
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
     )
+    tok.train_from_iterator(texts, trainer)
+    return tok
+
+
+def _train_small_bpe(folder: Path) -> int:
+    """A byte-level BPE trained on a few sentences, for when the real GPT-2 files are absent."""
     text = ["The quick brown fox jumps over the lazy dog. " * 4, "Hello world, this is a test."]
-    tok.train_from_iterator(text, trainer)
+    tok = train_small_bpe(text, 400)
     tok.model.save(str(folder))  # vocab.json + merges.txt, which GPT2TokenizerFast reads
     return tok.get_vocab_size()
 

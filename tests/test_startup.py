@@ -1,0 +1,468 @@
+"""Cold start: what ``gpt2-generate`` skips or overlaps, and that each shortcut stays sound.
+
+- The verified-files record (``runtime/verified.py``): a file hashed once is not read again while
+  it is unchanged, and every way of changing it makes the next load hash it again.
+- ``load_bundle_with``: the graph opens on a second thread while the checks run; the checks'
+  errors still win, and nothing is left running behind an error.
+- ``Tokenizer.token_count`` equals ``get_vocab_size()`` without copying the vocabulary.
+- The CLI imports nothing it does not need to generate (rich, onnx, torch, the exporter...).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+from conftest import train_small_bpe
+from gpt2_edge.runtime import EdgeError, verified
+from gpt2_edge.runtime import bundle as bundle_mod
+from gpt2_edge.runtime.bundle import (
+    Architecture,
+    Bundle,
+    Manifest,
+    check_hashes_of,
+    file_entry,
+    load_bundle,
+    load_bundle_with,
+    read_manifest,
+    write_manifest,
+)
+from gpt2_edge.runtime.tokenizer import Tokenizer
+from tokenizers import AddedToken
+from tokenizers import Tokenizer as HFTokenizer
+
+SETTLE_S = 0.05  # the tests' stand-in for verified.SETTLE_S; above any file clock's tick
+DATA = bytes(range(256)) * 64  # 16 KiB of "weights"
+
+
+def small_tokenizer(path: Path) -> int:
+    """A byte-level BPE trained on two sentences, saved as ``tokenizer.json``; its size."""
+    tok = train_small_bpe(["The quick brown fox jumps over the lazy dog."] * 4, 300)
+    tok.save(str(path))
+    return tok.get_vocab_size()
+
+
+def make_bundle(folder: Path) -> Path:
+    """A bundle folder whose files are listed with their hashes; its model.onnx is no graph
+    (the tests' ``open_graph`` never parses it)."""
+    folder.mkdir(parents=True)
+    (folder / "model.onnx").write_bytes(DATA)
+    vocab = small_tokenizer(folder / "tokenizer.json")
+    files = {name: file_entry(folder / name) for name in ("model.onnx", "tokenizer.json")}
+    arch = Architecture(2, 4, 16, 64, 128, vocab)
+    write_manifest(folder, Manifest("tiny", arch, files=files))
+    return folder
+
+
+@pytest.fixture()
+def records(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """An empty records folder of its own, and a settle time short enough for a test."""
+    folder = tmp_path / "cache"
+    monkeypatch.setenv(verified.CACHE_ENV, str(folder))
+    monkeypatch.setattr(verified, "SETTLE_S", SETTLE_S)
+    return folder
+
+
+@pytest.fixture()
+def reads(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The names of the files hashed in full, in order."""
+    seen: list[str] = []
+    real = bundle_mod.sha256_of
+
+    def counting(path: Path, chunk: int = 1 << 20) -> str:
+        seen.append(Path(path).name)
+        return real(path, chunk)
+
+    monkeypatch.setattr(bundle_mod, "sha256_of", counting)
+    return seen
+
+
+@pytest.fixture()
+def settled(tmp_path: Path) -> Path:
+    """A bundle whose files were last changed longer than ``SETTLE_S`` ago."""
+    folder = make_bundle(tmp_path / "bundle")
+    time.sleep(2 * SETTLE_S)
+    return folder
+
+
+def check(folder: Path) -> None:
+    check_hashes_of(folder, read_manifest(folder))
+
+
+# --- The verified-files record ------------------------------------------------------------------
+
+
+def test_a_verified_file_is_not_read_again(records: Path, settled: Path, reads: list[str]) -> None:
+    check(settled)
+    assert sorted(reads) == ["model.onnx", "tokenizer.json"]
+    check(settled)
+    load_bundle(settled)
+    assert len(reads) == 2  # neither check read a file again
+    assert len(list((records / "verified").glob("*.json"))) == 2
+
+
+def edit_in_place(path: Path) -> None:
+    with open(path, "r+b") as fh:  # same size, same inode
+        fh.seek(100)
+        fh.write(b"\xff")
+
+
+def edit_and_restore_mtime(path: Path) -> None:
+    st = path.stat()
+    edit_in_place(path)
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))  # the ctime cannot be set back
+
+
+def replace_by_rename(path: Path) -> None:
+    other = path.with_name("other")
+    other.write_bytes(b"\xff" + path.read_bytes()[1:])
+    os.replace(other, path)  # a new inode under the old name
+
+
+def copy_over_with_stat(path: Path) -> None:
+    other = path.with_name("other")
+    other.write_bytes(path.read_bytes()[:-1] + b"\x00")
+    os.utime(other, ns=(path.stat().st_atime_ns, path.stat().st_mtime_ns))
+    shutil.copy2(other, path)  # content and mtime copied, size unchanged
+
+
+CHANGES: dict[str, Callable[[Path], None]] = {
+    "edit in place": edit_in_place,
+    "edit, mtime restored": edit_and_restore_mtime,
+    "replaced by rename": replace_by_rename,
+    "copied over with its stat": copy_over_with_stat,
+}
+
+
+@pytest.mark.parametrize("change", CHANGES.values(), ids=CHANGES.keys())
+def test_any_change_after_the_record_is_caught(
+    change: Callable[[Path], None], records: Path, settled: Path, reads: list[str]
+) -> None:
+    check(settled)
+    change(settled / "model.onnx")
+    with pytest.raises(EdgeError, match=r"model\.onnx does not match its SHA-256"):
+        check(settled)
+    assert reads.count("model.onnx") == 2
+
+
+def test_a_record_is_for_one_digest(records: Path, settled: Path, reads: list[str]) -> None:
+    """A manifest rewritten to expect other content does not inherit the old record."""
+    check(settled)
+    manifest = read_manifest(settled)
+    manifest.files["model.onnx"]["sha256"] = "0" * 64
+    write_manifest(settled, manifest)
+    with pytest.raises(EdgeError, match="SHA-256"):
+        check(settled)
+    assert reads.count("model.onnx") == 2
+
+
+BAD_RECORDS = {
+    "not JSON": "{",
+    "a list": "[1, 2]",
+    "no signature": json.dumps({"path": "x", "sha256": "y"}),
+    "signature of strings": json.dumps({"path": "x", "sha256": "y", "signature": "abcde"}),
+}
+
+
+@pytest.mark.parametrize("text", BAD_RECORDS.values(), ids=BAD_RECORDS.keys())
+def test_a_bad_record_means_hashing(
+    text: str, records: Path, settled: Path, reads: list[str]
+) -> None:
+    check(settled)
+    for record in (records / "verified").glob("*.json"):
+        record.write_text(text)
+    check(settled)  # passes, by reading the files again
+    assert len(reads) == 4
+
+
+def test_another_paths_record_does_not_count(
+    records: Path, settled: Path, reads: list[str], tmp_path: Path
+) -> None:
+    """A record copied under another file's key names the path it was made for."""
+    check(settled)
+    twin = make_bundle(tmp_path / "twin")
+    (twin / "model.onnx").write_bytes(b"\xff" + DATA[1:])  # the same size, other bytes
+    manifest = read_manifest(twin)
+    manifest.files["model.onnx"] = read_manifest(settled).files["model.onnx"]
+    write_manifest(twin, manifest)
+    original = verified._record_path(settled / "model.onnx", manifest.files["model.onnx"]["sha256"])
+    stolen = verified._record_path(twin / "model.onnx", manifest.files["model.onnx"]["sha256"])
+    assert original is not None and stolen is not None
+    stolen.write_text(original.read_text())
+    with pytest.raises(EdgeError, match="SHA-256"):
+        check(twin)
+
+
+def test_files_changed_recently_are_not_recorded(
+    records: Path, reads: list[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Within the settle time a change could share the clock tick of the record."""
+    monkeypatch.setattr(verified, "SETTLE_S", 3600.0)
+    folder = make_bundle(tmp_path / "fresh")
+    reads.clear()  # make_bundle hashed them to write the manifest
+    check(folder)
+    check(folder)
+    assert len(reads) == 4 and not (records / "verified").exists()
+
+
+def test_a_file_changed_while_hashed_is_not_recorded(
+    records: Path, settled: Path, reads: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real = bundle_mod.sha256_of
+
+    def hash_then_change(path: Path, chunk: int = 1 << 20) -> str:
+        reads.append(Path(path).name)
+        digest = real(path, chunk)
+        if Path(path).name == "model.onnx":
+            edit_in_place(path)  # after the hash, before the record
+        return digest
+
+    monkeypatch.setattr(bundle_mod, "sha256_of", hash_then_change)
+    check(settled)  # the digest read matches the manifest...
+    monkeypatch.setattr(bundle_mod, "sha256_of", lambda path, chunk=1 << 20: real(path, chunk))
+    with pytest.raises(EdgeError, match="model.onnx does not match"):  # ...but was not recorded
+        check(settled)
+
+
+@pytest.mark.parametrize("setting", ["", "a file"], ids=["turned off", "not a folder"])
+def test_without_records_every_load_hashes(
+    setting: str, settled: Path, reads: list[str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    if setting:
+        (tmp_path / "a file").write_text("")
+        setting = str(tmp_path / "a file")
+    monkeypatch.setenv(verified.CACHE_ENV, setting)
+    monkeypatch.setattr(verified, "SETTLE_S", SETTLE_S)
+    check(settled)
+    load_bundle(settled)
+    assert len(reads) == 4
+
+
+def test_records_of_vanished_files_are_dropped(
+    records: Path, settled: Path, tmp_path: Path
+) -> None:
+    check(settled)
+    gone = make_bundle(tmp_path / "gone")
+    time.sleep(2 * SETTLE_S)
+    check(gone)
+    assert len(list((records / "verified").glob("*.json"))) == 4
+    for name in ("model.onnx", "tokenizer.json", "bundle.json"):
+        (gone / name).unlink()
+    (settled / "model.onnx").write_bytes(DATA)  # a new version, recorded after a hash
+    time.sleep(2 * SETTLE_S)
+    check(settled)
+    left = [json.loads(r.read_text())["path"] for r in (records / "verified").glob("*.json")]
+    assert sorted(Path(p).name for p in left) == ["model.onnx", "tokenizer.json"]
+    assert all(Path(p).parent == settled.resolve() for p in left)
+
+
+# --- The graph opens while the checks run ------------------------------------------------------
+
+
+class Graph:
+    """A stand-in ``open_graph``: sleeps, records its thread, then returns or raises."""
+
+    def __init__(self, error: BaseException | None = None, delay: float = 0.2):
+        self.error, self.delay = error, delay
+        self.thread: threading.Thread | None = None
+        self.done = False
+
+    def __call__(self, bundle: Bundle) -> str:
+        self.thread = threading.current_thread()
+        time.sleep(self.delay)
+        self.done = True
+        if self.error is not None:
+            raise self.error
+        return f"graph of {bundle.manifest.name}"
+
+
+def test_the_graph_opens_on_another_thread(records: Path, settled: Path) -> None:
+    graph = Graph()
+    bundle, opened = load_bundle_with(settled, graph)
+    assert opened == "graph of tiny" and bundle.tokenizer.token_count > 0
+    assert graph.thread is not None and graph.thread is not threading.current_thread()
+
+
+def corrupt_model(folder: Path) -> None:
+    edit_in_place(folder / "model.onnx")
+
+
+def tokenizer_too_big(folder: Path) -> None:
+    manifest = read_manifest(folder)
+    manifest.architecture = replace(manifest.architecture, vocab_size=10)
+    write_manifest(folder, manifest)
+
+
+def tokenizer_not_json(folder: Path) -> None:
+    (folder / "tokenizer.json").write_text("{" + " " * 10)
+    manifest = read_manifest(folder)
+    manifest.files["tokenizer.json"] = file_entry(folder / "tokenizer.json")
+    write_manifest(folder, manifest)
+
+
+CHECK_ERRORS = {
+    "corrupt weights": (corrupt_model, "does not match its SHA-256"),
+    "tokenizer larger than the vocabulary": (tokenizer_too_big, "does not belong to this model"),
+    "tokenizer not JSON": (tokenizer_not_json, "cannot be read as a tokenizer"),
+}
+
+
+@pytest.mark.parametrize(("damage", "message"), CHECK_ERRORS.values(), ids=CHECK_ERRORS.keys())
+@pytest.mark.parametrize("graph_error", [None, EdgeError("onnxruntime cannot load it.")])
+def test_the_checks_error_wins_and_nothing_is_left_running(
+    damage: Callable[[Path], None],
+    message: str,
+    graph_error: EdgeError | None,
+    records: Path,
+    settled: Path,
+) -> None:
+    damage(settled)
+    graph = Graph(graph_error)
+    with pytest.raises(EdgeError, match=message):
+        load_bundle_with(settled, graph)
+    assert graph.done and graph.thread is not None and not graph.thread.is_alive()
+
+
+@pytest.mark.parametrize(
+    "error", [EdgeError("onnxruntime cannot load it."), ValueError("a bug")], ids=["user", "bug"]
+)
+def test_the_graphs_own_error_comes_through(
+    error: BaseException, records: Path, settled: Path
+) -> None:
+    with pytest.raises(type(error), match=str(error)) as caught:
+        load_bundle_with(settled, Graph(error))
+    assert caught.value is error  # the same object, its traceback kept
+
+
+@pytest.mark.parametrize("missing", ["bundle.json", "model.onnx"])
+def test_cheap_errors_come_before_the_graph_opens(
+    missing: str, records: Path, settled: Path
+) -> None:
+    (settled / missing).unlink()
+    graph = Graph()
+    with pytest.raises(EdgeError, match=missing.replace(".", r"\.")):
+        load_bundle_with(settled, graph)
+    assert graph.thread is None
+
+
+def test_ctrl_c_during_the_checks_waits_for_the_graph(
+    records: Path, settled: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def interrupted(*args: object) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(bundle_mod, "_check_tokenizer", interrupted)
+    graph = Graph()
+    with pytest.raises(KeyboardInterrupt):
+        load_bundle_with(settled, graph)
+    assert graph.done
+
+
+# --- The tokenizer's size without a vocabulary copy ---------------------------------------------
+
+ADDED: dict[str, Callable[[HFTokenizer], object]] = {
+    "none": lambda tok: None,
+    "a new token": lambda tok: tok.add_tokens(["brand-new-token"]),
+    "a new special token": lambda tok: tok.add_special_tokens(["<|pad|>"]),
+    "a token the vocabulary has": lambda tok: tok.add_tokens(["the", AddedToken("quick")]),
+    "the special token again": lambda tok: tok.add_special_tokens(["<|endoftext|>"]),
+    "a mix": lambda tok: (tok.add_tokens(["fox", "zzz-new"]), tok.add_special_tokens(["<s>"])),
+}
+
+
+@pytest.mark.parametrize("add", ADDED.values(), ids=ADDED.keys())
+def test_token_count_is_get_vocab_size(
+    add: Callable[[HFTokenizer], object], tmp_path: Path
+) -> None:
+    small_tokenizer(tmp_path / "tokenizer.json")
+    raw = HFTokenizer.from_file(str(tmp_path / "tokenizer.json"))
+    add(raw)
+    raw.save(str(tmp_path / "tokenizer.json"))
+    tokenizer = Tokenizer(tmp_path / "tokenizer.json")
+    assert tokenizer.token_count == tokenizer.backend.get_vocab_size(with_added_tokens=True)
+
+
+# --- What the CLI imports -----------------------------------------------------------------------
+
+# Not needed to generate: rich (typer's help boxes and tracebacks), onnx (the graph is
+# onnxruntime's to read), the export stack, the server, the evaluation.
+HEAVY = (
+    "rich",
+    "pygments",
+    "onnx",
+    "torch",
+    "transformers",
+    "optimum",
+    "gpt2_edge.exporter",
+    "gpt2_edge.serve",
+    "gpt2_edge.runtime.evaluate",
+)
+GENERATE_AND_LIST = """
+import atexit, json, sys
+atexit.register(lambda: print(json.dumps(sorted(sys.modules)), file=sys.stderr))
+sys.argv = ["gpt2-generate", *sys.argv[1:]]
+from gpt2_edge.runtime.cli import main
+main()
+"""
+
+
+@pytest.fixture(scope="module")
+def tiny_bundle(tmp_path_factory: pytest.TempPathFactory, gpt2_tokenizer_dir: Path) -> Path:
+    pytest.importorskip("onnx")  # the test's graph builder, not the runtime, needs it
+    from fused_bundle import build_fused_bundle
+
+    folder = tmp_path_factory.mktemp("startup") / "tiny"
+    return build_fused_bundle(folder, gpt2_tokenizer_dir / "tokenizer.json")
+
+
+def test_generating_imports_nothing_heavy(tiny_bundle: Path, tmp_path: Path) -> None:
+    args = ["--model", str(tiny_bundle), "--provider", "cpu", "--max-new-tokens", "3", "Hi"]
+    env = dict(os.environ, **{verified.CACHE_ENV: str(tmp_path / "cache")})
+    done = subprocess.run(
+        [sys.executable, "-c", GENERATE_AND_LIST, *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip()  # it generated
+    loaded = set(json.loads(done.stderr.strip().splitlines()[-1]))
+    heavy = sorted(m for m in loaded if any(m == h or m.startswith(f"{h}.") for h in HEAVY))
+    assert heavy == [], f"gpt2-generate imported {heavy}"
+
+
+@pytest.mark.parametrize(
+    ("limit", "cpus", "parallel"),
+    [(None, 2, True), (8 << 30, 4, True), (512 << 20, 4, False), (8 << 30, 1, False)],
+    ids=["unknown-limit", "plenty", "capped-memory", "one-cpu"],
+)
+def test_the_graph_opens_in_parallel_only_with_memory_and_cpus_to_spare(
+    tiny_bundle: Path, monkeypatch: pytest.MonkeyPatch, limit: int | None, cpus: int,
+    parallel: bool,
+) -> None:  # fmt: skip
+    """Under a small memory cap the two loading peaks must not add up (issue 13's 192 MiB)."""
+    from gpt2_edge.runtime import api
+
+    calls: list[str] = []
+    real_with = api.load_bundle_with
+
+    def spy_with(*args, **kwargs):  # type: ignore[no-untyped-def]
+        calls.append("parallel")
+        return real_with(*args, **kwargs)
+
+    monkeypatch.setattr(api, "memory_limit", lambda: limit)
+    monkeypatch.setattr(api.os, "sched_getaffinity", lambda _pid: set(range(cpus)))
+    monkeypatch.setattr(api, "load_bundle_with", spy_with)
+    gen = api.load(str(tiny_bundle), provider="cpu", threads=1)
+    assert gen.generate("Hi", max_new_tokens=2, temperature=0).tokens
+    assert calls == (["parallel"] if parallel else [])
