@@ -62,6 +62,8 @@ def _print_table(result: PerplexityResult, model: Path, text: Path) -> None:
     table.add_row("tokens", str(result.tokens))
     table.add_row("scored tokens", str(result.scored_tokens))
     table.add_row("windows", f"{result.windows} (context {result.context}, stride {result.stride})")
+    speed = f"{result.tokens_per_second:,.0f} (scored tokens in {result.seconds:.2f} s)"
+    table.add_row("tokens/s", speed)
     Console().print(table)
 
 

@@ -17,6 +17,7 @@ can be compared with a transformers run of the guide's loop to 4 significant dig
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -30,8 +31,9 @@ from .session import Session
 from .tokenizer import Tokenizer
 
 DEFAULT_STRIDE = 512  # the guide's stride for GPT-2
-# Log-softmax this many rows at a time in float64: memory stays at 128 x vocab x 8 bytes.
-_ROWS_PER_CHUNK = 128
+# Log-softmax this many rows at a time: a (16, 50257) float32 buffer is 3.2 MB, so the four passes
+# over it (max, subtract, exp, sum) stay in cache; 4 to 16 rows measured alike, 64 rows 25% slower.
+_ROWS_PER_CHUNK = 16
 
 
 @dataclass(frozen=True)
@@ -50,9 +52,15 @@ class PerplexityResult:
     windows: int
     context: int
     stride: int
+    seconds: float  # wall time of the windows (forwards and log-softmax), not load or tokenize
+
+    @property
+    def tokens_per_second(self) -> float:
+        """Scored tokens per second of :attr:`seconds`."""
+        return self.scored_tokens / self.seconds
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        return {**asdict(self), "tokens_per_second": self.tokens_per_second}
 
 
 def plan_windows(n_tokens: int, context: int, stride: int) -> list[Window]:
@@ -75,13 +83,22 @@ def plan_windows(n_tokens: int, context: int, stride: int) -> list[Window]:
 
 
 def negative_log_likelihood(logits: np.ndarray, targets: np.ndarray) -> np.ndarray:
-    """NLL of ``targets[j]`` under the row of logits ``logits[j]`` (N, V); float64 (N,)."""
+    """NLL of ``targets[j]`` under the row of logits ``logits[j]`` (N, V); float64 (N,).
+
+    The shifted logits and their exponentials are float32, summed in float64: 4.5x faster than a
+    float64 log-softmax (27 against 121 ms for 512 rows of 50257, the NLL of one window at the
+    guide's stride) and within 2e-8 nats of it, far inside the 6 significant digits of a
+    perplexity. Summing in float32 too saves 5 ms more but drifts to 2e-7.
+    """
     out = np.empty(len(targets), dtype=np.float64)
-    for start in range(0, len(targets), _ROWS_PER_CHUNK):
-        stop = min(start + _ROWS_PER_CHUNK, len(targets))
-        rows = logits[start:stop].astype(np.float64)  # (R, V)
-        peak = rows.max(axis=-1, keepdims=True)
-        log_z = np.log(np.exp(rows - peak).sum(axis=-1)) + peak[:, 0]
+    rows_at_once = min(_ROWS_PER_CHUNK, len(targets))
+    buffer = np.empty((rows_at_once, logits.shape[-1]), dtype=np.float32)  # (R, V)
+    for start in range(0, len(targets), rows_at_once):
+        stop = min(start + rows_at_once, len(targets))
+        rows, shifted = logits[start:stop], buffer[: stop - start]  # (r, V)
+        peak = rows.max(axis=-1)  # (r,): exp() of the shifted rows is at most 1, never overflows
+        np.exp(np.subtract(rows, peak[:, None], out=shifted), out=shifted)
+        log_z = np.log(shifted.sum(axis=-1, dtype=np.float64)) + peak  # (r,) float64
         out[start:stop] = log_z - rows[np.arange(stop - start), targets[start:stop]]
     return out
 
@@ -144,6 +161,9 @@ def perplexity(
         stride: how far each window moves (default ``min(512, context)``, the guide's 512);
             must not exceed ``context``.
         on_window: called as ``on_window(done, total)`` after each window, for a progress bar.
+
+    Each window asks the model for logits only at the positions that predict its targets
+    (:func:`scored_window_loss`); the result's ``seconds`` times the windows alone.
     """
     ids = np.asarray(ids, dtype=np.int64)
     limit = session.arch.context_length
@@ -153,6 +173,7 @@ def perplexity(
     stride = min(DEFAULT_STRIDE, context) if stride is None else stride
     windows = plan_windows(len(ids), context, stride)
     nll_sum, n_scored = 0.0, 0
+    started = time.perf_counter()
     for done, w in enumerate(windows, 1):
         chunk = ids[w.begin : w.end]
         loss, weight = scored_window_loss(session, chunk, w)
@@ -171,6 +192,7 @@ def perplexity(
         windows=len(windows),
         context=context,
         stride=stride,
+        seconds=time.perf_counter() - started,
     )
 
 

@@ -57,10 +57,25 @@ def fixture_fp32(trained_fixture_dir: Path, tmp_path_factory: pytest.TempPathFac
     return out
 
 
+@pytest.fixture(scope="module")
+def fixture_fused(trained_fixture_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """gpt2-export's default bundle: a fused graph that computes logits at the scored rows only."""
+    from gpt2_edge.exporter.pipeline import export_bundle
+
+    out = tmp_path_factory.mktemp("eval") / "fixture-fused"
+    return export_bundle(str(trained_fixture_dir), out, verify=False, progress=False)
+
+
 @pytest.mark.export
+@pytest.mark.parametrize("graph", ["fixture_fp32", "fixture_fused"])
 def test_eval_cli_matches_transformers(
-    fixture_fp32: Path, trained_fixture_dir: Path, wikitext_dir: Path, tmp_path: Path
+    graph: str,
+    request: pytest.FixtureRequest,
+    trained_fixture_dir: Path,
+    wikitext_dir: Path,
+    tmp_path: Path,
 ) -> None:
+    model_dir: Path = request.getfixturevalue(graph)
     from transformers import GPT2LMHeadModel, GPT2TokenizerFast
 
     text = (wikitext_dir / "test.txt").read_text(encoding="utf-8")[:20_000]
@@ -72,7 +87,7 @@ def test_eval_cli_matches_transformers(
     model = GPT2LMHeadModel.from_pretrained(trained_fixture_dir).eval()
     expected = guide_perplexity(model, ids, CONTEXT, STRIDE)
 
-    args = ["--model", str(fixture_fp32), "--text", str(text_file), "--json", "--threads", "2"]
+    args = ["--model", str(model_dir), "--text", str(text_file), "--json", "--threads", "2"]
     args += ["--context", str(CONTEXT), "--stride", str(STRIDE), "--max-tokens", str(N_TOKENS)]
     result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output
