@@ -1,14 +1,19 @@
 """Generation speed and memory of gpt2-edge against its peers, each engine in its own process.
 
 Engines: transformers+torch fp32; Optimum ``ORTModelForCausalLM`` fp32 and int8 (its own
-``ORTQuantizer`` avx2 dynamic per-channel); ours fp32, int8, int4 (bundles from our exporter; while
-it cannot make one, the Optimum files driven by our runtime stand in, labelled as such).
+``ORTQuantizer`` avx2 dynamic per-channel); CTranslate2 int8 (its own converter, run with
+``compute_type="int8"``); ours fp32, int8, int4 (bundles from our exporter; while it cannot make
+one, the Optimum files driven by our runtime stand in, labelled as such).
 Models: random-weight GPT-2 124M and 355M with the real configs, built once under ``--workdir``.
+
+CTranslate2 is a benchmark-only dependency, not in pyproject.toml; install it into the venv with
+``pip install ctranslate2`` (without it the ``ct2-int8`` rows carry the import error).
 
 Default scenario: a fixed 128-token English prompt, 128 greedy new tokens with EOS ignored,
 batch 1, 2 threads, one warm-up then the median of 3. Extra rows: ``long`` (896-token prompt) and
-``batch8`` (8 copies of the prompt). Reported: load time, prefill ms, decode tokens/s, the child's
-peak RSS and the model's file size, as a table and as JSON (``--json-out``), with ours-int8 / peer.
+``batch8`` (8 copies of the prompt; decode tok/s is the aggregate over the 8 rows). Reported: load
+time, prefill ms, decode tokens/s, the child's peak RSS and the model's file size, as a table and
+as JSON (``--json-out``), with ours-int8 / peer.
 
     python benchmarks/bench_generate.py                         # 124m, all engines, all scenarios
     python benchmarks/bench_generate.py --models 124m,355m --json-out results.json
@@ -38,11 +43,12 @@ ENGINES = (
     "transformers-fp32",
     "optimum-fp32",
     "optimum-int8",
+    "ct2-int8",
     "ours-fp32",
     "ours-int8",
     "ours-int4",
 )
-PEERS = ("transformers-fp32", "optimum-fp32", "optimum-int8")
+PEERS = ("transformers-fp32", "optimum-fp32", "optimum-int8", "ct2-int8")
 SCENARIOS = {  # name -> (prompt tokens, new tokens, batch)
     "base": (128, 128, 1),
     "long": (896, 128, 1),
@@ -183,6 +189,55 @@ def _hf_engine(engine: str, path: Path):
     return run
 
 
+def _ct2_engine(path: Path):
+    """CTranslate2 int8; returns a callable (ids, new) -> (prefill s, decode tok/s, tokens).
+
+    EOS is ignored as transformers' ``min_new_tokens`` does: ``min_length = max_length = new``
+    masks the end token until exactly ``new`` tokens are made. The prompt is forwarded at once
+    (``include_prompt_in_result=False``, as ``generate_tokens`` always does). Batch 1 streams with
+    ``generate_tokens``: prefill is the time to the first token, decode the remaining ``new - 1``
+    over the time from the first to the last. Batch > 1 runs ``generate_batch`` with a per-token
+    callback and times it the same way: prefill to the first step's tokens, decode the remaining
+    ``(new - 1) * batch`` tokens (aggregate) from the first step's last callback to the last one.
+    """
+    import ctranslate2
+    from tokenizers import Tokenizer
+
+    gen = ctranslate2.Generator(str(path), device="cpu", compute_type="int8", intra_threads=THREADS)
+    tok = Tokenizer.from_file(str(bench_models.TOKENIZER_DIR / "tokenizer.json"))
+
+    def run(ids: list[list[int]], new: int) -> tuple[float, float, list[int]]:
+        prompts = [[tok.id_to_token(i) for i in row] for row in ids]  # it takes token strings
+        opts: dict[str, Any] = dict(max_length=new, min_length=new, sampling_topk=1)
+        if len(prompts) == 1:
+            times: list[float] = []
+            tokens: list[int] = []
+            t0 = time.perf_counter()
+            for step in gen.generate_tokens(prompts[0], **opts):
+                times.append(time.perf_counter())
+                tokens.append(step.token_id)
+            first, last = times[0], times[-1]
+        else:
+            stamps: list[tuple[int, float]] = []  # (step, time) of every row's token
+
+            def on_token(step: Any) -> bool:
+                stamps.append((step.step, time.perf_counter()))
+                return False  # never stop early
+
+            t0 = time.perf_counter()
+            res = gen.generate_batch(
+                prompts, include_prompt_in_result=False, callback=on_token, **opts
+            )
+            tokens = list(res[0].sequences_ids[0])
+            first = max(t for step, t in stamps if step == 0)
+            last = max(t for _, t in stamps)
+        if len(tokens) != new:  # a benchmark of the wrong length would compare nothing
+            raise RuntimeError(f"ctranslate2 made {len(tokens)} tokens, not {new}")
+        return first - t0, (new - 1) * len(ids) / (last - first), tokens
+
+    return run, f"ctranslate2 {ctranslate2.__version__}"
+
+
 def _ours_engine(path: Path):
     """Our runtime; returns a callable (ids, new, text) -> (prefill s, decode tok/s, tokens)."""
     from gpt2_edge.runtime import load
@@ -214,6 +269,11 @@ def child(args: argparse.Namespace) -> None:
 
         def call() -> tuple[float, float, list[int]]:
             return run(ids, new, text)
+    elif args.engine == "ct2-int8":
+        ct2_run, label = _ct2_engine(path)
+
+        def call() -> tuple[float, float, list[int]]:
+            return ct2_run(ids, new)
     else:
         hf_run = _hf_engine(args.engine, path)
 
@@ -245,6 +305,8 @@ def engine_path(engine: str, model: str, workdir: Path) -> tuple[Path, str]:
         return bench_models.optimum_fp32(model, workdir), ""
     if engine == "optimum-int8":
         return bench_models.optimum_int8(model, workdir), ""
+    if engine == "ct2-int8":
+        return bench_models.ct2_int8(model, workdir), ""
     return bench_models.ours(model, engine.split("-")[1], workdir)
 
 
@@ -427,7 +489,8 @@ def _versions() -> dict[str, str]:
     from importlib.metadata import PackageNotFoundError, version
 
     out = {}
-    for pkg in ("onnxruntime", "torch", "transformers", "optimum", "optimum-onnx", "numpy"):
+    pkgs = ("onnxruntime", "torch", "transformers", "optimum", "optimum-onnx", "numpy")
+    for pkg in (*pkgs, "ctranslate2"):
         try:
             out[pkg] = version(pkg)
         except PackageNotFoundError:

@@ -129,6 +129,24 @@ def ours(
     return folder, "gpt2-export"
 
 
+def ct2_int8(model: str, workdir: Path = DEFAULT_WORKDIR) -> Path:
+    """CTranslate2's own int8 conversion of the checkpoint: a peer engine, benchmark-only
+    (``pip install ctranslate2``, not a project dependency)."""
+    folder = workdir / model / "ct2-int8"
+    if (folder / "model.bin").is_file():
+        return folder
+    from ctranslate2.converters import TransformersConverter
+
+    ckpt = checkpoint(model, workdir)
+    log(f"converting {model} with ctranslate2 (int8)")
+    tmp = folder.with_name("ct2-int8.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)  # the converter refuses an existing folder
+    TransformersConverter(str(ckpt)).convert(str(tmp), quantization="int8")
+    shutil.rmtree(folder, ignore_errors=True)
+    tmp.rename(folder)
+    return folder
+
+
 VARIANTS = {
     "checkpoint": lambda m, w: checkpoint(m, w),
     "optimum-fp32": optimum_fp32,
@@ -137,6 +155,7 @@ VARIANTS = {
     "ours-int8": lambda m, w: ours(m, "int8", w)[0],
     "ours-int4": lambda m, w: ours(m, "int4", w)[0],
     "ours-int8-kv32": lambda m, w: ours(m, "int8", w, "float32")[0],
+    "ct2-int8": ct2_int8,
 }
 
 
