@@ -6,10 +6,19 @@ is measured exactly as it ships:
 
 - ``per-tensor (before)``: ORTQuantizer's dynamic int8 as it was shipped until 2026-11-30, one
   activation scale per tensor (``DynamicQuantizeLinear``), 8-bit weights, LM head blocks of 128;
-- ``per-row, 7-bit weights (shipped)``: the ``portable`` default, activations per row;
+- ``per-row, 7-bit weights (shipped)``: the ``portable`` default, activations per row, each
+  quantizer ending in one ``QuantizeLinear`` and each product one ``MatMulIntegerToFloat`` with
+  the row scale (7 ops a projection);
 - ``per-row, 8-bit weights``: ``--target avx512_vnni`` / ``arm64``;
+- ``per-row, 7-bit, 12 ops (until 2026-11-30)``: the same numbers in the first per-row form
+  (``Div, Round, Add, Cast`` and ``MatMulInteger, Cast, Mul, Mul``: 12 ops a projection), and each
+  of the two rewrites alone (``QuantizeLinear only``, ``MatMulIntegerToFloat only``);
 - ``MatMulNBits 8-bit, block 32``: weight-only 8-bit for every projection, int8 compute (onnxruntime
   quantizes each block of each input row itself).
+
+Bundles are cached under ``<workdir>/int8-recipes`` in folders named after the recipe and a hash
+of the exporter code that builds it. ``--only 3,1`` measures recipes 3 and 1 (the first listed is
+the table's baseline); ``--no-quality`` skips invariance and perplexity.
 
 Speed: 128-token prompt, 128 greedy new tokens (EOS ignored), batch 1 and batch 8, 2 threads,
 one warm-up, then ``--rounds`` rounds in which the recipes take turns (this machine's speed drifts,
@@ -23,12 +32,14 @@ recomputed. Perplexity: WikiText-2 test, first 4,096 tokens, context 1024 / stri
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import platform
 import shutil
 import statistics
 import subprocess
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -51,7 +62,13 @@ Recipe = Callable[[Path, Path], None]  # (fused fp32 model.onnx, output folder) 
 
 
 def _ort_int8(
-    src: Path, out: Path, reduce_range: bool, per_row: bool, head_block: int, fuse: bool = False
+    src: Path,
+    out: Path,
+    reduce_range: bool,
+    per_row: bool,
+    head_block: int,
+    quantize_linear: bool = True,
+    fused_product: bool = True,
 ) -> None:
     from gpt2_edge.exporter.edits import (
         materialize_lm_head,
@@ -76,11 +93,7 @@ def _ort_int8(
     shutil.rmtree(stage)
     shutil.rmtree(out / "q")
     if per_row:
-        per_row_activations(model)
-    if fuse:
-        from gpt2_edge.exporter.edits import fuse_dequantization
-
-        fuse_dequantization(model)
+        per_row_activations(model, quantize_linear, fused_product)
     settings = NBitsSettings(bits=8, block_size=head_block, accuracy_level=4, symmetric=True)
     model, _ = quantize_lm_head(model, head, settings)
     save_model(model, out / "model.onnx")
@@ -104,8 +117,16 @@ RECIPES: dict[str, Recipe] = {
     "per-tensor (before)": lambda s, o: _ort_int8(s, o, False, False, 128),
     "per-row, 7-bit weights (shipped)": lambda s, o: _ort_int8(s, o, True, True, 64),
     "per-row, 8-bit weights": lambda s, o: _ort_int8(s, o, False, True, 64),
-    "per-row, 7-bit, MatMulIntegerToFloat": lambda s, o: _ort_int8(s, o, True, True, 64, True),
+    "per-row, 7-bit, 12 ops (until 2026-11-30)": lambda s, o: _ort_int8(
+        s, o, True, True, 64, False, False
+    ),
     "MatMulNBits 8-bit, block 32": lambda s, o: _nbits8(s, o, 32),
+    "per-row, 7-bit, QuantizeLinear only": lambda s, o: _ort_int8(
+        s, o, True, True, 64, True, False
+    ),
+    "per-row, 7-bit, MatMulIntegerToFloat only": lambda s, o: _ort_int8(
+        s, o, True, True, 64, False, True
+    ),
 }
 
 
@@ -166,12 +187,17 @@ def child(path: Path, threads: int) -> None:
     prompt = gen.tokenizer.decode(list(gen.tokenizer.encode(PROMPT_TEXT * 2)[:128]))
     settings = dict(max_new_tokens=128, temperature=0.0, ignore_eos=True)
     gen.generate(prompt, max_new_tokens=8, temperature=0.0, ignore_eos=True)  # warm-up
+    cpu = time.process_time()
     one = gen.generate(prompt, **settings).timings
+    cpu = time.process_time() - cpu
     eight = gen.generate_batch([prompt] * 8, **settings)[0].timings
     figures = {
         "decode_tok_s": one.decode_tokens_per_s,
         "prefill_ms": one.prefill_ms,
         "batch8_tok_s": eight.decode_tokens_per_s * 8,
+        # CPU time (all threads, onnxruntime's spinning included) per new token, prompt included:
+        # with --threads 1 it moves much less than wall time when other processes share the cores
+        "cpu_ms_per_token": cpu * 1000 / settings["max_new_tokens"],
     }
     print(json.dumps(figures))
 
@@ -216,7 +242,13 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--workdir", type=Path, default=bench_models.DEFAULT_WORKDIR)
     p.add_argument("--json-out", type=Path, default=None)
-    p.add_argument("--only", default="", help="comma list of recipe numbers (0-based) to measure")
+    p.add_argument(
+        "--only",
+        default="",
+        help="comma list of recipe numbers (0-based) to measure, in this order (the first is the "
+        "table's baseline)",
+    )
+    p.add_argument("--no-quality", action="store_true", help="speed only (no invariance or ppl)")
     p.add_argument("--child", type=Path, default=None, help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.child:
@@ -224,17 +256,17 @@ def main() -> None:
     work = args.workdir / "int8-recipes"
     results: dict[str, Any] = {"cpu": cpu_name(), "recipes": {}}
     fixture = fp32_bundle(FIXTURE, work / "fixture-fp32")
-    fp32_fixture_ppl = invariance(fixture)["perplexity"]
+    quality = not args.no_quality
+    fp32_fixture_ppl = invariance(fixture)["perplexity"] if quality else float("nan")
     big = fp32_bundle(bench_models.checkpoint("124m", args.workdir), work / "124m-fp32")
     bundles = {}
     chosen = [int(i) for i in args.only.split(",")] if args.only else range(len(RECIPES))
-    for i, name in enumerate(RECIPES):
-        if i not in chosen:
-            continue
+    for i in chosen:
+        name = list(RECIPES)[i]
         print(f"[int8_recipes] building {name}", file=sys.stderr, flush=True)
-        bundles[name] = build(big, name, work / f"124m-{i}")
-        small = build(fixture, name, work / f"fixture-{i}")
-        results["recipes"][name] = invariance(small)
+        bundles[name] = build(big, name, work / f"124m-{_cache_key(name)}")
+        small = build(fixture, name, work / f"fixture-{_cache_key(name)}")
+        results["recipes"][name] = invariance(small) if quality else {}
     for name, figures in speed(bundles, args.rounds, args.threads).items():
         results["recipes"][name].update(figures)
     results["fixture_fp32_perplexity"] = fp32_fixture_ppl
@@ -242,6 +274,19 @@ def main() -> None:
     if args.json_out:
         args.json_out.parent.mkdir(parents=True, exist_ok=True)
         args.json_out.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
+
+
+def _cache_key(recipe: str) -> str:
+    """A folder name for a recipe's bundle that changes when the recipe or the exporter code that
+    builds it changes, so that a cached bundle is never a stale build of another recipe."""
+    import gpt2_edge.exporter as exporter
+
+    root = Path(exporter.__file__).parent
+    digest = hashlib.sha256(recipe.encode())
+    for part in ("edits.py", "recipes/int8.py", "recipes/nbits.py"):
+        digest.update((root / part).read_bytes())
+    slug = "".join(c if c.isalnum() else "-" for c in recipe.lower()).strip("-")
+    return f"{slug[:40]}-{digest.hexdigest()[:8]}"
 
 
 def cpu_name() -> str:
@@ -259,16 +304,21 @@ def print_table(results: dict[str, Any]) -> None:
     ref = results["fixture_fp32_perplexity"]
     print(f"\nCPU: {results['cpu']}; fixture fp32 perplexity {ref:.3f}\n")
     print(
-        "| int8 recipe | decode tok/s (vs before) | prefill ms | batch-8 tok/s "
+        "| int8 recipe | decode tok/s (vs the first) | prefill ms | CPU ms/token | batch-8 tok/s "
         "| rows changed in a batch (of 8) | cached ≠ recomputed (of 8) | Δ ppl |"
     )
-    print("|---|---:|---:|---:|---:|---:|---:|")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|")
     for name, r in results["recipes"].items():
         ratio = r["decode_tok_s"] / base["decode_tok_s"]
+        quality = (
+            f"{r['batch_rows_changed']} | {r['cached_vs_recomputed_differ']} | "
+            f"{(r['perplexity'] / ref - 1):+.3%}"
+            if "perplexity" in r
+            else "- | - | -"
+        )
         print(
             f"| {name} | {r['decode_tok_s']:.1f} ({ratio:.0%}) | {r['prefill_ms']:.0f} | "
-            f"{r['batch8_tok_s']:.0f} | {r['batch_rows_changed']} | "
-            f"{r['cached_vs_recomputed_differ']} | {(r['perplexity'] / ref - 1):+.3%} |"
+            f"{r['cpu_ms_per_token']:.2f} | {r['batch8_tok_s']:.0f} | {quality} |"
         )
 
 

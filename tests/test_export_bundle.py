@@ -138,7 +138,7 @@ def test_int8_bundle(int8_bundle: Path, fp32_bundle: Path) -> None:
     ).stat().st_size
     assert ratio <= 0.35
     ops = {n.op_type for n in onnx.load(str(int8_bundle / "model.onnx")).graph.node}
-    assert {"MatMulInteger", "MatMulNBits"} <= ops  # projections; the tied LM head
+    assert {"MatMulIntegerToFloat", "MatMulNBits"} <= ops  # projections; the tied LM head
     # activations are quantized per row, never per tensor (which made rows batch-dependent)
     assert "DynamicQuantizeLinear" not in ops and "Gemm" not in ops
     m = manifest_of(int8_bundle)

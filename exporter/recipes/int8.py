@@ -11,7 +11,10 @@ The recipe, for the fused graph (the default) and for Optimum's graph alike:
    ``DynamicQuantizeLinear`` takes one scale for the whole batch, so a prompt's tokens changed
    with the other prompts of its batch (3 of 8 rows of the trained fixture's greedy output) and
    between cached decoding and recomputation. One scale per row makes each row's result depend
-   on that row only. No quantizer offers per-row dynamic activations, so this edit is ours.
+   on that row only. No quantizer offers per-row dynamic activations, so this edit is ours. It
+   is written in 7 ops a projection (``Abs, ReduceMax, Mul, Max, Div, QuantizeLinear,
+   MatMulIntegerToFloat``) where it first took 12, with the same bits: at batch 1 the decode
+   step is mostly small kernels (``benchmarks/profile_decode.py``).
 3. **LM head** (fused graph): weight-only 8-bit ``MatMulNBits`` in symmetric blocks along the
    hidden axis with int8 compute (accuracy level 4, which quantizes the head's input per block of
    each row); the embedding ``Gather`` reads the same bytes, so the tied weight is stored once.
@@ -96,7 +99,8 @@ def quantize_int8(
                 "summary": f"MatMulNBits 8-bit, block {block}, int8 compute",
             }
     path = _save(model, work_dir / "model.onnx", external)
-    operators = sorted({n.op_type for n in model.graph.node} & {"MatMulInteger", "MatMulNBits"})
+    carriers = {"MatMulInteger", "MatMulIntegerToFloat", "MatMulNBits"}
+    operators = sorted({n.op_type for n in model.graph.node} & carriers)
     return path, Precision(
         dtype="int8",
         method="dynamic",
