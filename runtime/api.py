@@ -4,17 +4,13 @@ from __future__ import annotations
 
 import os
 
-from .bundle import Bundle, load_bundle, load_bundle_with
+from .bundle import load_bundle
 from .errors import EdgeError
 from .generate import Generator
-from .limits import memory_limit
 from .session import PROVIDERS, Session
 from .settings import check_threads
 
 DEFAULT_PROVIDER = "auto"
-# Below this much memory (or with one CPU) the graph and the tokenizer load one after the other,
-# so that their peaks do not add up (``limits.py``).
-PARALLEL_LOAD_MIN_BYTES = 1 << 30
 
 
 def load(
@@ -42,22 +38,8 @@ def load(
     """
     check_load_arguments(path, provider, threads, check_hashes)
 
-    def open_session(opened: Bundle) -> Session:
-        return Session(opened, provider=provider, threads=threads)
-
-    if parallel_load():  # the graph opens while the tokenizer loads
-        bundle, session = load_bundle_with(path, open_session, check_hashes)
-    else:
-        bundle = load_bundle(path, check_hashes=check_hashes)
-        session = open_session(bundle)
-    return Generator(session, bundle.tokenizer)
-
-
-def parallel_load() -> bool:
-    """Whether to open the graph on a second thread: two CPUs and at least 1 GiB of memory."""
-    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    limit = memory_limit()
-    return (cpus or 1) >= 2 and (limit is None or limit >= PARALLEL_LOAD_MIN_BYTES)
+    bundle = load_bundle(path, check_hashes=check_hashes)
+    return Generator(Session(bundle, provider=provider, threads=threads), bundle.tokenizer)
 
 
 def check_load_arguments(

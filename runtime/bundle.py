@@ -10,13 +10,11 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import threading
 import time
-from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from functools import cached_property
 from pathlib import Path
-from typing import Any, Generic, TypeVar
+from typing import Any
 
 from . import verified
 from .errors import EdgeError
@@ -292,60 +290,6 @@ def load_bundle(path: str | os.PathLike[str], check_hashes: bool = True) -> Bund
     bundle = _open_bundle(path)
     _check_contents(bundle, check_hashes)
     return bundle
-
-
-T = TypeVar("T")
-
-
-def load_bundle_with(
-    path: str | os.PathLike[str], open_graph: Callable[[Bundle], T], check_hashes: bool = True
-) -> tuple[Bundle, T]:
-    """:func:`load_bundle`, with ``open_graph(bundle)`` run on a second thread meanwhile.
-
-    The cheap checks (folder, manifest, file sizes) come first; then the graph opens while this
-    thread hashes the files and reads the tokenizer. onnxruntime releases the GIL while it builds
-    a session (0.15 s for GPT-2 124M int8 here, mostly repacking the weights), which is longer
-    than the tokenizer's 0.08 s, so the tokenizer costs no time on a machine with two cores.
-    An error of the checks wins over one of ``open_graph`` (a corrupt file is reported as
-    corrupt, not as onnxruntime's complaint about it), as if they had run in that order.
-
-    Raises:
-        EdgeError: as :func:`load_bundle`, or whatever ``open_graph`` raises.
-    """
-    bundle = _open_bundle(path)
-    if not all((bundle.path / name).is_file() for name in REQUIRED):
-        _check_contents(bundle, check_hashes)  # raises, in load_bundle's order
-    graph: _Background[T] = _Background(open_graph, bundle)
-    try:
-        _check_contents(bundle, check_hashes)
-    finally:  # never leave the graph loading behind an error; it ends within a second
-        graph.join()
-    return bundle, graph.result()
-
-
-class _Background(Generic[T]):
-    """``fn(arg)`` on its own thread; :meth:`result` returns its value or raises its error."""
-
-    def __init__(self, fn: Callable[[Bundle], T], arg: Bundle):
-        self._fn, self._arg = fn, arg
-        self._value: T | None = None
-        self._error: BaseException | None = None
-        self._thread = threading.Thread(target=self._run, name="gpt2-edge-load")
-        self._thread.start()
-
-    def _run(self) -> None:
-        try:
-            self._value = self._fn(self._arg)
-        except BaseException as exc:  # handed to the caller's thread, traceback and all
-            self._error = exc
-
-    def join(self) -> None:
-        self._thread.join()
-
-    def result(self) -> T:
-        if self._error is not None:
-            raise self._error
-        return self._value  # type: ignore[return-value]
 
 
 def _open_bundle(path: str | os.PathLike[str]) -> Bundle:

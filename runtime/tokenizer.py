@@ -49,9 +49,8 @@ class Tokenizer:
     def _vocab_facts(self) -> tuple[int, int]:
         """(distinct tokens with the added ones, the longest entry in characters).
 
-        One copy of the vocabulary gives both; it takes 20-30 ms for GPT-2's, which loading a
-        bundle spends while onnxruntime builds the session (``bundle.load_bundle_with``) rather
-        than before the first prompt.
+        One copy of the vocabulary gives both; it takes 20-30 ms for GPT-2's, spent once while
+        the bundle loads rather than before the first prompt.
         """
         vocab = self._tok.get_vocab(with_added_tokens=True)
         return len(vocab), max(map(len, vocab), default=1)

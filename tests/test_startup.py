@@ -2,8 +2,6 @@
 
 - The verified-files record (``runtime/verified.py``): a file hashed once is not read again while
   it is unchanged, and every way of changing it makes the next load hash it again.
-- ``load_bundle_with``: the graph opens on a second thread while the checks run; the checks'
-  errors still win, and nothing is left running behind an error.
 - ``Tokenizer.token_count`` equals ``get_vocab_size()`` without copying the vocabulary.
 - The CLI imports nothing it does not need to generate (rich, onnx, torch, the exporter...).
 """
@@ -15,10 +13,8 @@ import os
 import shutil
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Callable
-from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -27,12 +23,10 @@ from gpt2_edge.runtime import EdgeError, verified
 from gpt2_edge.runtime import bundle as bundle_mod
 from gpt2_edge.runtime.bundle import (
     Architecture,
-    Bundle,
     Manifest,
     check_hashes_of,
     file_entry,
     load_bundle,
-    load_bundle_with,
     read_manifest,
     write_manifest,
 )
@@ -268,107 +262,6 @@ def test_records_of_vanished_files_are_dropped(
 # --- The graph opens while the checks run ------------------------------------------------------
 
 
-class Graph:
-    """A stand-in ``open_graph``: sleeps, records its thread, then returns or raises."""
-
-    def __init__(self, error: BaseException | None = None, delay: float = 0.2):
-        self.error, self.delay = error, delay
-        self.thread: threading.Thread | None = None
-        self.done = False
-
-    def __call__(self, bundle: Bundle) -> str:
-        self.thread = threading.current_thread()
-        time.sleep(self.delay)
-        self.done = True
-        if self.error is not None:
-            raise self.error
-        return f"graph of {bundle.manifest.name}"
-
-
-def test_the_graph_opens_on_another_thread(records: Path, settled: Path) -> None:
-    graph = Graph()
-    bundle, opened = load_bundle_with(settled, graph)
-    assert opened == "graph of tiny" and bundle.tokenizer.token_count > 0
-    assert graph.thread is not None and graph.thread is not threading.current_thread()
-
-
-def corrupt_model(folder: Path) -> None:
-    edit_in_place(folder / "model.onnx")
-
-
-def tokenizer_too_big(folder: Path) -> None:
-    manifest = read_manifest(folder)
-    manifest.architecture = replace(manifest.architecture, vocab_size=10)
-    write_manifest(folder, manifest)
-
-
-def tokenizer_not_json(folder: Path) -> None:
-    (folder / "tokenizer.json").write_text("{" + " " * 10)
-    manifest = read_manifest(folder)
-    manifest.files["tokenizer.json"] = file_entry(folder / "tokenizer.json")
-    write_manifest(folder, manifest)
-
-
-CHECK_ERRORS = {
-    "corrupt weights": (corrupt_model, "does not match its SHA-256"),
-    "tokenizer larger than the vocabulary": (tokenizer_too_big, "does not belong to this model"),
-    "tokenizer not JSON": (tokenizer_not_json, "cannot be read as a tokenizer"),
-}
-
-
-@pytest.mark.parametrize(("damage", "message"), CHECK_ERRORS.values(), ids=CHECK_ERRORS.keys())
-@pytest.mark.parametrize("graph_error", [None, EdgeError("onnxruntime cannot load it.")])
-def test_the_checks_error_wins_and_nothing_is_left_running(
-    damage: Callable[[Path], None],
-    message: str,
-    graph_error: EdgeError | None,
-    records: Path,
-    settled: Path,
-) -> None:
-    damage(settled)
-    graph = Graph(graph_error)
-    with pytest.raises(EdgeError, match=message):
-        load_bundle_with(settled, graph)
-    assert graph.done and graph.thread is not None and not graph.thread.is_alive()
-
-
-@pytest.mark.parametrize(
-    "error", [EdgeError("onnxruntime cannot load it."), ValueError("a bug")], ids=["user", "bug"]
-)
-def test_the_graphs_own_error_comes_through(
-    error: BaseException, records: Path, settled: Path
-) -> None:
-    with pytest.raises(type(error), match=str(error)) as caught:
-        load_bundle_with(settled, Graph(error))
-    assert caught.value is error  # the same object, its traceback kept
-
-
-@pytest.mark.parametrize("missing", ["bundle.json", "model.onnx"])
-def test_cheap_errors_come_before_the_graph_opens(
-    missing: str, records: Path, settled: Path
-) -> None:
-    (settled / missing).unlink()
-    graph = Graph()
-    with pytest.raises(EdgeError, match=missing.replace(".", r"\.")):
-        load_bundle_with(settled, graph)
-    assert graph.thread is None
-
-
-def test_ctrl_c_during_the_checks_waits_for_the_graph(
-    records: Path, settled: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    def interrupted(*args: object) -> None:
-        raise KeyboardInterrupt
-
-    monkeypatch.setattr(bundle_mod, "_check_tokenizer", interrupted)
-    graph = Graph()
-    with pytest.raises(KeyboardInterrupt):
-        load_bundle_with(settled, graph)
-    assert graph.done
-
-
-# --- The tokenizer's size without a vocabulary copy ---------------------------------------------
-
 ADDED: dict[str, Callable[[HFTokenizer], object]] = {
     "none": lambda tok: None,
     "a new token": lambda tok: tok.add_tokens(["brand-new-token"]),
@@ -439,30 +332,3 @@ def test_generating_imports_nothing_heavy(tiny_bundle: Path, tmp_path: Path) -> 
     loaded = set(json.loads(done.stderr.strip().splitlines()[-1]))
     heavy = sorted(m for m in loaded if any(m == h or m.startswith(f"{h}.") for h in HEAVY))
     assert heavy == [], f"gpt2-generate imported {heavy}"
-
-
-@pytest.mark.parametrize(
-    ("limit", "cpus", "parallel"),
-    [(None, 2, True), (8 << 30, 4, True), (512 << 20, 4, False), (8 << 30, 1, False)],
-    ids=["unknown-limit", "plenty", "capped-memory", "one-cpu"],
-)
-def test_the_graph_opens_in_parallel_only_with_memory_and_cpus_to_spare(
-    tiny_bundle: Path, monkeypatch: pytest.MonkeyPatch, limit: int | None, cpus: int,
-    parallel: bool,
-) -> None:  # fmt: skip
-    """Under a small memory cap the two loading peaks must not add up (issue 13's 192 MiB)."""
-    from gpt2_edge.runtime import api
-
-    calls: list[str] = []
-    real_with = api.load_bundle_with
-
-    def spy_with(*args, **kwargs):  # type: ignore[no-untyped-def]
-        calls.append("parallel")
-        return real_with(*args, **kwargs)
-
-    monkeypatch.setattr(api, "memory_limit", lambda: limit)
-    monkeypatch.setattr(api.os, "sched_getaffinity", lambda _pid: set(range(cpus)))
-    monkeypatch.setattr(api, "load_bundle_with", spy_with)
-    gen = api.load(str(tiny_bundle), provider="cpu", threads=1)
-    assert gen.generate("Hi", max_new_tokens=2, temperature=0).tokens
-    assert calls == (["parallel"] if parallel else [])
