@@ -11,8 +11,7 @@ Three parts, each in fresh child processes, alternating the variants round by ro
   hashed, as on the first load after an export), and with ``--baseline REV`` the CLI of an older
   commit (its ``runtime/`` from ``git archive``; or a folder that holds ``gpt2_edge/runtime``);
 - phases: interpreter start, the CLI's imports, then inside one process each step of a load
-  (manifest, hashing, tokenizer, session, prefill) and ``load()`` as a whole, whose overlap of
-  the tokenizer with the session shows as ``load`` < the sum of its parts;
+  (manifest, hashing, tokenizer, session, prefill) and ``load()`` as a whole;
 - ``--session-variants``: onnxruntime session creation under other graph optimization levels,
   from an optimized-model cache (``optimized_model_filepath``, with and without the prepacked
   weights), and with prepacking off, each with its first token, decode speed and RSS.

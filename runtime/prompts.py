@@ -63,7 +63,9 @@ class PromptFitter:
         ``truncate="left"`` only its tail (:meth:`Tokenizer.tail`) is tokenized and the tail's
         first token, which the cut may have split, is dropped.
         """
-        limit = self.max_chars
+        # max_chars is at least the context (a token stands for one character or more), so a
+        # prompt that short needs no bound, nor the vocabulary scan that gives it.
+        limit = None if len(prompt) <= self.context else self.max_chars
         if limit is None or len(prompt) <= limit:
             return self.fit(self.encode(prompt), truncate)
         if truncate is None:

@@ -46,19 +46,15 @@ class Tokenizer:
         return self._tok
 
     @cached_property
-    def _vocab_facts(self) -> tuple[int, int]:
-        """(distinct tokens with the added ones, the longest entry in characters).
-
-        One copy of the vocabulary gives both; it takes 20-30 ms for GPT-2's, spent once while
-        the bundle loads rather than before the first prompt.
-        """
-        vocab = self._tok.get_vocab(with_added_tokens=True)
-        return len(vocab), max(map(len, vocab), default=1)
+    def _longest_entry(self) -> int:
+        """The longest vocabulary entry in characters: a copy of the vocabulary (20-30 ms for
+        GPT-2's), made only for a prompt long enough to need :attr:`max_token_chars`."""
+        return max(map(len, self._tok.get_vocab(with_added_tokens=True)), default=1)
 
     @property
     def token_count(self) -> int:
-        """How many distinct tokens there are, added ones included: ``get_vocab_size()``."""
-        return self._vocab_facts[0]
+        """How many distinct tokens there are, added ones included."""
+        return self._tok.get_vocab_size(with_added_tokens=True)
 
     @property
     def max_token_chars(self) -> int | None:
@@ -71,7 +67,7 @@ class Tokenizer:
         """
         if self._tok.normalizer is not None:
             return None
-        return self._vocab_facts[1]
+        return self._longest_entry
 
     def encode(self, text: str, add_special_tokens: bool = True) -> np.ndarray:
         """Token ids of ``text`` as a (T,) int64 array; EdgeError if it is not valid UTF-8.

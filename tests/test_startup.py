@@ -2,7 +2,7 @@
 
 - The verified-files record (``runtime/verified.py``): a file hashed once is not read again while
   it is unchanged, and every way of changing it makes the next load hash it again.
-- ``Tokenizer.token_count`` equals ``get_vocab_size()`` without copying the vocabulary.
+- ``Tokenizer.token_count`` counts every distinct token without copying the vocabulary.
 - The CLI imports nothing it does not need to generate (rich, onnx, torch, the exporter...).
 """
 
@@ -273,15 +273,19 @@ ADDED: dict[str, Callable[[HFTokenizer], object]] = {
 
 
 @pytest.mark.parametrize("add", ADDED.values(), ids=ADDED.keys())
-def test_token_count_is_get_vocab_size(
+def test_token_count_is_every_distinct_token_and_the_longest_entry_is_found(
     add: Callable[[HFTokenizer], object], tmp_path: Path
 ) -> None:
+    """``token_count`` (the tokenizer check at load) is ``get_vocab_size``, which copies
+    nothing: it must count what the vocabulary really holds, added tokens included."""
     small_tokenizer(tmp_path / "tokenizer.json")
     raw = HFTokenizer.from_file(str(tmp_path / "tokenizer.json"))
     add(raw)
     raw.save(str(tmp_path / "tokenizer.json"))
     tokenizer = Tokenizer(tmp_path / "tokenizer.json")
-    assert tokenizer.token_count == tokenizer.backend.get_vocab_size(with_added_tokens=True)
+    vocab = raw.get_vocab(with_added_tokens=True)
+    assert tokenizer.token_count == len(vocab)
+    assert tokenizer.max_token_chars == max(len(entry) for entry in vocab)
 
 
 # --- What the CLI imports -----------------------------------------------------------------------
