@@ -14,6 +14,8 @@ from typing import Literal
 
 import numpy as np
 
+from .rng import LazyRng
+
 NEG_INF = np.float32(-np.inf)
 # The largest float32: penalised logits are clipped to it, so no +inf (inf - inf = NaN) appears.
 F32_MAX = float(np.finfo(np.float32).max)
@@ -175,7 +177,8 @@ def sample_categorical(
     Returns:
         (B,) int64 token ids.
     """
-    rngs = [rng] * logits.shape[0] if isinstance(rng, np.random.Generator) else list(rng)
+    one = isinstance(rng, (LazyRng, np.random.Generator))
+    rngs = [rng] * logits.shape[0] if one else list(rng)
     tokens = np.empty(logits.shape[0], dtype=np.int64)
     for b, (row, row_rng) in enumerate(zip(logits, rngs, strict=True)):
         tokens[b] = draw(row, row_rng)

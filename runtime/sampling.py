@@ -20,6 +20,7 @@ from .penalties import (
     apply_presence_frequency_penalty,
     apply_repetition_penalty,
 )
+from .rng import LazyRng
 from .settings import SamplingSettings
 
 LogitsProcessor = Callable[[np.ndarray, Sequence[np.ndarray], Sequence[np.ndarray]], np.ndarray]
@@ -33,9 +34,7 @@ def sequence_rng(seed: int | None, index: int = 0) -> np.random.Generator:
     samples are the same whatever else shares the batch, and its ``num_return_sequences``
     samples differ from each other. None draws fresh entropy.
     """
-    if seed is None:
-        return np.random.default_rng()
-    return np.random.default_rng(seed if index == 0 else [seed, index])
+    return LazyRng(None if seed is None else seed if index == 0 else [seed, index])  # type: ignore[return-value]
 
 
 class Sampler:
