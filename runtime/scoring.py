@@ -16,6 +16,7 @@ import numpy as np
 from .filters import log_softmax
 from .results import ScoreResult, TokenLogprob, TopLogprob
 from .session import Session
+from .shared_cache import right_pad
 from .tokenizer import Tokenizer
 
 # Logits one scoring call may hold (rows x scored positions x vocabulary, float32): 256 MiB.
@@ -89,12 +90,10 @@ def _score_batch(
 ) -> list[ScoreResult]:
     """One call for ``rows``: right-padded, logits only where a target is predicted."""
     full = [np.concatenate([c, t]).astype(np.int64) for c, t in rows]
-    lengths = np.array([f.size for f in full], dtype=np.int64)
-    ids = np.full((len(full), int(lengths.max())), pad_id, dtype=np.int64)  # (B, T)
+    ids, lengths = right_pad(full, pad_id)  # (B, T), (B,)
     scored = max(t.size for _, t in rows)
     positions = np.zeros((len(full), scored), dtype=np.int64)  # (B, K)
     for row, (f, (context, _)) in enumerate(zip(full, rows, strict=True)):
-        ids[row, : f.size] = f
         # Position i predicts token i + 1: the targets are predicted from the context's last
         # token on. Short rows repeat their last position (computed, then ignored).
         wanted = np.arange(context.size - 1, f.size - 1)
