@@ -169,16 +169,8 @@ def completion_chunk(
     finish: str | None,
     include_usage: bool,
 ) -> dict[str, Any]:
-    chunk: dict[str, Any] = {
-        "id": rid,
-        "object": "text_completion",
-        "created": now(),
-        "model": model,
-        "choices": [{"index": index, "text": text, "logprobs": logprobs, "finish_reason": finish}],
-    }
-    if include_usage:
-        chunk["usage"] = None
-    return chunk
+    choice = {"index": index, "text": text, "logprobs": logprobs, "finish_reason": finish}
+    return _chunk(rid, model, False, [choice], include_usage)
 
 
 def chat_chunk(
@@ -190,27 +182,26 @@ def chat_chunk(
     finish: str | None,
     include_usage: bool,
 ) -> dict[str, Any]:
-    chunk: dict[str, Any] = {
-        "id": rid,
-        "object": "chat.completion.chunk",
-        "created": now(),
-        "model": model,
-        "choices": [
-            {"index": index, "delta": delta, "logprobs": logprobs, "finish_reason": finish}
-        ],
-    }
-    if include_usage:
-        chunk["usage"] = None
-    return chunk
+    choice = {"index": index, "delta": delta, "logprobs": logprobs, "finish_reason": finish}
+    return _chunk(rid, model, True, [choice], include_usage)
 
 
 def usage_chunk(rid: str, model: str, chat: bool, prompt_tokens: int, completion: int) -> dict:
     """The last chunk of a stream with ``include_usage``: no choices, the usage."""
-    return {
+    return {**_chunk(rid, model, chat, [], False), "usage": usage(prompt_tokens, completion)}
+
+
+def _chunk(
+    rid: str, model: str, chat: bool, choices: list[dict[str, Any]], include_usage: bool
+) -> dict[str, Any]:
+    """A stream chunk; with ``include_usage`` every chunk before the last says ``usage: null``."""
+    chunk: dict[str, Any] = {
         "id": rid,
         "object": "chat.completion.chunk" if chat else "text_completion",
         "created": now(),
         "model": model,
-        "choices": [],
-        "usage": usage(prompt_tokens, completion),
+        "choices": choices,
     }
+    if include_usage:
+        chunk["usage"] = None
+    return chunk
