@@ -37,17 +37,25 @@ def random_weights(seed: int, vocab: int = VOCAB) -> dict[str, np.ndarray]:
     return {k: v.astype(np.float32) for k, v in w.items()}
 
 
-def build_fused_bundle(folder: Path, tokenizer_json: Path, seed: int = 0) -> Path:
-    """Write a fused-graph bundle of a random 2-layer GPT-2 into ``folder``."""
+def build_fused_bundle(
+    folder: Path, tokenizer_json: Path, seed: int = 0, half_kv: bool = False
+) -> Path:
+    """Write a fused-graph bundle of a random 2-layer GPT-2 into ``folder``; ``half_kv``: with
+    the exporter's float16 KV cache (``exporter/kv_cache.py``)."""
     import onnx
     from gpt2_edge.exporter.graphs.fused import FUSED_GRAPH, build_fused_decoder
+    from gpt2_edge.exporter.kv_cache import half_kv_cache
     from gpt2_edge.runtime.bundle import Architecture, Manifest, file_entry, write_manifest
 
     folder.mkdir(parents=True, exist_ok=True)
     config = {"n_layer": LAYERS, "n_head": HEADS, "n_embd": WIDTH, "vocab_size": VOCAB}
-    onnx.save(build_fused_decoder(random_weights(seed), config), str(folder / "model.onnx"))
+    model = build_fused_decoder(random_weights(seed), config)
+    if half_kv:
+        assert half_kv_cache(model) == LAYERS  # one attention per layer
+    onnx.save(model, str(folder / "model.onnx"))
     shutil.copy(tokenizer_json, folder / "tokenizer.json")
-    arch = Architecture(LAYERS, HEADS, WIDTH // HEADS, WIDTH, CONTEXT, VOCAB)
+    kv_dtype = "float16" if half_kv else "float32"
+    arch = Architecture(LAYERS, HEADS, WIDTH // HEADS, WIDTH, CONTEXT, VOCAB, kv_dtype=kv_dtype)
     manifest = Manifest(
         name=folder.name,
         architecture=arch,

@@ -28,14 +28,18 @@ needs_onnx = pytest.mark.skipif(
 )
 
 
-@pytest.fixture(scope="module")
-def fused_session(gpt2_tokenizer_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Session:
+def tiny_session(tmp_path_factory: pytest.TempPathFactory, tokenizer_dir: Path, **kw) -> Session:
+    """The random 2-layer fused bundle of ``fused_bundle.py``, opened on the CPU."""
     if importlib.util.find_spec("onnx") is None:
         pytest.skip("building the fused graph needs onnx")
-    folder = build_fused_bundle(
-        tmp_path_factory.mktemp("fused") / "tiny", gpt2_tokenizer_dir / "tokenizer.json"
-    )
+    folder = tmp_path_factory.mktemp("fused") / "tiny"
+    build_fused_bundle(folder, tokenizer_dir / "tokenizer.json", **kw)
     return Session(load_bundle(folder), provider="cpu", threads=1)
+
+
+@pytest.fixture(scope="module")
+def fused_session(gpt2_tokenizer_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Session:
+    return tiny_session(tmp_path_factory, gpt2_tokenizer_dir)
 
 
 Reference = Callable[[list[int]], np.ndarray]  # a history -> logits at its last token (V,)
@@ -128,22 +132,7 @@ def run_script(checker: Checker) -> None:
 @pytest.fixture(scope="module")
 def half_kv_session(gpt2_tokenizer_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Session:
     """The same kind of graph with the exporter's float16 KV cache (``exporter/kv_cache.py``)."""
-    if importlib.util.find_spec("onnx") is None:
-        pytest.skip("building the fused graph needs onnx")
-    from dataclasses import replace
-
-    from gpt2_edge.exporter.kv_cache import half_kv_cache_file
-    from gpt2_edge.runtime.bundle import file_entry, write_manifest
-
-    folder = build_fused_bundle(
-        tmp_path_factory.mktemp("fused16") / "tiny", gpt2_tokenizer_dir / "tokenizer.json"
-    )
-    manifest = load_bundle(folder).manifest
-    assert half_kv_cache_file(folder / "model.onnx") == 2  # one attention per layer
-    manifest.files["model.onnx"] = file_entry(folder / "model.onnx")
-    manifest.architecture = replace(manifest.architecture, kv_dtype="float16")
-    write_manifest(folder, manifest)
-    return Session(load_bundle(folder), provider="cpu", threads=1)
+    return tiny_session(tmp_path_factory, gpt2_tokenizer_dir, half_kv=True)
 
 
 @needs_onnx
