@@ -33,7 +33,6 @@ KNOWN_VERSIONS = (1, 2)
 MANIFEST = "bundle.json"
 MODEL_FILE = "model.onnx"
 TOKENIZER_FILE = "tokenizer.json"
-REQUIRED = (MODEL_FILE, TOKENIZER_FILE)  # in every folder the runtime opens
 CONFIG_FILE = "config.json"
 GENERATION_CONFIG_FILE = "generation_config.json"
 # What a plain Optimum folder assumes when its config.json does not say.
@@ -287,34 +286,19 @@ def load_bundle(path: str | os.PathLike[str], check_hashes: bool = True) -> Bund
     Raises:
         EdgeError: the folder, its manifest, a file or the tokenizer cannot be used.
     """
-    bundle = _open_bundle(path)
-    _check_contents(bundle, check_hashes)
-    return bundle
-
-
-def _open_bundle(path: str | os.PathLike[str]) -> Bundle:
-    """The folder and its manifest, checked without reading the large files."""
     folder = Path(path)
     if "\0" in str(folder):
         raise EdgeError(f"The bundle path {shown(str(folder))} holds a NUL character.")
     try:
-        return Bundle(folder, _folder_manifest(folder))
-    except OSError as exc:  # permissions and the like
-        raise EdgeError(f"{folder} cannot be read ({exc.strerror or exc}).") from None
-
-
-def _check_contents(bundle: Bundle, check_hashes: bool) -> None:
-    """The hashes (when asked), the files every bundle needs, and the tokenizer."""
-    folder = bundle.path
-    try:
-        if check_hashes and (folder / MANIFEST).exists():
-            check_hashes_of(folder, bundle.manifest)
-        for required in REQUIRED:
+        manifest = _folder_manifest(folder, check_hashes)
+        for required in (MODEL_FILE, TOKENIZER_FILE):
             if not (folder / required).is_file():
                 raise EdgeError(f"Bundle {folder} is missing {required}.")
     except OSError as exc:  # permissions and the like
         raise EdgeError(f"{folder} cannot be read ({exc.strerror or exc}).") from None
+    bundle = Bundle(folder, manifest)
     _check_tokenizer(bundle)
+    return bundle
 
 
 def _check_tokenizer(bundle: Bundle) -> None:
@@ -330,14 +314,14 @@ def _check_tokenizer(bundle: Bundle) -> None:
         )
 
 
-def _folder_manifest(folder: Path) -> Manifest:
+def _folder_manifest(folder: Path, check_hashes: bool) -> Manifest:
     if not folder.exists():
         raise EdgeError(f"Bundle folder {folder} does not exist.")
     if not folder.is_dir():
         raise EdgeError(f"{folder} is a file, not a bundle folder; pass the folder that holds it.")
     if (folder / MANIFEST).exists():
         manifest = read_manifest(folder)
-        _check_listed(folder, manifest)
+        verify_files(folder, manifest, check_hashes)
         return manifest
     if (folder / CONFIG_FILE).is_file() and (folder / MODEL_FILE).is_file():
         return manifest_from_optimum(folder)
