@@ -17,6 +17,8 @@ import json
 import shutil
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +40,17 @@ def log(msg: str) -> None:
     print(f"[models] {msg}", file=sys.stderr, flush=True)
 
 
+@contextmanager
+def staged(folder: Path) -> Iterator[Path]:
+    """A fresh ``<folder>.tmp`` to build in; it becomes ``folder`` only when the block ends
+    without an error, so a failed build never leaves a folder that looks cached."""
+    tmp = folder.with_name(folder.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    yield tmp
+    shutil.rmtree(folder, ignore_errors=True)
+    tmp.rename(folder)
+
+
 def checkpoint(model: str, workdir: Path = DEFAULT_WORKDIR, seed: int = 0) -> Path:
     """A transformers checkpoint folder with random weights and the real GPT-2 tokenizer."""
     folder = workdir / model / "checkpoint"
@@ -47,22 +60,19 @@ def checkpoint(model: str, workdir: Path = DEFAULT_WORKDIR, seed: int = 0) -> Pa
     from transformers import GPT2Config, GPT2LMHeadModel, GPT2TokenizerFast
 
     log(f"building random {model} checkpoint")
-    tmp = folder.with_name("checkpoint.tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    for name in ("vocab.json", "merges.txt", "tokenizer.json"):
-        shutil.copy(TOKENIZER_DIR / name, tmp / name)
-    tokenizer = GPT2TokenizerFast.from_pretrained(str(tmp))
-    eos = tokenizer.convert_tokens_to_ids("<|endoftext|>")
-    config = GPT2Config(bos_token_id=eos, eos_token_id=eos, **MODEL_CONFIGS[model])
-    torch.manual_seed(seed)
-    GPT2LMHeadModel(config).eval().save_pretrained(tmp)
-    tokenizer.save_pretrained(tmp)
-    (tmp / "generation_config.json").write_text(
-        json.dumps({"bos_token_id": eos, "eos_token_id": eos}), encoding="utf-8"
-    )
-    shutil.rmtree(folder, ignore_errors=True)
-    tmp.rename(folder)
+    with staged(folder) as tmp:
+        tmp.mkdir(parents=True)
+        for name in ("vocab.json", "merges.txt", "tokenizer.json"):
+            shutil.copy(TOKENIZER_DIR / name, tmp / name)
+        tokenizer = GPT2TokenizerFast.from_pretrained(str(tmp))
+        eos = tokenizer.convert_tokens_to_ids("<|endoftext|>")
+        config = GPT2Config(bos_token_id=eos, eos_token_id=eos, **MODEL_CONFIGS[model])
+        torch.manual_seed(seed)
+        GPT2LMHeadModel(config).eval().save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        (tmp / "generation_config.json").write_text(
+            json.dumps({"bos_token_id": eos, "eos_token_id": eos}), encoding="utf-8"
+        )
     return folder
 
 
@@ -75,11 +85,8 @@ def optimum_fp32(model: str, workdir: Path = DEFAULT_WORKDIR) -> Path:
 
     ckpt = checkpoint(model, workdir)
     log(f"exporting {model} with optimum")
-    tmp = folder.with_name("optimum-fp32.tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    main_export(str(ckpt), output=tmp, task="text-generation-with-past", no_post_process=False)
-    shutil.rmtree(folder, ignore_errors=True)
-    tmp.rename(folder)
+    with staged(folder) as tmp:
+        main_export(str(ckpt), output=tmp, task="text-generation-with-past", no_post_process=False)
     return folder
 
 
@@ -93,18 +100,16 @@ def optimum_int8(model: str, workdir: Path = DEFAULT_WORKDIR) -> Path:
 
     src = optimum_fp32(model, workdir)
     log(f"quantizing {model} with ORTQuantizer avx2 dynamic per-channel")
-    tmp = folder.with_name("optimum-int8.tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    quantizer = ORTQuantizer.from_pretrained(src, file_name="model.onnx")
-    qconfig = AutoQuantizationConfig.avx2(is_static=False, per_channel=True)
-    quantizer.quantize(save_dir=tmp, quantization_config=qconfig)
-    # ORTQuantizer writes model_quantized.onnx; ORTModelForCausalLM and our runtime read model.onnx.
-    (tmp / "model_quantized.onnx").rename(tmp / "model.onnx")
-    for name in src.iterdir():
-        if name.suffix != ".onnx" and not name.name.endswith(".onnx_data") and name.is_file():
-            shutil.copy(name, tmp / name.name)
-    shutil.rmtree(folder, ignore_errors=True)
-    tmp.rename(folder)
+    with staged(folder) as tmp:
+        quantizer = ORTQuantizer.from_pretrained(src, file_name="model.onnx")
+        qconfig = AutoQuantizationConfig.avx2(is_static=False, per_channel=True)
+        quantizer.quantize(save_dir=tmp, quantization_config=qconfig)
+        # ORTQuantizer writes model_quantized.onnx; ORTModelForCausalLM and our runtime read
+        # model.onnx.
+        (tmp / "model_quantized.onnx").rename(tmp / "model.onnx")
+        for name in src.iterdir():
+            if name.suffix != ".onnx" and not name.name.endswith(".onnx_data") and name.is_file():
+                shutil.copy(name, tmp / name.name)
     return folder
 
 
@@ -139,11 +144,8 @@ def ct2_int8(model: str, workdir: Path = DEFAULT_WORKDIR) -> Path:
 
     ckpt = checkpoint(model, workdir)
     log(f"converting {model} with ctranslate2 (int8)")
-    tmp = folder.with_name("ct2-int8.tmp")
-    shutil.rmtree(tmp, ignore_errors=True)  # the converter refuses an existing folder
-    TransformersConverter(str(ckpt)).convert(str(tmp), quantization="int8")
-    shutil.rmtree(folder, ignore_errors=True)
-    tmp.rename(folder)
+    with staged(folder) as tmp:  # a fresh folder: the converter refuses an existing one
+        TransformersConverter(str(ckpt)).convert(str(tmp), quantization="int8")
     return folder
 
 
