@@ -64,9 +64,9 @@ def half_kv_cache_file(path: Path) -> int:
 
     Only the graph is read and written: its external weights (``<path>.data``) stay as they are.
     """
+    from .onnx_files import save_model
+
     model = onnx.load(str(path), load_external_data=False)
     count = half_kv_cache(model)
-    tmp = path.with_name(path.name + ".tmp")
-    onnx.save(model, str(tmp))
-    tmp.replace(path)
+    save_model(model, path, external=False)  # the tensors keep their references to <path>.data
     return count
