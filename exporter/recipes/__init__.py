@@ -160,13 +160,9 @@ def apply_precision(
         dtype="float16",
         method="cast",
         kv_dtype=str(report["kv_dtype"]),
-        tool={"converter": str(report["method"]), **version_of("onnxruntime")},
+        tool={"converter": str(report["method"]), "onnxruntime": version("onnxruntime")},
         extra={"logits_dtype": report["logits_dtype"]},
     )
-
-
-def version_of(package: str) -> dict[str, str]:
-    return {package: version(package)}
 
 
 def _quantize(
@@ -181,7 +177,7 @@ def _quantize(
         return quantize_int8(
             model_path, out_dir, choice.target, graph_kind, needs_external_data(size)
         )
-    tool = version_of("onnxruntime")
+    tool = {"onnxruntime": version("onnxruntime")}
     if choice.nbits is not None:
         from .nbits import quantize_file
 
