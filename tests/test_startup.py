@@ -292,8 +292,10 @@ def test_token_count_is_every_distinct_token_and_the_longest_entry_is_found(
 
 # Not needed to generate: rich (typer's help boxes and tracebacks), onnx (the graph is
 # onnxruntime's to read), the export stack, the server, the evaluation; nor, for greedy decoding
-# (the tiny bundle's default), numpy.random (17 ms: the random generators are made when drawn).
+# (the tiny bundle's default), numpy.random (17 ms: the random generators are made when drawn);
+# nor pydantic, which typer 0.29 imports on every command (60-80 ms; pyproject pins typer<0.29).
 HEAVY = (
+    "pydantic",
     "numpy.random",
     "rich",
     "pygments",
