@@ -169,8 +169,7 @@ class SharedKVDecoder:
     def prefill(self, prompts: Sequence[np.ndarray]) -> np.ndarray:
         """Start the batch with ``prompts``; returns each one's last logits (B, V)."""
         assert self.batch == 0, "prefill() starts a batch; add() joins a running one"
-        ids, lengths = right_pad(prompts, self._pad_id)  # (B, T), (B,)
-        batch, width = ids.shape
+        batch, width = len(prompts), max(len(p) for p in prompts)
         capacity = max(self._hint, width)
         shape = (batch, self._session.arch.heads, capacity, self._session.arch.head_size)
         count = len(self._names.past)
@@ -182,6 +181,7 @@ class SharedKVDecoder:
             return np.concatenate(
                 [self._prefill_chunked(p, slot) for slot, p in enumerate(prompts)]
             )
+        ids, lengths = right_pad(prompts, self._pad_id)  # (B, T), (B,)
         positions = np.ascontiguousarray(np.broadcast_to(np.arange(width), (batch, width)))
         mask = self._mask(width, lengths)
         logits = self._run(self._binding, ids, mask, positions, (lengths - 1)[:, None])
