@@ -16,8 +16,8 @@ import pytest
 pytest.importorskip("uvicorn")
 sync_api = pytest.importorskip("playwright.sync_api")
 
-from gpt2_edge.runtime import Generator, load  # noqa: E402
-from serve_support import running, slowed, tiny_bundle  # noqa: E402
+from gpt2_edge.runtime import Generator  # noqa: E402
+from serve_support import running, slowed  # noqa: E402
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 # Headless, sandbox-free (we run as root in a container), and quiet: no network of its own.
@@ -31,16 +31,6 @@ FLAGS = [
     "--disable-component-update",
     "--disable-sync",
 ]
-
-
-@pytest.fixture(scope="module")
-def bundle(gpt2_tokenizer_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tiny_bundle(gpt2_tokenizer_dir, tmp_path_factory.mktemp("serve"))
-
-
-@pytest.fixture(scope="module")
-def gen(bundle: Path) -> Generator:
-    return load(bundle, provider="cpu", threads=1)
 
 
 @pytest.fixture(scope="module")

@@ -5,19 +5,15 @@ the test process, and a model slowed down enough for a person (or a test) to act
 from __future__ import annotations
 
 import copy
-import importlib.util
 import re
 import threading
 import time
 import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
-from pathlib import Path
 from typing import Any
 
-import pytest
 import uvicorn
-from fused_bundle import build_fused_bundle
 from gpt2_edge.runtime import Generator
 from gpt2_edge.serve import ServeConfig, create_app
 from gpt2_edge.serve.server import bind, url
@@ -94,13 +90,6 @@ def slowed(gen: Generator, delay: float) -> Generator:
     session = copy.copy(gen.session)
     session.ort = SlowOrt(gen.session.ort, delay)
     return Generator(session, gen.tokenizer)
-
-
-def tiny_bundle(tokenizer_dir: Path, folder: Path) -> Path:
-    """The random 2-layer fused bundle of ``fused_bundle.py`` (onnx and numpy, no torch)."""
-    if importlib.util.find_spec("onnx") is None:
-        pytest.skip("building the fused graph needs onnx")
-    return build_fused_bundle(folder / "tiny", tokenizer_dir / "tokenizer.json")
 
 
 def openai_client(server: Server, **kwargs: Any) -> Any:

@@ -15,7 +15,6 @@ import random
 import socket
 import time
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -24,7 +23,7 @@ pytest.importorskip("uvicorn")
 openai = pytest.importorskip("openai")
 httpx = pytest.importorskip("httpx")
 
-from gpt2_edge.runtime import Generator, load  # noqa: E402
+from gpt2_edge.runtime import Generator  # noqa: E402
 from gpt2_edge.runtime.decoder import open_decoder  # noqa: E402
 from gpt2_edge.runtime.sampling import Sampler, sequence_rng  # noqa: E402
 from gpt2_edge.runtime.settings import SamplingSettings  # noqa: E402
@@ -32,22 +31,12 @@ from gpt2_edge.runtime.steps import Logprobs, TokenSteps  # noqa: E402
 from gpt2_edge.serve.jobs import Job, RowSpec  # noqa: E402
 from gpt2_edge.serve.metrics import Metrics  # noqa: E402
 from gpt2_edge.serve.scheduler import Scheduler  # noqa: E402
-from serve_support import Server, openai_client, running, slowed, tiny_bundle  # noqa: E402
+from serve_support import Server, openai_client, running, slowed  # noqa: E402
 
 WORDS = "the a of city river music old new light stone".split()
 ROWS = "gpt2_serve_batch_rows"
 CANCELLED = "gpt2_serve_cancelled_rows_total"
 GENERATED = "gpt2_serve_generated_tokens_total"
-
-
-@pytest.fixture(scope="module")
-def bundle(gpt2_tokenizer_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tiny_bundle(gpt2_tokenizer_dir, tmp_path_factory.mktemp("serve"))
-
-
-@pytest.fixture(scope="module")
-def gen(bundle: Path) -> Generator:
-    return load(bundle, provider="cpu", threads=1)
 
 
 def request(i: int) -> dict[str, Any]:

@@ -24,25 +24,15 @@ openai = pytest.importorskip("openai")
 httpx = pytest.importorskip("httpx")
 
 import numpy as np  # noqa: E402
-from gpt2_edge.runtime import Generator, load  # noqa: E402
+from gpt2_edge.runtime import Generator  # noqa: E402
 from gpt2_edge.runtime.sampling import Sampler  # noqa: E402
 from gpt2_edge.serve import generation  # noqa: E402
 from gpt2_edge.serve.chat import TURN_STOPS, transcript  # noqa: E402
 from gpt2_edge.serve.server import exposure_warning  # noqa: E402
-from serve_support import Server, openai_client, running, tiny_bundle  # noqa: E402
+from serve_support import Server, openai_client, running  # noqa: E402
 
 GREEDY = {"temperature": 0}
 PROMPTS = ["Hello world", "The quick brown fox jumps over", "One two three"]
-
-
-@pytest.fixture(scope="module")
-def bundle(gpt2_tokenizer_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tiny_bundle(gpt2_tokenizer_dir, tmp_path_factory.mktemp("serve"))
-
-
-@pytest.fixture(scope="module")
-def gen(bundle: Path) -> Generator:
-    return load(bundle, provider="cpu", threads=1)
 
 
 @pytest.fixture(scope="module")
@@ -497,18 +487,9 @@ def test_requests_are_counted_by_route_and_status(server: Server) -> None:
 
 def test_the_command_serves_and_says_where(bundle: Path) -> None:
     command = [
-        sys.executable,
-        "-m",
-        "gpt2_edge.serve",
-        "--model",
-        str(bundle),
-        "--port",
-        "0",
-        "--threads",
-        "1",
-        "--provider",
-        "cpu",
-    ]
+        sys.executable, "-m", "gpt2_edge.serve", "--model", str(bundle), "--port", "0",
+        "--threads", "1", "--provider", "cpu",
+    ]  # fmt: skip
     process = subprocess.Popen(command, stderr=subprocess.PIPE, text=True)
     try:
         deadline, line = time.monotonic() + 60, ""
