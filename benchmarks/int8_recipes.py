@@ -1,8 +1,8 @@
 """int8 recipes side by side: speed on GPT-2 124M, invariance and perplexity on the trained fixture.
 
 Every recipe starts from the exporter's fused fp32 graph and is built from the exporter's own
-pieces (Optimum's ORTQuantizer, ``exporter/edits.py``, ``recipes/nbits.py``), so the shipped recipe
-is measured exactly as it ships:
+pieces (Optimum's ORTQuantizer, ``exporter/edits.py``, ``per_row.py``, ``recipes/nbits.py``), so
+the shipped recipe is measured exactly as it ships:
 
 - ``per-tensor (before)``: ORTQuantizer's dynamic int8 as it was shipped until 2026-11-30, one
   activation scale per tensor (``DynamicQuantizeLinear``), 8-bit weights, LM head blocks of 128;
@@ -70,12 +70,9 @@ def _ort_int8(
     quantize_linear: bool = True,
     fused_product: bool = True,
 ) -> None:
-    from gpt2_edge.exporter.edits import (
-        materialize_lm_head,
-        per_row_activations,
-        type_intermediates,
-    )
+    from gpt2_edge.exporter.edits import materialize_lm_head, type_intermediates
     from gpt2_edge.exporter.onnx_files import save_model
+    from gpt2_edge.exporter.per_row import per_row_activations
     from gpt2_edge.exporter.recipes.int8 import OPERATORS, _ort_quantize, quantization_config
     from gpt2_edge.exporter.recipes.nbits import NBitsSettings, quantize_lm_head
     from gpt2_edge.exporter.recipes.targets import Target
@@ -283,7 +280,7 @@ def _cache_key(recipe: str) -> str:
 
     root = Path(exporter.__file__).parent
     digest = hashlib.sha256(recipe.encode())
-    for part in ("edits.py", "recipes/int8.py", "recipes/nbits.py"):
+    for part in ("edits.py", "per_row.py", "recipes/int8.py", "recipes/nbits.py"):
         digest.update((root / part).read_bytes())
     slug = "".join(c if c.isalnum() else "-" for c in recipe.lower()).strip("-")
     return f"{slug[:40]}-{digest.hexdigest()[:8]}"

@@ -1,7 +1,7 @@
 """A request's greedy tokens never depend on its batch or on the KV cache, for every precision
 the exporter ships, tested on the bundles `gpt2-export` writes with its default flags.
 
-The int8 recipe quantizes activations per row (exporter/edits.py ``per_row_activations``); before
+The int8 recipe quantizes activations per row (exporter/per_row.py ``per_row_activations``); before
 it, ORTQuantizer's per-tensor ``DynamicQuantizeLinear`` changed 3 of these 8 rows in a batch.
 """
 

@@ -94,11 +94,11 @@ def test_fp16_runs_on_cpu_with_fp16_cache(tiny_optimum_export: Path, tmp_path: P
     assert greedy_tokens(half, IDS[:5], 12) == greedy_tokens(ref, IDS[:5], 12)
 
 
-def _one_matmul_int8(tmp_path: Path, per_row: bool, fuse: bool = False):
+def _one_matmul_int8(tmp_path: Path, per_row: bool):
     """A (B, T, 64) x (64, 32) MatMul through onnxruntime's dynamic int8, optionally per row."""
     import onnx
     import onnxruntime as ort
-    from gpt2_edge.exporter.edits import per_row_activations
+    from gpt2_edge.exporter.per_row import per_row_activations
     from onnx import TensorProto, helper, numpy_helper
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
@@ -117,11 +117,7 @@ def _one_matmul_int8(tmp_path: Path, per_row: bool, fuse: bool = False):
     quantize_dynamic(tmp_path / "f.onnx", tmp_path / "q.onnx", weight_type=QuantType.QInt8)
     q = onnx.load(str(tmp_path / "q.onnx"))
     if per_row:
-        assert per_row_activations(q, fused_product=not fuse) == 1
-    if fuse:
-        from gpt2_edge.exporter.edits import fuse_dequantization
-
-        assert fuse_dequantization(q) == 1
+        assert per_row_activations(q) == 1
     session = ort.InferenceSession(q.SerializeToString(), providers=["CPUExecutionProvider"])
     return lambda x: session.run(None, {"x": x})[0], w
 
@@ -147,11 +143,3 @@ def test_per_row_activations_handles_zero_rows(tmp_path: Path) -> None:
     run, _ = _one_matmul_int8(tmp_path, per_row=True)
     out = run(np.zeros((2, 3, 64), np.float32))
     assert np.isfinite(out).all() and not out.any()
-
-
-def test_fused_dequantization_is_bit_for_bit_the_same(tmp_path: Path) -> None:
-    """The MatMulIntegerToFloat variant measured in benchmarks/int8_recipes.py changes nothing."""
-    plain, _ = _one_matmul_int8(tmp_path / "plain", per_row=True)
-    fused, _ = _one_matmul_int8(tmp_path / "fused", per_row=True, fuse=True)
-    x = np.random.default_rng(2).standard_normal((3, 4, 64)).astype(np.float32)
-    np.testing.assert_array_equal(plain(x), fused(x))

@@ -7,7 +7,7 @@ The recipe, for the fused graph (the default) and for Optimum's graph alike:
    graph the LM head is excluded (step 3); on Optimum's graph the attention MatMuls, which
    multiply two activations, are excluded (quantizing them cost +2.4% perplexity on the trained
    fixture against +0.02% without, ``benchmarks/quant_recipes.py``).
-2. **Activations per row** (``edits.per_row_activations``): ORTQuantizer's
+2. **Activations per row** (``per_row.per_row_activations``): ORTQuantizer's
    ``DynamicQuantizeLinear`` takes one scale for the whole batch, so a prompt's tokens changed
    with the other prompts of its batch (3 of 8 rows of the trained fixture's greedy output) and
    between cached decoding and recomputation. One scale per row makes each row's result depend
@@ -33,7 +33,8 @@ from pathlib import Path
 import onnx
 from gpt2_edge.runtime.precision import Precision
 
-from ..edits import attention_matmuls, materialize_lm_head, per_row_activations, type_intermediates
+from ..edits import attention_matmuls, materialize_lm_head, type_intermediates
+from ..per_row import per_row_activations
 from .nbits import NBitsSettings, quantize_lm_head
 from .targets import Target
 
@@ -144,7 +145,7 @@ def quantization_config(target: Target, exclude: list[str], operators: list[str]
         is_static=False,
         format=QuantFormat.QOperator,
         mode=QuantizationMode.IntegerOps,
-        activations_dtype=QuantType.QUInt8,  # then requantized per row (edits.py)
+        activations_dtype=QuantType.QUInt8,  # then requantized per row (per_row.py)
         weights_dtype=QuantType.QInt8,
         weights_symmetric=True,
         per_channel=True,
