@@ -73,7 +73,7 @@ def _ort_int8(
     from gpt2_edge.exporter.edits import materialize_lm_head, type_intermediates
     from gpt2_edge.exporter.onnx_files import save_model
     from gpt2_edge.exporter.per_row import per_row_activations
-    from gpt2_edge.exporter.recipes.int8 import OPERATORS, _ort_quantize, quantization_config
+    from gpt2_edge.exporter.recipes.int8 import OPERATORS, ort_quantize, quantization_config
     from gpt2_edge.exporter.recipes.nbits import NBitsSettings, quantize_lm_head
     from gpt2_edge.exporter.recipes.targets import Target
 
@@ -86,7 +86,7 @@ def _ort_int8(
     save_model(model, stage / "model.onnx")
     target = Target("bench", reduce_range, "")
     config = quantization_config(target, [head[0]], OPERATORS["fused-gqa"])
-    model = onnx.load(str(_ort_quantize(stage / "model.onnx", out / "q", config, False)))
+    model = onnx.load(str(ort_quantize(stage / "model.onnx", out / "q", config, False)))
     shutil.rmtree(stage)
     shutil.rmtree(out / "q")
     if per_row:

@@ -83,7 +83,7 @@ def quantize_int8(
     staged = _save(model, work_dir / "to_quantize" / "model.onnx", external)
     del model
     config = quantization_config(target, exclude, OPERATORS[graph_kind])
-    quantized = _ort_quantize(staged, work_dir / "quantized", config, external)
+    quantized = ort_quantize(staged, work_dir / "quantized", config, external)
     shutil.rmtree(staged.parent)
     model = onnx.load(str(quantized))
     shutil.rmtree(quantized.parent)
@@ -155,7 +155,10 @@ def quantization_config(target: Target, exclude: list[str], operators: list[str]
     )
 
 
-def _ort_quantize(src: Path, out_dir: Path, config: object, external: bool) -> Path:
+def ort_quantize(src: Path, out_dir: Path, config: object, external: bool) -> Path:
+    """Quantize the model file ``src`` with Optimum's ``ORTQuantizer`` and ``config`` (a
+    ``QuantizationConfig``); returns the quantized file in ``out_dir``. The benchmark of int8
+    recipes calls it too, so that each recipe is built as the exporter builds it."""
     from optimum.onnxruntime import ORTQuantizer
 
     from ..onnx_export import quiet_libraries
