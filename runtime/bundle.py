@@ -261,7 +261,11 @@ def check_hashes_of(folder: Path, manifest: Manifest) -> None:
     """Raise if a listed file's content does not have the SHA-256 the manifest gives it."""
     for name, entry in manifest.files.items():
         path = folder / name
-        if "sha256" in entry and not matches_sha256(path, entry["sha256"]):
+        try:
+            matches = "sha256" not in entry or matches_sha256(path, entry["sha256"])
+        except OSError as exc:  # permissions, an I/O error: name the file, not its folder
+            raise EdgeError(f"{path} cannot be read ({exc.strerror or exc}).") from None
+        if not matches:
             raise EdgeError(f"{path} does not match its SHA-256 in the manifest; export it again.")
 
 

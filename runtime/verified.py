@@ -20,12 +20,14 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 from pathlib import Path
 
 CACHE_ENV = "GPT2_EDGE_CACHE_DIR"
 # Coarsest common timestamp granularity (FAT's 2 s), plus a margin.
 SETTLE_S = 3.0
 _RECORDS = "verified"
+_RECORD_NAME = re.compile(r"[0-9a-f]{32}\.json")  # what _record_path names a record
 
 Signature = tuple[int, int, int, int, int]  # (device, inode, size, mtime_ns, ctime_ns)
 
@@ -64,11 +66,16 @@ def is_verified(path: Path, sha256: str) -> bool:
         return False
     try:
         data = json.loads(record.read_text(encoding="utf-8"))
-        return (
+        if not (
             data["path"] == os.path.realpath(path)
             and data["sha256"] == sha256
             and tuple(data["signature"]) == signature(path)
-        )
+        ):
+            return False
+        # A file this process may not read must fail here, where the error names it, and not
+        # later in whatever reads it next (gpt2-pack's copy).
+        with open(path, "rb"):
+            return True
     except (OSError, ValueError, KeyError, TypeError):  # no record, or one we did not write
         return False
 
@@ -107,11 +114,20 @@ def remember(path: Path, sha256: str, before: Signature, started: float) -> None
 
 def _forget_vanished(folder: Path) -> None:
     """Delete the records of files that no longer exist (a test's or an export's temporary
-    folders), so the records do not pile up; only after a hash, which is rare and slower."""
-    for record in folder.glob("*.json"):
+    folders), so the records do not pile up; only after a hash, which is rare and slower.
+
+    Only what this module wrote is deleted: a file named and shaped as a record. Anything else
+    in the folder (``GPT2_EDGE_CACHE_DIR`` may point at a folder the user keeps other files in)
+    is left alone.
+    """
+    for record in folder.iterdir():
+        if not _RECORD_NAME.fullmatch(record.name):
+            continue
         try:
-            gone = not os.path.exists(json.loads(record.read_text(encoding="utf-8"))["path"])
-        except (OSError, ValueError, KeyError, TypeError):
-            gone = True  # not a record of ours
+            data = json.loads(record.read_text(encoding="utf-8"))
+            ours = isinstance(data, dict) and set(data) == {"path", "sha256", "signature"}
+            gone = ours and not os.path.exists(data["path"])
+        except (OSError, ValueError, TypeError):
+            gone = False  # unreadable or not a record: not ours to delete
         if gone:
             record.unlink(missing_ok=True)

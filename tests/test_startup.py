@@ -259,6 +259,49 @@ def test_records_of_vanished_files_are_dropped(
     assert all(Path(p).parent == settled.resolve() for p in left)
 
 
+def test_other_files_in_the_records_folder_are_left_alone(
+    records: Path, settled: Path, tmp_path: Path
+) -> None:
+    """GPT2_EDGE_CACHE_DIR may name a folder the user keeps files in: only records are dropped."""
+    mine = records / "verified"
+    mine.mkdir(parents=True)
+    theirs = {
+        "settings.json": '{"my": "config"}',
+        "notes.txt": "notes",
+        "0123456789abcdef0123456789abcdef.json": '{"path": "/no/such/file"}',  # not a record
+        "broken.json": "{",
+    }
+    for name, text in theirs.items():
+        (mine / name).write_text(text)
+    gone = make_bundle(tmp_path / "gone")
+    time.sleep(2 * SETTLE_S)
+    check(gone)
+    shutil.rmtree(gone)
+    check(settled)  # records the settled bundle, then drops the vanished one's records
+    assert {name: (mine / name).read_text() for name in theirs} == theirs
+    left = [json.loads(r.read_text())["path"] for r in mine.glob("*.json") if r.name not in theirs]
+    assert sorted(Path(p).name for p in left) == ["model.onnx", "tokenizer.json"]
+
+
+def test_a_recorded_file_that_cannot_be_read_is_named(
+    records: Path, settled: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A record does not vouch for a file this process may not open (gpt2-pack would copy it)."""
+    check(settled)
+    model = settled / "model.onnx"
+    real_open = open
+
+    def refusing(file, *args, **kwargs):  # chmod 000 does not stop root, which CI runs as
+        if Path(file) == model:
+            raise PermissionError(13, "Permission denied", str(file))
+        return real_open(file, *args, **kwargs)
+
+    monkeypatch.setattr("builtins.open", refusing)
+    with pytest.raises(EdgeError) as caught:
+        check(settled)
+    assert str(caught.value) == f"{model} cannot be read (Permission denied)."
+
+
 # --- The graph opens while the checks run ------------------------------------------------------
 
 
