@@ -75,14 +75,18 @@ def eval_command(
             "--model", help="Bundle folder, the name of one in models/, or an Optimum export."
         ),
     ],
-    text: Annotated[Path, typer.Option("--text", help="UTF-8 text file to score.")],
+    text: Annotated[
+        Path, typer.Option("--text", help="UTF-8 text file to score ('-': standard input).")
+    ],
     context: Annotated[
         int | None,
         typer.Option(help="Window length in tokens (default: the model's context)."),
     ] = None,
     stride: Annotated[
         int | None,
-        typer.Option(help=f"Window step in tokens (default: min({DEFAULT_STRIDE}, context))."),
+        typer.Option(
+            help=f"Window step, 2 tokens to the context (default: min({DEFAULT_STRIDE}, context))."
+        ),
     ] = None,
     max_tokens: Annotated[
         int | None,

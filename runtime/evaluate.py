@@ -17,6 +17,7 @@ can be compared with a transformers run of the guide's loop to 4 significant dig
 from __future__ import annotations
 
 import math
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -67,8 +68,10 @@ def plan_windows(n_tokens: int, context: int, stride: int) -> list[Window]:
     """The guide's windows over ``n_tokens`` ids, in order; validated ``context``/``stride``."""
     if context < 2:
         raise EdgeError(f"context must be at least 2 tokens, got {context}.")
-    if stride < 1 or stride > context:
-        raise EdgeError(f"stride must be between 1 and the context ({context}), got {stride}.")
+    if stride < 2 or stride > context:
+        # The guide weighs a later window by its stride minus one (see the module doc): with a
+        # stride of 1 every window after the first would count for nothing.
+        raise EdgeError(f"stride must be between 2 and the context ({context}), got {stride}.")
     if n_tokens < 2:
         raise EdgeError(f"The text has {n_tokens} token(s); perplexity needs at least 2.")
     windows: list[Window] = []
@@ -197,16 +200,23 @@ def perplexity(
 
 
 def read_text(path: str | Path) -> str:
-    """The text of a UTF-8 file, or an :class:`EdgeError` sentence saying why not."""
+    """The text of a UTF-8 file (``-``: standard input; a pipe or a device is read as a file
+    is), or an :class:`EdgeError` sentence saying why not."""
     path = Path(path)
-    if not path.is_file():
-        raise EdgeError(f"Text file {path} does not exist.")
     try:
-        return path.read_bytes().decode("utf-8")
+        if str(path) == "-":
+            data = sys.stdin.buffer.read()
+        elif path.is_dir():
+            raise EdgeError(f"{path} is a folder, not a text file.")
+        elif not path.exists():
+            raise EdgeError(f"Text file {path} does not exist.")
+        else:
+            data = path.read_bytes()
+        return data.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise EdgeError(f"{path} is not UTF-8 text (bad byte at offset {exc.start}).") from None
     except OSError as exc:
-        raise EdgeError(f"{path} cannot be read ({exc.strerror}).") from None
+        raise EdgeError(f"{path} cannot be read ({exc.strerror or exc}).") from None
 
 
 def encode(tokenizer_path: str | Path, text: str) -> np.ndarray:
@@ -231,7 +241,7 @@ def evaluate_file(
 
     Args:
         model: a bundle folder (or a plain Optimum export folder).
-        text: path of a UTF-8 text file.
+        text: path of a UTF-8 text file (``-``: standard input).
         context: window length (default: the model's context length).
         stride: window step (default ``min(512, context)``).
         max_tokens: evaluate only the first N tokens (default: all).

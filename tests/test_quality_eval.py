@@ -109,16 +109,57 @@ def test_eval_cli_matches_transformers(
         (b"a", [], "too short"),
         (b"hello there general", ["--context", "4", "--stride", "9"], "stride must be"),
         (b"hello there general", ["--context", "1"], "context must be"),
+        # a stride of 1 would leave every window after the first a weight of 0 (the guide's)
+        (b"hello there general", ["--context", "2", "--stride", "1"], "stride must be between 2"),
+        ("folder", [], "is a folder, not a text file"),
     ],
 )
 def test_user_errors_are_one_sentence(
-    tiny_optimum_export: Path, tmp_path: Path, content: bytes | None, extra: list[str], message: str
+    tiny_optimum_export: Path,
+    tmp_path: Path,
+    content: bytes | str | None,
+    extra: list[str],
+    message: str,
 ) -> None:
     text_file = tmp_path / "t.txt"
-    if content is not None:
+    if content == "folder":
+        text_file.mkdir()
+    elif content is not None:
         text_file.write_bytes(content)
     result = runner.invoke(
         app, ["--model", str(tiny_optimum_export), "--text", str(text_file), *extra]
     )
     assert result.exit_code == 1
     assert message in result.output and "Traceback" not in result.output
+
+
+def test_text_comes_from_stdin_a_pipe_or_a_device_as_from_a_file(
+    tiny_optimum_export: Path, tmp_path: Path
+) -> None:
+    """``--text -`` reads standard input; a FIFO or /dev/null is read, not called missing."""
+    import json
+    import os
+    import subprocess
+    import sys
+    import threading
+
+    text = b"The quick brown fox jumps over the lazy dog. " * 8
+    (tmp_path / "t.txt").write_bytes(text)
+    command = [sys.executable, "-m", "gpt2_edge.runtime.eval_cli", "--model"]
+    command += [str(tiny_optimum_export), "--json", "--text"]
+
+    def score(source: str, stdin: bytes | None = None) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [*command, source], input=stdin, capture_output=True, timeout=120, check=False
+        )
+
+    from_file = json.loads(score(str(tmp_path / "t.txt")).stdout)["perplexity"]
+    assert json.loads(score("-", text).stdout)["perplexity"] == from_file
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    writer = threading.Thread(target=lambda: fifo.write_bytes(text))
+    writer.start()
+    assert json.loads(score(str(fifo)).stdout)["perplexity"] == from_file
+    writer.join(timeout=60)
+    empty = score(os.devnull)
+    assert empty.returncode == 1 and b"too short" in empty.stderr
