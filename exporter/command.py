@@ -26,6 +26,7 @@ from .recipes.targets import DEFAULT_TARGET
 from .summary import describe_quality
 
 OUTPUT_DEFAULT = "models/<name>, or models/<name>-int8, -int4 or -fp16"
+GATE = "For int8, int4 and fp16 exports, with verification."
 INTERRUPTED = "Interrupted; no bundle was written."
 app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
 
@@ -52,48 +53,58 @@ def export(
     dtype: Annotated[
         str, typer.Option(help=f"{'|'.join(DTYPES)}: fp16 = float16 weights and KV cache.")
     ] = "fp32",
+    # Precision-specific and gate options default to None (not given): make_plan refuses one
+    # given for an export that would ignore it, and fills in the defaults the help states.
     block_size: Annotated[
-        int, typer.Option(help="int4: weights per scale (a power of two >= 16).")
-    ] = DEFAULT_BLOCK_SIZE,
-    accuracy_level: Annotated[
-        int,
+        int | None,
         typer.Option(
-            help=f"int4: MatMulNBits compute type {ACCURACY_LEVELS}: 0 onnxruntime's default, "
-            "1 fp32, 2 fp16, 3 bf16, 4 int8 (fastest on AVX2/VNNI CPUs)."
+            help="int4 only: weights per scale (a power of two >= 16; default "
+            f"{DEFAULT_BLOCK_SIZE})."
         ),
-    ] = DEFAULT_ACCURACY_LEVEL,
+    ] = None,
+    accuracy_level: Annotated[
+        int | None,
+        typer.Option(
+            help=f"int4 only: MatMulNBits compute type {ACCURACY_LEVELS}: 0 onnxruntime's default, "
+            f"1 fp32, 2 fp16, 3 bf16, 4 int8 (fastest on AVX2/VNNI CPUs; default "
+            f"{DEFAULT_ACCURACY_LEVEL})."
+        ),
+    ] = None,
     eval_text: Annotated[
         Path | None,
-        typer.Option(help="A UTF-8 text the quality gate also measures perplexity on."),
+        typer.Option(help=f"A UTF-8 text the quality gate also measures perplexity on. {GATE}"),
     ] = None,
     max_ppl_increase: Annotated[
-        float,
+        float | None,
         typer.Option(
-            help="Quality gate: fail an int8/int4/fp16 export whose perplexity exceeds the fp32 "
-            "graph's by more than this fraction (0.05 = 5%)."
+            help="Quality gate: fail an export whose perplexity exceeds the fp32 graph's by more "
+            f"than this fraction (0.05 = 5%; default {DEFAULT_MAX_PPL_INCREASE}). {GATE}"
         ),
-    ] = DEFAULT_MAX_PPL_INCREASE,
+    ] = None,
     min_greedy_agreement: Annotated[
-        float,
+        float | None,
         typer.Option(
-            help="Quality gate: fail an int8/int4/fp16 export whose greedy continuations of "
-            "4 prompts follow the fp32 graph's for less than this fraction of their 24 tokens "
-            "on average (0 turns it off)."
+            help="Quality gate: fail an export whose greedy continuations of 4 prompts follow "
+            "the fp32 graph's for less than this fraction of their 24 tokens on average "
+            f"(default {DEFAULT_MIN_GREEDY_AGREEMENT}; 0 turns it off). {GATE}"
         ),
-    ] = DEFAULT_MIN_GREEDY_AGREEMENT,
+    ] = None,
     target: Annotated[
-        str,
+        str | None,
         typer.Option(
-            help=f"int8: the CPUs the bundle is for: {'|'.join(TARGETS)}. portable (default) is "
-            "right on every x86-64 with AVX2 and on ARM64; auto specialises for this CPU."
+            help=f"int8 only: the CPUs the bundle is for: {'|'.join(TARGETS)}. {DEFAULT_TARGET} "
+            "(default) is right on every x86-64 with AVX2 and on ARM64; auto specialises for "
+            "this CPU."
         ),
-    ] = DEFAULT_TARGET,
+    ] = None,
     kv_cache: Annotated[
         str,
         typer.Option(
             help=f"{'|'.join(KV_CACHES)}: the KV cache's element type. auto (default): float16 "
-            "for --quantize bundles (half the cache's memory and traffic at long context), "
-            "float32 for fp32 ones (exact)."
+            "for quantized bundles (--quantize, --bits) on the fused graph (half the cache's "
+            "memory and traffic at long context), float32 for them on --graph optimum and for "
+            "fp32 bundles (exact). "
+            "An fp16 bundle's cache is always float16."
         ),
     ] = "auto",
     opset: Annotated[

@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 from .errors import ExportError
 from .graphs import GRAPHS
@@ -19,6 +20,7 @@ from .recipes.nbits import DEFAULT_ACCURACY_LEVEL, DEFAULT_BLOCK_SIZE
 from .recipes.targets import DEFAULT_TARGET
 from .source import model_name
 
+T = TypeVar("T")
 DEFAULT_MODEL = "gpt2"
 MODELS_DIR = Path("models")  # relative to the current working directory
 INT8_SUFFIX = "-int8"
@@ -31,6 +33,18 @@ DEFAULT_MAX_PPL_INCREASE = 0.05  # --max-ppl-increase: 5 % relative
 DEFAULT_MIN_GREEDY_AGREEMENT = 0.25
 # An --eval-text shorter than this measures noise: ~45 GPT-2 tokens, a fraction of one window.
 MIN_EVAL_TEXT_CHARS = 200
+# Options only one precision reads: option -> (its flag, that precision, the flag that selects it).
+PRECISION_OPTIONS = {
+    "target": ("--target", "int8", "--quantize"),
+    "block_size": ("--block-size", "int4", "--bits 4"),
+    "accuracy_level": ("--accuracy-level", "int4", "--bits 4"),
+}
+# Options only the quality gate reads (it runs for int8, int4 and fp16, with verification).
+GATE_OPTIONS = {
+    "eval_text": "--eval-text",
+    "max_ppl_increase": "--max-ppl-increase",
+    "min_greedy_agreement": "--min-greedy-agreement",
+}
 
 
 @dataclass(frozen=True)
@@ -68,20 +82,25 @@ def make_plan(
     *,
     quantize: bool = False,
     bits: int = 8,
-    target: str = DEFAULT_TARGET,
+    target: str | None = None,
     opset: int | None = None,
     force: bool = False,
     verify: bool = True,
     graph: str = "fused",
     dtype: str = "fp32",
-    block_size: int = DEFAULT_BLOCK_SIZE,
-    accuracy_level: int = DEFAULT_ACCURACY_LEVEL,
+    block_size: int | None = None,
+    accuracy_level: int | None = None,
     eval_text: str | Path | None = None,
-    max_ppl_increase: float = DEFAULT_MAX_PPL_INCREASE,
-    min_greedy_agreement: float = DEFAULT_MIN_GREEDY_AGREEMENT,
+    max_ppl_increase: float | None = None,
+    min_greedy_agreement: float | None = None,
     kv_cache: str = "auto",
 ) -> ExportPlan:
-    """The plan for these options (``export_bundle`` documents each); a bad one is an error."""
+    """The plan for these options (``export_bundle`` documents each); a bad one is an error.
+
+    An option left at None was not given and gets its default; one that is given but that this
+    export would not read (``target`` for fp32, ``block_size`` for int8, the gate's options with
+    ``verify`` off) is refused rather than silently ignored.
+    """
     if graph not in GRAPHS:
         raise ExportError(f"Unknown graph '{graph}'; choose one of {', '.join(GRAPHS)}.")
     from .onnx_export import check_opset
@@ -90,14 +109,60 @@ def make_plan(
     # --bits implies --quantize (as on the command line): bits=4 alone must not give fp32.
     quantize = quantize or bits != 8
     choice = choose_precision(
-        quantize, bits, dtype, target, block_size, accuracy_level, kv_cache, graph
+        quantize,
+        bits,
+        dtype,
+        _given_or(target, DEFAULT_TARGET),
+        _given_or(block_size, DEFAULT_BLOCK_SIZE),
+        _given_or(accuracy_level, DEFAULT_ACCURACY_LEVEL),
+        kv_cache,
+        graph,
     )
-    check_gate_options(eval_text, max_ppl_increase, min_greedy_agreement)
-    out = Path(output) if output is not None else default_output(model, suffix=choice.suffix)
+    given = {
+        "target": target,
+        "block_size": block_size,
+        "accuracy_level": accuracy_level,
+        "eval_text": eval_text,
+        "max_ppl_increase": max_ppl_increase,
+        "min_greedy_agreement": min_greedy_agreement,
+    }
+    check_options_apply(choice.kind, verify, given)
     gate = GateOptions(
-        Path(eval_text) if eval_text is not None else None, max_ppl_increase, min_greedy_agreement
+        Path(eval_text) if eval_text is not None else None,
+        _given_or(max_ppl_increase, DEFAULT_MAX_PPL_INCREASE),
+        _given_or(min_greedy_agreement, DEFAULT_MIN_GREEDY_AGREEMENT),
     )
+    check_gate_options(gate.eval_text, gate.max_ppl_increase, gate.min_greedy_agreement)
+    out = Path(output) if output is not None else default_output(model, suffix=choice.suffix)
     return ExportPlan(model, out, choice, graph, opset, force, verify, gate)
+
+
+def _given_or(value: T | None, default: T) -> T:
+    """``value`` when the option was given, else its ``default``."""
+    return default if value is None else value
+
+
+def check_options_apply(kind: str, verify: bool, given: dict[str, object]) -> None:
+    """Refuse an option that was given (not None) but that an export of ``kind`` would ignore."""
+    for name, (flag, only, selector) in PRECISION_OPTIONS.items():
+        if given.get(name) is not None and kind != only:
+            raise ExportError(
+                f"{flag} is for {only} exports ({selector}) and has no effect on this {kind} "
+                f"one; drop {flag}."
+            )
+    flag = next((flag for name, flag in GATE_OPTIONS.items() if given.get(name) is not None), None)
+    if flag is None:
+        return
+    if not verify:
+        raise ExportError(
+            f"{flag} sets up the quality gate, which --no-verify skips; drop one of them."
+        )
+    if kind == "fp32":
+        raise ExportError(
+            f"{flag} sets up the quality gate, which only int8, int4 and fp16 exports go through "
+            f"(it compares them with fp32); drop {flag} or choose --quantize, --bits 4 or "
+            "--dtype fp16."
+        )
 
 
 def default_output(model: str, quantize: bool = False, suffix: str | None = None) -> Path:

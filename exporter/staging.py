@@ -107,11 +107,13 @@ def _check_output(out: Path, force: bool, checkpoint: Path | None) -> None:
             raise ExportError(f"The output {out} is {what}; choose another --output.")
     if not out.exists():
         return
+    if not out.is_dir():
+        raise ExportError(
+            f"{out} exists and is a file, not a bundle folder; choose another --output."
+        )
+    check_replaceable(out)  # first: --force is worth suggesting only when it would work
     if not force:
         raise ExportError(f"{out} already exists; pass --force to replace it or choose --output.")
-    if not out.is_dir():
-        raise ExportError(f"{out} exists and is a file, not a bundle folder; remove it first.")
-    check_replaceable(out)
 
 
 def check_replaceable(out: Path) -> None:
@@ -124,8 +126,9 @@ def check_replaceable(out: Path) -> None:
         return
     if not _is_bundle_manifest(out / MANIFEST):
         raise ExportError(
-            f"{out} is not a gpt2-edge bundle (it has no {MANIFEST} of format {FORMAT_NAME}), so "
-            "--force will not replace it; move its files away or choose another --output."
+            f"{out} exists and is not a gpt2-edge bundle (it has no {MANIFEST} of format "
+            f"{FORMAT_NAME}), so gpt2-export will not replace it, even with --force; move its "
+            "files away or choose another --output."
         )
     unexpected = [name for name in names if not _bundle_entry(out / name)]
     if unexpected:
@@ -133,8 +136,8 @@ def check_replaceable(out: Path) -> None:
         more = len(unexpected) - NAMED_AT_MOST
         shown += f" and {more} more" if more > 0 else ""
         raise ExportError(
-            f"{out} is a bundle but also holds {shown}, so --force will not replace it; "
-            "move those files away or choose another --output."
+            f"{out} is a bundle but also holds {shown}, so gpt2-export will not replace it, "
+            "even with --force; move those files away or choose another --output."
         )
 
 
@@ -308,12 +311,13 @@ def _move_into_place(tmp: Path, out: Path, force: bool) -> None:
     if not out.exists() and not out.is_symlink():
         os.rename(tmp, out)
         return
-    if not force:  # created by someone else while we worked
-        raise ExportError(f"{out} appeared during the export; pass --force to replace it.")
     # The export took a while: whatever is at ``out`` now must still be ours to replace.
     if out.is_symlink() or not out.is_dir():
-        raise ExportError(f"{out} changed during the export and is no longer a bundle folder.")
+        what = "changed" if force else "appeared"
+        raise ExportError(f"{out} {what} during the export and is not a bundle folder.")
     check_replaceable(out)
+    if not force:  # created by someone else while we worked, and --force could replace it
+        raise ExportError(f"{out} appeared during the export; pass --force to replace it.")
     # Two renames keep the window without a bundle at ``out`` as short as possible.
     old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
     try:

@@ -175,19 +175,36 @@ def test_hub_unreachable_offline_subprocess(tmp_path: Path) -> None:
 
 
 def test_output_exists_without_force(tmp_path: Path, fake_gpt2: Path) -> None:
+    """A folder of the user's: --force would refuse it too, so the message does not offer it."""
     out = tmp_path / "out"
     out.mkdir()
     (out / "keep.txt").write_text("mine")
     result = run_cli(str(fake_gpt2), "--output", str(out))
-    assert_one_sentence(result, "already exists", "--force")
+    message = assert_one_sentence(result, "exists", "choose another --output")
+    assert "pass --force" not in message
     assert (out / "keep.txt").read_text() == "mine"
+
+
+def test_output_is_an_existing_file(tmp_path: Path, fake_gpt2: Path) -> None:
+    out = tmp_path / "report.txt"
+    out.write_text("mine")
+    message = assert_one_sentence(run_cli(str(fake_gpt2), "--output", str(out)), "is a file")
+    assert "--force" not in message and "choose another --output" in message
+    assert out.read_text() == "mine"
+
+
+def test_existing_bundle_without_force_offers_force(tmp_path: Path, fake_gpt2: Path) -> None:
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "bundle.json").write_text('{"format": "gpt2-edge-bundle"}')
+    assert_one_sentence(run_cli(str(fake_gpt2), "--output", str(out)), "pass --force")
 
 
 def test_default_output_exists(tmp_path: Path, fake_gpt2: Path, monkeypatch) -> None:
     monkeypatch.chdir(tmp_path)
     (tmp_path / "models" / "fake-gpt2-int8").mkdir(parents=True)
     result = run_cli(str(fake_gpt2), "--quantize")
-    assert_one_sentence(result, "models/fake-gpt2-int8", "already exists")
+    assert_one_sentence(result, "models/fake-gpt2-int8", "already exists", "pass --force")
 
 
 @pytest.mark.parametrize(

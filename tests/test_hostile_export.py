@@ -228,6 +228,30 @@ def test_force_refuses_and_touches_nothing(
     assert export_spy == []  # refused before the first slow step
 
 
+@pytest.mark.parametrize("case", sorted(FORCE_REFUSALS))
+def test_without_force_refusals_do_not_suggest_force(
+    case: str, tmp_path: Path, fake_ckpt: Path, export_spy: list[Path]
+) -> None:
+    """An output --force would refuse too must not be answered with "pass --force"."""
+    make, _ = FORCE_REFUSALS[case]
+    out, _ = make(tmp_path, fake_ckpt)
+    before = snapshot(tmp_path)
+    message = one_sentence(run_cli(fake_ckpt, "--output", out), "choose another --output")
+    assert "pass --force" not in message
+    assert snapshot(tmp_path) == before and export_spy == []
+
+
+def test_a_user_folder_that_appears_during_the_export_is_not_offered_to_force(
+    tmp_path: Path,
+) -> None:
+    out = tmp_path / "out"
+    with pytest.raises(ExportError) as caught:
+        with staging.staging(out, force=False):
+            user_folder(out)  # someone's folder, created while the export ran
+    assert "pass --force" not in str(caught.value) and "not replace it" in str(caught.value)
+    assert (out / "notes.txt").read_text() == "do not lose me\n"
+
+
 @pytest.mark.parametrize("where", [".", "..", "subdir-of-cwd/.."])
 def test_force_refuses_the_working_folder(
     where: str, tmp_path: Path, fake_ckpt: Path, export_spy: list[Path], monkeypatch
@@ -614,6 +638,81 @@ def test_export_step_failures_the_checks_cannot_see(exc, opset, words, tmp_path:
         assert sentence is None
     else:
         assert sentence is not None and words in sentence and sentence.endswith(".")
+
+
+# ---------------------------------------------------------------- options an export would ignore
+
+
+@pytest.fixture
+def gate_text(tmp_path: Path) -> Path:
+    path = tmp_path / "gate.txt"
+    path.write_text("It was a bright cold day in April, and the clocks were striking. " * 8)
+    return path
+
+
+# Each given for an export that would not read it: refused, naming the flag (default values too:
+# a flag typed on the command line is a request).
+IGNORED_OPTIONS = {
+    "target-fp32": (["--target", "avx512", "--no-verify"], ["--target", "int8", "fp32"]),
+    "target-default-fp32": (["--target", "portable"], ["--target", "fp32"]),
+    "target-int4": (["--bits", "4", "--target", "avx512"], ["--target", "int4"]),
+    "target-fp16": (["--dtype", "fp16", "--target", "auto"], ["--target", "fp16"]),
+    "accuracy-level-fp32": (["--accuracy-level", "2"], ["--accuracy-level", "int4"]),
+    "accuracy-level-int8": (["-q", "--accuracy-level", "0"], ["--accuracy-level", "int8"]),
+    "block-size-fp16": (["--dtype", "fp16", "--block-size", "64"], ["--block-size", "fp16"]),
+    "eval-text-no-verify": (["-q", "--no-verify", "--eval-text", "GATE"], ["--no-verify"]),
+    "ppl-no-verify": (["--bits", "4", "--no-verify", "--max-ppl-increase", "0.1"], ["skips"]),
+    "greedy-no-verify": (["--dtype", "fp16", "--no-verify", "--min-greedy-agreement", "0"], []),
+    "eval-text-fp32": (["--eval-text", "GATE"], ["--eval-text", "quality gate", "fp32"]),
+    "ppl-fp32": (["--max-ppl-increase", "0.1"], ["--max-ppl-increase", "quality gate"]),
+}
+
+
+@pytest.mark.parametrize("case", sorted(IGNORED_OPTIONS))
+def test_options_the_export_would_ignore_are_refused(
+    case: str, tmp_path: Path, fake_ckpt: Path, export_spy: list[Path], gate_text: Path
+) -> None:
+    args, words = IGNORED_OPTIONS[case]
+    args = [gate_text if arg == "GATE" else arg for arg in args]
+    out = tmp_path / "out"
+    one_sentence(run_cli(fake_ckpt, "--output", out, *args), *words)
+    assert export_spy == []
+    assert_nothing_left(out)
+
+
+# Options that do apply, and --kv-cache asking for the cache the precision has anyway: the plan
+# accepts them, so the run reaches the export step (the spy).
+APPLYING_OPTIONS = {
+    "fp16-optimum-kv-float16": ["--dtype", "fp16", "--graph", "optimum", "--kv-cache", "float16"],
+    "fp16-fused-kv-float16": ["--dtype", "fp16", "--kv-cache", "float16"],
+    "fp32-kv-float32": ["--kv-cache", "float32"],
+    "int8-optimum-kv-float32": ["-q", "--graph", "optimum", "--kv-cache", "float32"],
+    "int8-fused-kv-float16": ["-q", "--kv-cache", "float16"],
+    "int8-target-gate": ["-q", "--target", "avx512", "--eval-text", "GATE"],
+    "int4-options": ["--bits", "4", "--accuracy-level", "0", "--block-size", "64"],
+    "fp16-gate": ["--dtype", "fp16", "--min-greedy-agreement", "0", "--max-ppl-increase", "0.1"],
+}
+
+
+@pytest.mark.parametrize("case", sorted(APPLYING_OPTIONS))
+def test_options_that_apply_are_accepted(
+    case: str, tmp_path: Path, fake_ckpt: Path, export_spy: list[Path], gate_text: Path
+) -> None:
+    args = [gate_text if arg == "GATE" else arg for arg in APPLYING_OPTIONS[case]]
+    result = run_cli(fake_ckpt, "--output", tmp_path / "out", *args)
+    assert "Error: " not in result.stderr, result.stderr
+    assert len(export_spy) == 1  # past every check, at the first slow step
+
+
+def test_kv_cache_help_says_when_auto_is_float16() -> None:
+    """auto gives float16 only on the fused graph for quantized bundles, and always for fp16."""
+    import typer.main
+
+    [param] = [p for p in typer.main.get_command(app).params if p.name == "kv_cache"]
+    words = " ".join((param.help or "").split())
+    assert "quantized bundles (--quantize, --bits) on the fused graph" in words, words
+    assert "float32 for them on --graph optimum" in words, words
+    assert "fp16 bundle's cache is always float16" in words, words
 
 
 # ---------------------------------------------------------------- start-up: Ctrl-C, the extra

@@ -105,7 +105,8 @@ def check_kv_cache(kv_cache: str, quantize: bool, dtype: str, graph: str) -> Non
             "--kv-cache float16 is for --quantize bundles (--dtype fp16 has it already); an fp32 "
             "bundle keeps the exact float32 cache."
         )
-    if kv_cache == "float16" and graph != "fused":
+    # An fp16 bundle's cache is float16 on either graph: asking for it is no conflict.
+    if kv_cache == "float16" and graph != "fused" and dtype != "fp16":
         raise ExportError("--kv-cache float16 needs the fused graph; drop --graph optimum.")
 
 
