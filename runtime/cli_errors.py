@@ -3,15 +3,19 @@
 The libraries raise :class:`EdgeError`; only the commands turn it into a message and an exit code,
 and they all do it here so the CLIs cannot drift apart: a user error exits 1, a usage error (an
 unknown flag, a value of the wrong type) exits 2 as click's convention has it, Ctrl-C exits 130.
-Every command also takes ``--version`` from here.
+Standard output that cannot be written (a full disk) is one line and exit 1 as well; a closed pipe
+(``| head``) exits 1 silently, as typer does. Every command also takes ``--version`` from here.
 """
 
 from __future__ import annotations
 
+import errno
+import os
+import shlex
 import sys
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any
+from typing import IO, Any
 
 import typer
 from typer.core import TyperCommand
@@ -27,6 +31,8 @@ EXIT_USER_ERROR = 1
 EXIT_USAGE_ERROR = 2  # click's convention for a command line it cannot parse
 EXIT_INTERRUPTED = 130  # the shell's convention for SIGINT
 DISTRIBUTION = "gpt2-edge"
+# Arguments that hold free text, which may well start with '-' (click then reads it as a flag).
+FREE_TEXT_ARGUMENTS = ("prompt",)
 
 
 def report(exc: EdgeError) -> None:
@@ -60,7 +66,8 @@ class EdgeCommand(TyperCommand):
     """A typer command whose usage errors are one ``Error: ...`` line (exit code 2).
 
     typer draws a box around them with rich, over several lines; a script reading stderr, and
-    the house rule of one sentence per error, want one line.
+    the house rule of one sentence per error, want one line. Standard output that cannot be
+    written is one line too (exit code 1), where Python would print a traceback.
     """
 
     def main(
@@ -73,19 +80,111 @@ class EdgeCommand(TyperCommand):
     ) -> Any:
         if not standalone_mode:
             return super().main(args, prog_name, complete_var, False, **extra)
-        try:
-            code = super().main(args, prog_name, complete_var, False, **extra)
-        except _ClickError as exc:
-            ctx = getattr(exc, "ctx", None)
-            where = ctx.command_path if ctx is not None else (prog_name or self.name)
-            message = one_line(exc.format_message())
-            end = "" if message.endswith((".", "!", "?")) else "."
-            typer.echo(f"Error: {message}{end} See '{where} --help'.", err=True)
-            sys.exit(getattr(exc, "exit_code", EXIT_USAGE_ERROR))
-        except typer.Abort:  # typer turns an EOFError escaping the command into this
-            typer.echo("Aborted.", err=True)
-            sys.exit(EXIT_USER_ERROR)
+        with _watched_stdout() as watch:
+            try:
+                code = super().main(args, prog_name, complete_var, False, **extra)
+                if sys.stdout is not None:
+                    sys.stdout.flush()  # buffered output fails here, in the guard, not at exit
+            except _ClickError as exc:
+                ctx = getattr(exc, "ctx", None)
+                where = ctx.command_path if ctx is not None else (prog_name or self.name)
+                message = one_line(exc.format_message()) + self._dash_hint(exc, args, where)
+                end = "" if message.endswith((".", "!", "?")) else "."
+                typer.echo(f"Error: {message}{end} See '{where} --help'.", err=True)
+                sys.exit(getattr(exc, "exit_code", EXIT_USAGE_ERROR))
+            except typer.Abort:  # typer turns an EOFError escaping the command into this
+                typer.echo("Aborted.", err=True)
+                sys.exit(EXIT_USER_ERROR)
+            except OSError as exc:
+                if exc is not watch.error:  # reading a file, say: not the output's fault
+                    raise
+                if exc.errno != errno.EPIPE:  # a reader that went away wants no message
+                    reason = exc.strerror or str(exc)
+                    typer.echo(f"Error: Cannot write to standard output ({reason}).", err=True)
+                sys.exit(EXIT_USER_ERROR)
         sys.exit(code if isinstance(code, int) else 0)
+
+    def _dash_hint(self, exc: Exception, args: Sequence[str] | None, where: str) -> str:
+        """For an unknown option that may be free text (a prompt "-hello"): how to pass it."""
+        name = getattr(exc, "option_name", None)
+        free_text = [
+            param.name
+            for param in self.params
+            if param.param_type_name == "argument" and param.name in FREE_TEXT_ARGUMENTS
+        ]
+        if not name or not free_text or getattr(exc, "possibilities", None):
+            return ""  # a near miss of a real flag ("--top_p") is a typo, not text
+        tokens = list(sys.argv[1:] if args is None else args)
+        tokens = tokens[: tokens.index("--")] if "--" in tokens else tokens
+        short = not name.startswith("--")  # click names "-hello" after its first letter, "-h"
+        text = next((t for t in tokens if t == name or (short and t.startswith(name))), name)
+        return (
+            f" (a {free_text[0]} that starts with '-' goes after '--': "
+            f"{where} -- {shlex.quote(text)})"
+        )
+
+
+class _StdoutWatch:
+    """``sys.stdout``, remembering the OSError its last failed write or flush raised.
+
+    A full disk behind stdout and an unreadable input file both escape a command as OSError;
+    only this tells which one was the output's.
+    """
+
+    def __init__(self, stream: IO[str]) -> None:
+        self.stream = stream
+        self.error: OSError | None = None
+
+    def write(self, text: str) -> int:
+        try:
+            return self.stream.write(text)
+        except OSError as exc:
+            self.error = exc
+            raise
+
+    def writelines(self, lines: Any) -> None:
+        for line in lines:
+            self.write(line)
+
+    def flush(self) -> None:
+        try:
+            self.stream.flush()
+        except OSError as exc:
+            self.error = exc
+            raise
+
+    def __getattr__(self, name: str) -> Any:  # encoding, isatty, fileno, buffer, ...
+        return getattr(self.stream, name)
+
+
+@contextmanager
+def _watched_stdout() -> Iterator[_StdoutWatch]:
+    """Watch ``sys.stdout`` for write errors; after one, send what is left to /dev/null.
+
+    Output still buffered when a write failed would fail again in the interpreter's last flush
+    ("Exception ignored ..."); Python's docs on SIGPIPE suggest pointing fd 1 at /dev/null.
+    """
+    stream = sys.stdout
+    watch = _StdoutWatch(stream)
+    if stream is not None:
+        sys.stdout = watch  # type: ignore[assignment]
+    try:
+        yield watch
+    finally:
+        if sys.stdout is watch:  # typer may have wrapped it after a closed pipe; that stays
+            sys.stdout = stream
+        if watch.error is not None:
+            _discard_output(stream)
+
+
+def _discard_output(stream: IO[str]) -> None:
+    try:
+        fd = stream.fileno()
+    except (OSError, ValueError):  # not a real file (a test's buffer): nothing is left to fail
+        return
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, fd)
+    os.close(devnull)
 
 
 def package_version() -> str:
