@@ -24,7 +24,7 @@ try:  # Ctrl-C while the libraries load ends the command as a later one does: 13
     from .generate import Generator
     from .models_dir import MODELS_DIR, choice_notice, default_model, named_model
     from .session import resolve_provider
-    from .settings import check_threads, resolve_settings
+    from .settings import check_threads, resolve_settings, resolve_user_settings
 except KeyboardInterrupt:
     sys.stderr.write("\n")
     raise SystemExit(130) from None
@@ -33,7 +33,8 @@ STDIN_PROMPT = "-"
 INTERACTIVE_PROMPT = "> "
 # The escapes --stop understands, so that a shell's "\n\n" can mean two newlines.
 _ESCAPES = {"n": "\n", "t": "\t", "r": "\r", "\\": "\\"}
-_ESCAPE = re.compile(r"\\(u[0-9a-fA-F]{4}|[ntr\\])")
+# A backslash and what follows it: \u with up to four hex digits, any one character, or nothing.
+_ESCAPE = re.compile(r"\\(u[0-9a-fA-F]{0,4}|.?)", re.DOTALL)
 
 app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
 
@@ -71,7 +72,8 @@ def generate(
         list[str] | None,
         typer.Option(
             help="Stop string (repeat the flag for several); \\n, \\t, \\r, \\\\ and \\uXXXX "
-            "in it are escapes, so --stop '\\n\\n' stops at a blank line.",
+            "in it are escapes, so --stop '\\n\\n' stops at a blank line (any other "
+            "backslash is an error: write \\\\ for one).",
         ),
     ] = None,
     seed: Annotated[int | None, typer.Option(help="Seed for reproducible sampling.")] = None,
@@ -115,8 +117,9 @@ def generate(
     truncate: Annotated[
         str | None,
         typer.Option(
-            help="'left': drop the oldest prompt tokens that do not fit the context (a prompt "
-            "that fits is kept whole and generation stops at the context's end)."
+            help="'left': drop the oldest prompt tokens so that --max-new-tokens new ones fit "
+            "the context (without it, a prompt that fits is kept whole and generation stops at "
+            "the context's end)."
         ),
     ] = None,
     ignore_eos: Annotated[
@@ -195,6 +198,8 @@ def run(
     cuda = resolve_provider(provider).name == "cuda"  # an unknown provider fails here, early
     path = named_model(model) if model is not None else default_model(MODELS_DIR, cuda)
     generator = load(path, provider, threads)
+    # With the bundle's defaults known, refuse a flag that their decoding mode would ignore.
+    resolve_user_settings(generator.manifest.generation, **settings)
     notices = [choice_notice(path)] if model is None else []
     for notice in [*notices, *generator.notices]:
         if notice:
@@ -308,23 +313,34 @@ def parse_early_stopping(value: str | None) -> bool | str | None:
 
 
 def unescape(text: str) -> str:
-    """``text`` with ``\\n``, ``\\t``, ``\\r``, ``\\\\`` and ``\\uXXXX`` replaced; other
-    backslashes stay as typed.
+    """``text`` with ``\\n``, ``\\t``, ``\\r``, ``\\\\`` and ``\\uXXXX`` replaced.
 
     Raises:
-        EdgeError: a ``\\uXXXX`` escape names half of a surrogate pair.
+        EdgeError: any other backslash (an unknown or incomplete escape, or one at the end), or
+            a ``\\uXXXX`` escape that names half of a surrogate pair.
     """
+    return _ESCAPE.sub(lambda match: _unescaped(match.group(1)), text)
 
-    def replace(match: re.Match[str]) -> str:
-        code = match.group(1)
-        if code in _ESCAPES:
-            return _ESCAPES[code]
+
+def _unescaped(code: str) -> str:
+    """What a backslash and ``code`` stand for in ``--stop``; EdgeError if no escape."""
+    if code in _ESCAPES:
+        return _ESCAPES[code]
+    if code.startswith("u") and len(code) == 5:
         char = chr(int(code[1:], 16))
         if "\ud800" <= char <= "\udfff":
-            raise EdgeError(f"--stop {text!r} holds \\{code}, half of a surrogate pair.")
+            raise EdgeError(f"--stop holds \\{code}, half of a surrogate pair.")
         return char
-
-    return _ESCAPE.sub(replace, text)
+    if code.startswith("u"):
+        raise EdgeError(f"--stop holds \\{code}, an incomplete escape: \\u takes 4 hex digits.")
+    if not code:
+        shown = "a backslash at its end"
+    else:
+        shown = f"\\{code}" if code.isprintable() else f"a backslash before {code!r}"
+    raise EdgeError(
+        f"--stop holds {shown}, which is no escape; the escapes are \\n, \\t, \\r, \\\\ "
+        "(a backslash) and \\uXXXX."
+    )
 
 
 def main() -> None:

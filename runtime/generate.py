@@ -35,7 +35,7 @@ from .results import (
 from .sampling import Sampler, sequence_rng
 from .scoring import score_ids
 from .session import Session
-from .settings import GenerationOptions, SamplingSettings, resolve_settings
+from .settings import GenerationOptions, SamplingSettings, resolve_user_settings
 from .steps import Logprobs, TokenSteps
 from .stream import RowText
 from .tokenizer import Tokenizer
@@ -219,7 +219,7 @@ class Generator:
             EdgeError: as :meth:`generate`.
         """
         prompts = prompt_list(prompts)
-        sampling, options = resolve_settings(self.manifest.generation, **settings)
+        sampling, options = resolve_user_settings(self.manifest.generation, **settings)
         if options.beam_search:
             return self._beams(prompts, sampling, options)
         results: list[GenerationResult | None] = [None] * (
@@ -257,7 +257,7 @@ class Generator:
         if isinstance(prompts, str):
             raise EdgeError("stream_events() takes a list of prompt strings, got one string.")
         prompts = prompt_list(prompts)
-        sampling, options = resolve_settings(self.manifest.generation, **settings)
+        sampling, options = resolve_user_settings(self.manifest.generation, **settings)
         if options.beam_search:
             raise EdgeError("Beam search returns whole sequences only; use generate_batch().")
         return self._events(prompts, Sampler(sampling), options)
@@ -366,11 +366,29 @@ class Generator:
 
     def prompt_ids(self, prompt: str, options: GenerationOptions) -> np.ndarray:
         """The prompt's token ids fitted to the context (:meth:`.prompts.PromptFitter.ids`)."""
-        return self._prompts.ids(prompt, options.truncate)
+        return self._prompts.ids(prompt, options.truncate, self._room(options))
 
     def fit(self, ids: np.ndarray, options: GenerationOptions) -> np.ndarray:
         """Apply the context bound to prompt ids (:meth:`.prompts.PromptFitter.fit`)."""
-        return self._prompts.fit(ids, options.truncate)
+        return self._prompts.fit(ids, options.truncate, self._room(options))
+
+    def _room(self, options: GenerationOptions) -> int:
+        """Positions a left-truncated prompt leaves free: ``max_new_tokens`` of them, so that
+        they all fit (1 without truncation, which never cuts a prompt that fits)."""
+        if options.truncate != "left":
+            return 1
+        if options.max_length is not None:  # prompt plus new tokens: no room to cut the prompt to
+            raise EdgeError(
+                "Left truncation needs max_new_tokens (the room to leave for new tokens), not "
+                "max_length."
+            )
+        if options.max_new_tokens >= self.context_length:
+            raise EdgeError(
+                "Left truncation keeps the last (context - max_new_tokens) prompt tokens, so "
+                f"max_new_tokens must be below the model's context of {self.context_length} "
+                f"tokens, got {options.max_new_tokens}."
+            )
+        return options.max_new_tokens
 
 
 def _one_sequence(method: str, settings: dict[str, Any]) -> dict[str, Any]:

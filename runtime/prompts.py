@@ -56,7 +56,7 @@ class PromptFitter:
             raise EdgeError("The prompt is empty and the bundle names no start token to use.")
         return np.array([self.bos_id], dtype=np.int64)
 
-    def ids(self, prompt: str, truncate: str | None) -> np.ndarray:
+    def ids(self, prompt: str, truncate: str | None, room: int = 1) -> np.ndarray:
         """The prompt's token ids, fitted to the context by :meth:`fit`.
 
         A prompt longer than :attr:`max_chars` is refused without tokenizing it, or with
@@ -67,28 +67,35 @@ class PromptFitter:
         # prompt that short needs no bound, nor the vocabulary scan that gives it.
         limit = None if len(prompt) <= self.context else self.max_chars
         if limit is None or len(prompt) <= limit:
-            return self.fit(self.encode(prompt), truncate)
+            return self.fit(self.encode(prompt), truncate, room)
         if truncate is None:
             raise EdgeError(
                 f"The prompt is {len(prompt):,} characters long, more than the model's context "
                 f"of {self.context} tokens can hold (at most {self.context - 1} fit); shorten it "
                 "or truncate it from the left."
             )
-        return self.fit(self.encode(self.tokenizer.tail(prompt, limit))[1:], truncate)
+        return self.fit(self.encode(self.tokenizer.tail(prompt, limit))[1:], truncate, room)
 
-    def fit(self, ids: np.ndarray, truncate: str | None) -> np.ndarray:
+    def fit(self, ids: np.ndarray, truncate: str | None, room: int = 1) -> np.ndarray:
         """Apply the context bound to prompt ids: keep them, keep the last ones, or refuse.
 
-        A prompt keeps at most ``context - 1`` tokens, so that one new token fits; with
-        ``truncate="left"`` only the oldest tokens beyond that are dropped. A prompt that fits is
-        never cut to make room for new tokens: the budget shrinks instead, and generation ends
-        with finish reason ``context``.
+        Without truncation a prompt keeps at most ``context - 1`` tokens, so that one new token
+        fits, and one that fits is never cut: the budget shrinks instead, and generation ends
+        with finish reason ``context``. With ``truncate="left"`` a prompt keeps its last
+        ``context - room`` tokens, so that ``room`` new tokens fit (transformers' text-generation
+        pipeline cuts so, its ``handle_long_generation="hole"``).
+
+        Args:
+            ids: the prompt's token ids.
+            truncate: None or ``"left"``.
+            room: positions a left-truncated prompt leaves for new tokens, 1 to context - 1.
         """
+        if truncate == "left":
+            keep = self.context - room
+            return ids[ids.size - keep :] if ids.size > keep else ids
         keep = max(self.context - 1, 1)
         if ids.size <= keep:
             return ids
-        if truncate == "left":
-            return ids[ids.size - keep :]
         raise EdgeError(
             f"The prompt is {ids.size} tokens long but the model's context is {self.context}, "
             f"so at most {keep} fit; shorten it or truncate it from the left."

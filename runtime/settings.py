@@ -59,7 +59,7 @@ _REAL_RULES: dict[str, tuple[str, Callable[[float], bool]]] = {
 _INT_RULES: dict[str, str] = {
     "top_k": "an integer >= 0 (0 turns it off)",
     "no_repeat_ngram_size": "an integer >= 0 (0 turns it off)",
-    "seed": "None or an integer >= 0",
+    "seed": "an integer >= 0 (or not given)",
 }
 
 
@@ -212,10 +212,11 @@ class GenerationOptions:
         max_length: prompt plus new tokens, as transformers counts it (per prompt); when given,
             it replaces ``max_new_tokens`` (default None).
         stop: strings that end generation; the text returned ends before them (default none).
-        truncate: ``None`` (default): a prompt that does not fit the context is an error;
-            ``"left"``: drop only the oldest tokens that do not fit (the prompt keeps at most
-            context - 1 tokens); a prompt that fits is never cut, and generation stops at the
-            context's end instead (finish reason ``context``).
+        truncate: ``None`` (default): a prompt that does not fit the context is an error, and
+            one that fits is never cut: generation stops at the context's end instead (finish
+            reason ``context``); ``"left"``: drop the oldest prompt tokens so that
+            ``max_new_tokens`` new ones fit (the prompt keeps at most context - max_new_tokens
+            tokens; needs ``max_new_tokens`` below the context, and not ``max_length``).
         ignore_eos: keep generating past the end-of-text token (default False; for benchmarks).
         num_beams: beams per prompt; 1 (default) is no beam search.
         length_penalty: beam search ranks a finished beam by its log-probability divided by its
@@ -261,9 +262,9 @@ class GenerationOptions:
             store("max_length", _int_in("max_length", self.max_length, 2, None, rule))
         truncate = self.truncate
         if truncate is not None and not (isinstance(truncate, str) and truncate in TRUNCATE_MODES):
-            raise EdgeError(f"truncate must be None or 'left', got {truncate!r}.")
+            raise _invalid("truncate", "'left' (or not given)", truncate)
         if not _is_bool(self.ignore_eos):
-            raise EdgeError(f"ignore_eos must be True or False, got {self.ignore_eos!r}.")
+            raise _invalid("ignore_eos", "true or false", self.ignore_eos)
         store("ignore_eos", bool(self.ignore_eos))
         store("stop", _stop_strings(self.stop))
         sequences = f"an integer from 1 to {MAX_SEQUENCES}"
@@ -273,10 +274,10 @@ class GenerationOptions:
         store("length_penalty", _real("length_penalty", self.length_penalty, penalty, _any))
         store("early_stopping", _early_stopping(self.early_stopping))
         if self.logprobs is not None:
-            rule = f"None or an integer from 0 to {MAX_LOGPROBS}"
+            rule = f"an integer from 0 to {MAX_LOGPROBS} (or not given)"
             store("logprobs", _int_in("logprobs", self.logprobs, 0, MAX_LOGPROBS, rule))
         if not (self.draft is None or (isinstance(self.draft, str) and self.draft in DRAFTERS)):
-            raise _invalid("draft", "None or 'prompt-lookup'", self.draft)
+            raise _invalid("draft", "'prompt-lookup' (or not given)", self.draft)
         if self.num_beams > 1:
             self._check_beams()
 
@@ -366,7 +367,8 @@ def resolve_settings(
 
     Raises:
         EdgeError: a name that is no setting, a value out of its range, or settings that do not
-            go together (greedy decoding asked for several sequences, a temperature with beams).
+            go together (greedy decoding asked for several sequences). Settings that the mode
+            ignores pass: :func:`refuse_unused` refuses those.
     """
     unknown = sorted(set(overrides) - set(SAMPLING_NAMES) - set(GENERATOR_NAMES))
     if unknown:
@@ -382,20 +384,71 @@ def resolve_settings(
     if caller == {"max_new_tokens"} or (not caller and "max_new_tokens" in given):
         given.pop("max_length", None)
     options = GenerationOptions(**given)
-    _check_together(sampling, options, overrides)
+    _check_together(sampling, options)
     return sampling, options
 
 
-def _check_together(
-    sampling: SamplingSettings, options: GenerationOptions, overrides: Mapping[str, Any]
-) -> None:
-    if options.beam_search:
-        if overrides.get("temperature") not in (None, 0, 0.0):
-            raise EdgeError(
-                "Beam search is deterministic: leave temperature out (or 0) with num_beams > 1."
-            )
-    elif options.num_return_sequences > 1 and sampling.greedy:
+def _check_together(sampling: SamplingSettings, options: GenerationOptions) -> None:
+    if not options.beam_search and options.num_return_sequences > 1 and sampling.greedy:
         raise EdgeError(
             "Greedy decoding gives one sequence per prompt; sample (temperature > 0) or search "
             "beams (num_beams > 1) for num_return_sequences > 1."
         )
+
+
+# Per decoding mode, the settings it ignores, each with the value that turns it off: giving that
+# value is harmless (transformers' GenerationConfig.validate does not warn about it either).
+# A seed is not among them: greedy decoding and beams give the same tokens whatever the seed, so
+# it cannot mislead, and scripts that always pass one should not break on temperature 0.
+_SAMPLING_ONLY: dict[str, object] = {"top_k": 0, "top_p": 1.0, "min_p": 0.0}
+_BEAMS_ONLY: dict[str, object] = {"length_penalty": 1.0, "early_stopping": False}
+
+
+def resolve_user_settings(
+    bundle_defaults: Mapping[str, Any] | None, **overrides: Any
+) -> tuple[SamplingSettings, GenerationOptions]:
+    """:func:`resolve_settings`, then :func:`refuse_unused`: what ``gpt2-generate`` and the
+    Python API take."""
+    sampling, options = resolve_settings(bundle_defaults, **overrides)
+    refuse_unused(sampling, options, overrides)
+    return sampling, options
+
+
+def refuse_unused(
+    sampling: SamplingSettings, options: GenerationOptions, overrides: Mapping[str, Any]
+) -> None:
+    """Refuse a setting the caller gave that the decoding mode ignores: sampling's with greedy
+    decoding or beam search, beam search's without beams.
+
+    transformers' ``generate`` warns about the same ones; a refusal keeps a user from believing
+    that, say, ``top_p`` shaped a greedy answer. Only the caller's ``overrides`` are checked,
+    never the bundle's defaults, but the mode may come from the bundle (which the sentence then
+    says). The HTTP server does not call this: OpenAI's API accepts ``top_p`` with temperature 0.
+
+    Raises:
+        EdgeError: one sentence naming the setting, the mode and the way out.
+    """
+    given = {name for name, value in overrides.items() if value is not None}
+    if not options.beam_search:
+        for name, off in _BEAMS_ONLY.items():
+            if name in given and getattr(options, name) != off:
+                raise EdgeError(
+                    f"{name} has no effect without beam search; give num_beams > 1, or leave "
+                    f"{name} out."
+                )
+
+    def by(name: str) -> str:
+        return "" if name in given else ", the bundle's default"
+
+    if options.beam_search:
+        mode = f"beam search (num_beams {options.num_beams}{by('num_beams')}), which is "
+        mode, advice = mode + "deterministic", "leave {} out"
+        unused = {"temperature": 0.0, **_SAMPLING_ONLY}  # a temperature > 0 means sampling
+    elif sampling.greedy:
+        mode = f"greedy decoding (temperature 0{by('temperature')})"
+        advice, unused = "sample with a temperature > 0, or leave {} out", _SAMPLING_ONLY
+    else:
+        return
+    for name, off in unused.items():
+        if name in given and getattr(sampling, name) != off:
+            raise EdgeError(f"{name} has no effect with {mode}; {advice.format(name)}.")

@@ -92,14 +92,14 @@ CLI_ERRORS = [
     (["--max-length", "1"], "max_length must be an integer >= 2"),
     (["--max-length", "9", "--max-new-tokens", "3"], "not both"),
     (["--max-length", "2"], "leaves no room"),
-    (["--draft", "medusa"], "draft must be None or 'prompt-lookup'"),
-    (["--logprobs", "21", "--json"], "logprobs must be None or an integer from 0 to 20"),
-    (["--logprobs", "-1", "--json"], "logprobs must be None or an integer from 0 to 20"),
+    (["--draft", "medusa"], "draft must be 'prompt-lookup' (or not given)"),
+    (["--logprobs", "21", "--json"], "logprobs must be an integer from 0 to 20 (or not given)"),
+    (["--logprobs", "-1", "--json"], "logprobs must be an integer from 0 to 20 (or not given)"),
     (["--length-penalty", "nan", "--num-beams", "2"], "length_penalty must be a finite number"),
     (["--length-penalty", "inf", "--num-beams", "2"], "length_penalty must be a finite number"),
     (["--num-beams", "2", "--stop", "x"], "Stop strings do not work with beam search"),
     (["--num-beams", "2", "--draft", "prompt-lookup"], "Drafting does not work with beam"),
-    (["--num-beams", "2", "--temperature", "0.5"], "Beam search is deterministic"),
+    (["--num-beams", "2", "--temperature", "0.5"], "temperature has no effect with beam search"),
 ]
 
 
@@ -128,10 +128,19 @@ API_ERRORS = [
     (lambda g: g.generate("x", num_beams=2, early_stopping=1), "early_stopping must be True"),
     (lambda g: g.generate("x", num_beams=2, early_stopping="always"), "early_stopping must be"),
     (lambda g: g.generate("x", num_beams=2, length_penalty="1"), "length_penalty must be"),
-    (lambda g: g.generate("x", logprobs=True), "logprobs must be None or an integer"),
-    (lambda g: g.generate("x", logprobs=2.0), "logprobs must be None or an integer"),
-    (lambda g: g.generate("x", draft=1), "draft must be None or 'prompt-lookup'"),
-    (lambda g: g.generate("x", draft="Prompt-Lookup"), "draft must be None or 'prompt-lookup'"),
+    (
+        lambda g: g.generate("x", logprobs=True),
+        "logprobs must be an integer from 0 to 20 (or not given)",
+    ),
+    (
+        lambda g: g.generate("x", logprobs=2.0),
+        "logprobs must be an integer from 0 to 20 (or not given)",
+    ),
+    (lambda g: g.generate("x", draft=1), "draft must be 'prompt-lookup' (or not given)"),
+    (
+        lambda g: g.generate("x", draft="Prompt-Lookup"),
+        "draft must be 'prompt-lookup' (or not given)",
+    ),
     (lambda g: g.generate("x", max_length=2.0), "max_length must be an integer >= 2"),
     (lambda g: g.generate("x", max_length="10"), "max_length must be an integer >= 2"),
     (lambda g: g.generate("x " * 20, max_length=5), "leaves no room"),
@@ -141,7 +150,10 @@ API_ERRORS = [
     (lambda g: g.score("x", context=b"y"), "The context to score must be a string, got bytes"),
     (lambda g: g.score_batch(["x", None]), "item 1 is a NoneType"),
     (lambda g: g.score_batch(["a"], ["b", "c"]), "Got 1 texts but 2 contexts"),
-    (lambda g: g.score("x", logprobs=21), "logprobs must be None or an integer from 0 to 20"),
+    (
+        lambda g: g.score("x", logprobs=21),
+        "logprobs must be an integer from 0 to 20 (or not given)",
+    ),
     (lambda g: g.score("word " * 80), "score a shorter text"),
 ]
 
@@ -169,3 +181,102 @@ def test_no_greedy_samples_and_no_temperature_with_beams() -> None:
     assert options.budget(10) == 9  # the bundle's own max_new_tokens wins, as in transformers
     _, options = resolve_settings({"max_length": 30}, max_new_tokens=4)
     assert options.budget(10) == 4
+
+
+# --- A setting the decoding mode ignores is refused, unless the bundle's defaults gave it --------
+
+UNUSED = [
+    ({"num_beams": 2, "top_p": 0.5}, "top_p has no effect with beam search (num_beams 2)"),
+    ({"num_beams": 2, "top_k": 5}, "top_k has no effect with beam search"),
+    ({"num_beams": 2, "min_p": 0.1}, "min_p has no effect with beam search"),
+    ({"num_beams": 2, "temperature": 0.8}, "temperature has no effect with beam search"),
+    ({"num_beams": 2, "temperature": 1}, "temperature has no effect with beam search"),
+    ({"temperature": 0, "top_p": 0.5}, "top_p has no effect with greedy decoding (temperature 0);"),
+    ({"temperature": 0, "top_k": 5}, "top_k has no effect with greedy decoding"),
+    ({"temperature": 0, "min_p": 0.1}, "min_p has no effect with greedy decoding"),
+    ({"early_stopping": True}, "early_stopping has no effect without beam search"),
+    ({"early_stopping": "never"}, "early_stopping has no effect without beam search"),
+    ({"length_penalty": 2.0, "temperature": 0}, "length_penalty has no effect without beam"),
+]
+
+
+@pytest.mark.parametrize(("settings", "fragment"), UNUSED)
+def test_api_refuses_a_setting_its_mode_ignores(
+    fake: Generator, settings: dict[str, Any], fragment: str
+) -> None:
+    fake.session.calls = []  # type: ignore[attr-defined]
+    for call in (fake.generate_batch, fake.stream_events):
+        if call is fake.stream_events and "num_beams" in settings:
+            continue  # refused for streaming anyway
+        with pytest.raises(EdgeError) as info:
+            call(["x"], max_new_tokens=2, **settings)
+        assert fragment in str(info.value) and str(info.value).endswith("."), str(info.value)
+    assert fake.session.calls == []  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize(
+    "settings",
+    [
+        {"temperature": 0, "top_p": 1.0, "top_k": 0, "min_p": 0.0},  # the values that turn off
+        {"num_beams": 2, "temperature": 0, "top_p": 1, "early_stopping": True},
+        {"early_stopping": False, "length_penalty": 1.0, "temperature": 0.7, "seed": 1},
+        {"temperature": 0.7, "top_p": 0.5, "top_k": 5, "min_p": 0.1, "seed": 1},
+        {"temperature": 0, "seed": 3},  # a seed cannot mislead a deterministic mode
+        {"num_beams": 2, "seed": 1},
+    ],
+)
+def test_settings_that_take_effect_or_turn_off_pass(fake: Generator, settings: dict) -> None:
+    assert len(fake.generate_batch(["x"], max_new_tokens=2, **settings)) == 1
+
+
+def test_the_bundles_defaults_are_never_refused(gpt2_tokenizer_dir: Path) -> None:
+    session = FakeSession(context=64)
+    defaults = {"temperature": 0.0, "top_k": 50, "top_p": 0.9, "seed": 3, "early_stopping": True}
+    session.bundle.manifest.generation.update(defaults)
+    gen = Generator(session, Tokenizer(gpt2_tokenizer_dir / "tokenizer.json"))  # type: ignore[arg-type]
+    assert gen.generate("x", max_new_tokens=2).finish_reason == "length"
+    assert gen.generate("x", max_new_tokens=2, num_beams=2).finish_reason == "length"
+    assert gen.generate("x", max_new_tokens=2, temperature=0.5).finish_reason == "length"
+    with pytest.raises(
+        EdgeError,
+        match=r"top_p has no effect with greedy decoding \(temperature 0, "
+        r"the bundle's default\); sample with a temperature > 0, or leave top_p out",
+    ):
+        gen.generate("x", top_p=0.5)
+
+
+def test_the_server_path_keeps_openais_convention() -> None:
+    """``resolve_settings`` (what serve/ calls) accepts top_p and seed with temperature 0, as
+    OpenAI's API does; only ``gpt2-generate`` and the Python API refuse them."""
+    from gpt2_edge.runtime.settings import resolve_settings, resolve_user_settings
+
+    settings = {"temperature": 0, "top_p": 0.5, "seed": 1}
+    sampling, _ = resolve_settings({"temperature": 0.7}, **settings)
+    assert sampling.greedy and sampling.top_p == 0.5
+    with pytest.raises(EdgeError, match="top_p has no effect with greedy decoding"):
+        resolve_user_settings({"temperature": 0.7}, **settings)
+
+
+CLI_UNUSED = [
+    (["--num-beams", "2", "--top-p", "0.5"], "top_p has no effect with beam search"),
+    (["--num-beams", "2", "--min-p", "0.5"], "min_p has no effect with beam search"),
+    (["--temperature", "0", "--top-k", "5"], "top_k has no effect with greedy decoding"),
+    (["--top-p", "0.5"], "top_p has no effect with greedy decoding (temperature 0, the bundle's"),
+    (["--early-stopping", "true"], "early_stopping has no effect without beam search"),
+    (["--length-penalty", "0.5"], "length_penalty has no effect without beam search"),
+]
+
+
+@no_numpy_warnings
+@pytest.mark.parametrize(("args", "fragment"), CLI_UNUSED, ids=[" ".join(a) for a, _ in CLI_UNUSED])
+def test_cli_refuses_a_flag_its_mode_ignores(bundle: Path, args: list[str], fragment: str) -> None:
+    """The fused test bundle's defaults are greedy (temperature 0), as the shipped ones."""
+    assert_one_line(run(bundle, "--max-new-tokens", "2", *args), 1, fragment)
+    assert_one_line(run(bundle, "--max-new-tokens", "2", "--json", *args), 1, fragment)
+
+
+def test_cli_takes_flags_that_turn_off(bundle: Path) -> None:
+    args = ["--max-new-tokens", "2", "--top-p", "1", "--early-stopping", "false", "--json"]
+    assert as_json(run(bundle, *args))["finish_reason"] in ("length", "eos")
+    beams = ["--max-new-tokens", "2", "--num-beams", "2", "--temperature", "0", "--json"]
+    assert as_json(run(bundle, *beams, "--early-stopping", "true"))["finish_reason"]

@@ -153,7 +153,7 @@ def test_huge_prompt_is_refused_without_tokenizing(counting: CountingTokenizer) 
 def test_huge_prompt_with_truncation_tokenizes_only_its_tail(counting: CountingTokenizer) -> None:
     gen = Generator(FakeSession(), counting)  # type: ignore[arg-type]
     result = gen.generate(HUGE, max_new_tokens=3, truncate="left")
-    assert (result.prompt_tokens, result.finish_reason, len(result.tokens)) == (63, "context", 1)
+    assert (result.prompt_tokens, result.finish_reason, len(result.tokens)) == (61, "length", 3)
     assert max(counting.lengths) <= gen.max_prompt_chars + 1024  # the tail, at most a word longer
 
 
@@ -169,7 +169,7 @@ def test_tail_tokens_equal_the_whole_texts_last_tokens(tokenizer: Tokenizer, nam
     text = TAILS[name]
     gen = fake(tokenizer)
     assert gen.max_prompt_chars is not None and len(text) > gen.max_prompt_chars
-    options = GenerationOptions(truncate="left")
+    options = GenerationOptions(max_new_tokens=1, truncate="left")
     whole = tokenizer.encode(text)
     assert gen.prompt_ids(text, options).tolist() == whole[-63:].tolist()
 
@@ -182,20 +182,21 @@ def test_a_prompt_at_the_character_bound_is_still_tokenized(tokenizer: Tokenizer
         gen.generate("a " * (limit // 2), max_new_tokens=1)
 
 
-# --- truncate="left" keeps every prompt token that fits -------------------------------------------
+# --- truncate="left" leaves room for max_new_tokens ---------------------------------------------
 
 
 @pytest.mark.parametrize(
     ("words", "budget", "kept", "reason", "new"),
     [
-        (10, 1000, 10, "context", 6),  # the budget shrinks, the prompt stays
-        (10, 10**9, 10, "context", 6),
-        (10, 3, 10, "length", 3),
-        (15, 5, 15, "context", 1),  # fills the context but one
-        (40, 5, 15, "context", 1),  # too long: only the oldest tokens that do not fit go
+        (10, 3, 10, "length", 3),  # prompt and budget fit: nothing is cut
+        (10, 6, 10, "length", 6),  # they fill the context exactly
+        (10, 7, 9, "length", 7),  # the oldest prompt token makes room for the budget
+        (15, 5, 11, "length", 5),
+        (40, 5, 11, "length", 5),  # too long for the context as well
+        (40, 15, 1, "length", 15),  # the most new tokens a context of 16 leaves room for
     ],
 )
-def test_truncation_cuts_only_what_does_not_fit(
+def test_left_truncation_leaves_room_for_max_new_tokens(
     tokenizer: Tokenizer, words: int, budget: int, kept: int, reason: str, new: int
 ) -> None:
     gen = fake(tokenizer, context=16)
@@ -203,6 +204,48 @@ def test_truncation_cuts_only_what_does_not_fit(
     assert gen.encode(prompt).size == words
     result = gen.generate(prompt, max_new_tokens=budget, truncate="left", temperature=0)
     assert (result.prompt_tokens, result.finish_reason, len(result.tokens)) == (kept, reason, new)
+    assert (
+        gen.encode(prompt)[words - kept :].tolist()
+        == gen.prompt_ids(
+            prompt, GenerationOptions(max_new_tokens=budget, truncate="left")
+        ).tolist()
+    )  # the last tokens are kept
+
+
+def test_without_truncation_a_prompt_that_fits_is_never_cut(tokenizer: Tokenizer) -> None:
+    prompt = " ".join(["word"] * 10)
+    result = fake(tokenizer, context=16).generate(prompt, max_new_tokens=50, temperature=0)
+    assert (result.prompt_tokens, result.finish_reason, len(result.tokens)) == (10, "context", 6)
+
+
+@pytest.mark.parametrize(
+    ("settings", "fragment"),
+    [
+        ({"max_new_tokens": 16}, "max_new_tokens must be below the model's context of 16"),
+        ({"max_new_tokens": 10**9}, "got 1000000000"),
+        ({"max_length": 12}, "Left truncation needs max_new_tokens"),
+    ],
+)
+def test_left_truncation_without_room_is_refused(
+    tokenizer: Tokenizer, settings: dict[str, Any], fragment: str
+) -> None:
+    gen = fake(tokenizer, context=16)
+    with pytest.raises(EdgeError, match=fragment):
+        gen.generate("word", truncate="left", **settings)  # even a short prompt: no room is kept
+    assert gen.session.calls == []  # type: ignore[attr-defined]
+
+
+def test_left_truncation_through_the_cli_generates_max_new_tokens(
+    monkeypatch: pytest.MonkeyPatch, tokenizer: Tokenizer
+) -> None:
+    monkeypatch.setattr(cli, "load", lambda *_: fake(tokenizer, context=64))
+    args = ["-", "--model", "m", "--truncate", "left", "--max-new-tokens", "50", "--json"]
+    result = runner.invoke(cli.app, args, input="word " * 1500)
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    assert (data["prompt_tokens"], len(data["tokens"]), data["finish_reason"]) == (14, 50, "length")
+    refused = runner.invoke(cli.app, [*args[:6], "64"], input="word")
+    assert_one_line(refused, 1, "max_new_tokens must be below the model's context of 64")
 
 
 # --- Wrong types in the Python API: sentences, not TypeErrors ------------------------------------
@@ -252,8 +295,11 @@ def test_load_checks_its_arguments_first(
         (lambda g: g.generate("x", stop={"a"}), "stop must be a non-empty string"),
         (lambda g: g.generate("x", max_new_tokens=2.5), "max_new_tokens must be an integer"),
         (lambda g: g.generate("x", max_new_tokens="3"), "max_new_tokens must be an integer"),
-        (lambda g: g.generate("x", ignore_eos="yes"), "ignore_eos must be True or False"),
-        (lambda g: g.generate("x", truncate=["left"]), "truncate must be None or 'left'"),
+        (lambda g: g.generate("x", ignore_eos="yes"), "ignore_eos must be true or false"),
+        (
+            lambda g: g.generate("x", truncate=["left"]),
+            "truncate must be 'left' (or not given), got ['left']",
+        ),
         (lambda g: g.generate("x", temperature="0.5"), "temperature must be"),
         (lambda g: g.generate("x", top_k=2.5), "top_k must be"),
         (lambda g: g.generate("x", seed=-1), "seed must be"),
@@ -311,6 +357,59 @@ def test_stop_escapes(scripted: list[Path], stop: str, text: str) -> None:
 
 def test_stop_escape_of_half_a_surrogate_is_refused(scripted: list[Path]) -> None:
     assert_one_line(generate(["x", "--stop", "\\ud800"]), 1, "surrogate")
+
+
+@pytest.mark.parametrize(
+    ("stop", "fragment"),
+    [
+        ("\\u12", "--stop holds \\u12, an incomplete escape: \\u takes 4 hex digits."),
+        ("a\\u12g4", "--stop holds \\u12, an incomplete escape"),
+        ("\\user", "--stop holds \\u, an incomplete escape"),
+        ("\\d+", "--stop holds \\d, which is no escape; the escapes are \\n, \\t"),
+        ("\\x41", "--stop holds \\x, which is no escape"),
+        ("end\\", "--stop holds a backslash at its end, which is no escape"),
+        ("a\\\nb", "--stop holds a backslash before '\\n', which is no escape"),
+    ],
+)
+def test_stop_with_an_unknown_or_incomplete_escape_is_refused(
+    scripted: list[Path], stop: str, fragment: str
+) -> None:
+    assert_one_line(generate(["x", "--stop", stop]), 1, fragment)
+    assert scripted == []  # refused before loading
+
+
+@pytest.mark.parametrize(
+    ("args", "fragment"),
+    [
+        (["--truncate", "right"], "truncate must be 'left' (or not given), got 'right'."),
+        (["--draft", "medusa"], "draft must be 'prompt-lookup' (or not given), got 'medusa'."),
+        (["--logprobs", "21", "--json"], "logprobs must be an integer from 0 to 20 (or not given)"),
+        (["--seed", "-1"], "seed must be an integer >= 0 (or not given), got -1."),
+    ],
+)
+def test_cli_messages_do_not_speak_python(
+    scripted: list[Path], args: list[str], fragment: str
+) -> None:
+    assert "None" not in assert_one_line(generate(["x", *args]), 1, fragment)
+
+
+@pytest.mark.parametrize(
+    ("settings", "fragment"),
+    [
+        ({"truncate": "right"}, "truncate must be 'left' (or not given)"),
+        ({"draft": "medusa"}, "draft must be 'prompt-lookup' (or not given)"),
+        ({"logprobs": 21}, "logprobs must be an integer from 0 to 20 (or not given)"),
+        ({"seed": -1}, "seed must be an integer >= 0 (or not given)"),
+        ({"ignore_eos": "yes"}, "ignore_eos must be true or false"),
+    ],
+)
+def test_api_messages_do_not_speak_python(
+    tokenizer: Tokenizer, settings: dict[str, Any], fragment: str
+) -> None:
+    """The server passes these sentences on as they are, so they must read right for JSON too."""
+    with pytest.raises(EdgeError) as info:
+        fake(tokenizer).generate("x", **settings)
+    assert fragment in str(info.value) and "None" not in str(info.value), str(info.value)
 
 
 @pytest.mark.parametrize(
@@ -498,4 +597,4 @@ def test_huge_stdin_through_a_real_bundle(tiny_optimum_export: Path) -> None:
     )
     assert cut.returncode == 0, cut.stderr
     result = json.loads(cut.stdout)
-    assert result["prompt_tokens"] == 127 and result["finish_reason"] == "context"
+    assert result["prompt_tokens"] == 126 and result["finish_reason"] in ("length", "eos")

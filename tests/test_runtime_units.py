@@ -131,9 +131,9 @@ def test_context_end_and_truncation(tokenizer: Tokenizer) -> None:
         gen.generate("word " * 20, max_new_tokens=3)
     options = GenerationOptions(max_new_tokens=4, truncate="left")
     kept = gen.fit(np.arange(40), options)
-    assert kept.tolist() == list(range(25, 40))  # the last 16 - 1: only what does not fit goes
+    assert kept.tolist() == list(range(28, 40))  # the last 16 - 4: room for the new tokens
     truncated = gen.generate("word " * 20, max_new_tokens=4, truncate="left")
-    assert truncated.prompt_tokens == 15 and truncated.finish_reason == "context"
+    assert truncated.prompt_tokens == 12 and truncated.finish_reason == "length"
 
 
 def test_empty_prompt_starts_from_eos(tokenizer: Tokenizer) -> None:
@@ -205,7 +205,7 @@ def test_settings_are_validated_before_any_work(tokenizer: Tokenizer) -> None:
         ({"max_new_tokens": 0}, "max_new_tokens must be an integer >= 1"),
         ({"top_p": 1.5}, "top_p must be"),
         ({"temperature": -1}, "temperature must be"),
-        ({"truncate": "right"}, "truncate must be None or 'left'"),
+        ({"truncate": "right"}, r"truncate must be 'left' \(or not given\)"),
         ({"stop": [""]}, "stop must be"),
         ({"tempreature": 1.0}, "Unknown setting 'tempreature'"),
     ]:

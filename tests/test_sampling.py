@@ -334,9 +334,9 @@ def test_sample_categorical_all_filtered_row_falls_back_to_argmax() -> None:
         ("frequency_penalty", None, "[-2, 2]"),
         ("no_repeat_ngram_size", -1, "integer >= 0"),
         ("no_repeat_ngram_size", 2.0, "integer >= 0"),
-        ("seed", -1, "None or an integer >= 0"),
-        ("seed", 1.0, "None or an integer >= 0"),
-        ("seed", False, "None or an integer >= 0"),
+        ("seed", -1, "an integer >= 0 (or not given)"),
+        ("seed", 1.0, "an integer >= 0 (or not given)"),
+        ("seed", False, "an integer >= 0 (or not given)"),
     ],
 )
 def test_invalid_settings_name_field_value_and_range(field: str, value: Any, allowed: str) -> None:
