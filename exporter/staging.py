@@ -26,6 +26,7 @@ from contextlib import contextmanager, suppress
 from pathlib import Path
 
 from gpt2_edge.runtime.bundle import FORMAT_NAME, MANIFEST, MODEL_FILE, TOKENIZER_FILE
+from gpt2_edge.runtime.errors import Terminated
 
 from .errors import ExportError
 from .progress import human_size
@@ -335,13 +336,13 @@ def _move_into_place(tmp: Path, out: Path, force: bool) -> None:
 
 @contextmanager
 def _sigterm_as_interrupt() -> Iterator[None]:
-    """Turn SIGTERM (a plain ``kill``) into KeyboardInterrupt so the cleanup above runs."""
+    """Turn SIGTERM (a plain ``kill``) into :class:`Terminated` so the cleanup above runs."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
 
     def interrupt(signum: int, frame: object) -> None:
-        raise KeyboardInterrupt
+        raise Terminated
 
     previous = signal.signal(signal.SIGTERM, interrupt)
     try:

@@ -20,7 +20,7 @@ from typing import IO, Any
 import typer
 from typer.core import TyperCommand
 
-from .errors import EdgeError
+from .errors import EdgeError, Terminated
 
 try:  # typer >= 0.2x carries its own click, whose errors derive from TyperException
     from typer import TyperException as _ClickError
@@ -30,6 +30,7 @@ except ImportError:  # pragma: no cover (older typer runs on click)
 EXIT_USER_ERROR = 1
 EXIT_USAGE_ERROR = 2  # click's convention for a command line it cannot parse
 EXIT_INTERRUPTED = 130  # the shell's convention for SIGINT
+EXIT_TERMINATED = 143  # and for SIGTERM
 DISTRIBUTION = "gpt2-edge"
 # Arguments that hold free text, which may well start with '-' (click then reads it as a flag).
 FREE_TEXT_ARGUMENTS = ("prompt",)
@@ -52,9 +53,10 @@ def user_errors(interrupted: str = "") -> Iterator[None]:
     except EdgeError as exc:
         report(exc)
         raise typer.Exit(EXIT_USER_ERROR) from None
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
         typer.echo(interrupted, err=True)
-        raise typer.Exit(EXIT_INTERRUPTED) from None
+        terminated = isinstance(exc, Terminated)  # SIGTERM, caught to clean up (errors.py)
+        raise typer.Exit(EXIT_TERMINATED if terminated else EXIT_INTERRUPTED) from None
 
 
 def one_line(text: str) -> str:

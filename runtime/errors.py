@@ -7,3 +7,9 @@ its traceback.
 
 class EdgeError(Exception):
     """A problem the user can fix (bad bundle, bad setting, bad input), stated as one sentence."""
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM raised as an interrupt, so that every cleanup written for Ctrl-C runs for it too
+    (``gpt2-export`` turns the signal into this while it writes a bundle); the command then exits
+    143 (128 + SIGTERM), as a process ended by the signal would."""
