@@ -115,9 +115,9 @@ def test_context_bound_on_tiny_model(tiny: Generator) -> None:
     with pytest.raises(EdgeError, match="context is 128"):
         tiny.generate(long_prompt, max_new_tokens=4)
     kept = tiny.generate(long_prompt, max_new_tokens=8, truncate="left", temperature=0)
-    assert kept.prompt_tokens == 127 and len(kept.tokens) == 1  # only what does not fit goes
+    assert kept.prompt_tokens == 120 and len(kept.tokens) == 8  # room for the 8 new tokens
     ids = tiny.encode(long_prompt)
-    alone = tiny.generate(tiny.tokenizer.decode(ids[-127:]), max_new_tokens=8, temperature=0)
+    alone = tiny.generate(tiny.tokenizer.decode(ids[-120:]), max_new_tokens=8, temperature=0)
     assert kept.tokens == alone.tokens
     hundred = " ".join(["word"] * 100)
     full = tiny.generate(hundred, max_new_tokens=100, temperature=0, ignore_eos=True)
