@@ -44,6 +44,7 @@ CONFIG_NAMES = {
     "architecture.heads": "n_head",
     "architecture.head_size": "n_embd / n_head",
     "architecture.vocab_size": "vocab_size",
+    "architecture.context_length": "n_positions",
 }
 
 # Tensor names of Optimum's text-generation-with-past export; "%d" is the layer index.
@@ -228,8 +229,21 @@ def verify_files(folder: Path, manifest: Manifest, check_hashes: bool = True) ->
     changed since is not read again (``verified.py``).
     """
     _check_listed(folder, manifest)
+    _check_unlisted(folder, manifest)
     if check_hashes:
         check_hashes_of(folder, manifest)
+
+
+def _check_unlisted(folder: Path, manifest: Manifest) -> None:
+    """The graph, its weights and the tokenizer are listed when present: an entry deleted from
+    ``files`` would silently switch off that file's size and SHA-256 check."""
+    present = {MODEL_FILE, TOKENIZER_FILE, *(p.name for p in folder.glob("model.onnx[._]data"))}
+    for name in sorted(present - set(manifest.files)):
+        if (folder / name).is_file():
+            raise EdgeError(
+                f"{folder / MANIFEST} does not list {name} under files, so its integrity cannot "
+                "be checked; export the bundle again."
+            )
 
 
 def _check_listed(folder: Path, manifest: Manifest) -> None:

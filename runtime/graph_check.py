@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from .errors import EdgeError
 from .manifest_schema import LAYER_ROLES, shown
+from .onnx_wire import position_table
 
 if TYPE_CHECKING:
     from .bundle import Manifest
@@ -30,6 +31,7 @@ FUSED_TAG_PREFIX = "gpt2-edge-fused-gqa"
 INT64_ROLES = ("input_ids", "attention_mask", "position_ids", "logits_index")
 OPTIONAL_ROLES = INT64_ROLES[1:]  # fed only when the graph has them
 FLOAT_TYPES = ("tensor(float)", "tensor(float16)")
+KV_DTYPE_OF = {"tensor(float)": "float32", "tensor(float16)": "float16"}  # manifest's kv_dtype
 _LISTED = 6  # graph names quoted in a message
 _REASON_CHARS = 300
 
@@ -49,17 +51,24 @@ class GraphFacts:
     inputs: dict[str, Tensor]
     outputs: dict[str, Tensor]
     tag: str = ""  # metadata GRAPH_TAG_KEY; "" when absent
+    positions: int | None = None  # rows of the position table; None when not found
 
 
-def graph_facts(session: Any) -> GraphFacts:
-    """The facts of an ``onnxruntime.InferenceSession``."""
+def graph_facts(
+    session: Any, model: Path | None = None, position_ids: str = "position_ids"
+) -> GraphFacts:
+    """The facts of an ``onnxruntime.InferenceSession``, and the size of the position table of
+    the graph file ``model`` (read when given) that the input ``position_ids`` indexes."""
 
     def table(args: Any) -> dict[str, Tensor]:
         return {a.name: Tensor(tuple(a.shape or ()), str(a.type)) for a in args}
 
     metadata = session.get_modelmeta().custom_metadata_map
     return GraphFacts(
-        table(session.get_inputs()), table(session.get_outputs()), metadata.get(GRAPH_TAG_KEY, "")
+        table(session.get_inputs()),
+        table(session.get_outputs()),
+        metadata.get(GRAPH_TAG_KEY, ""),
+        None if model is None else position_table(model, position_ids),
     )
 
 
@@ -104,6 +113,18 @@ def check_graph(
     _check_types(manifest, graph, past, present, check)
     _check_shapes(manifest, graph, past + present, check)
     _check_kv_cache(manifest, graph, check)
+    _check_context(manifest, graph, check)
+
+
+def _check_context(manifest: Manifest, graph: GraphFacts, check: _Checker) -> None:
+    """The context fits the graph's position table: a position past its end would fail in the
+    middle of a generation (onnxruntime's Gather: "indices element out of data bounds")."""
+    context = manifest.architecture.context_length
+    if graph.positions is not None and context > graph.positions:
+        raise check.fail(
+            f"{check.label('architecture.context_length')} is {context} but {check.model}'s "
+            f"position table holds {graph.positions} positions; it can be at most that."
+        )
 
 
 def _check_kv_cache(manifest: Manifest, graph: GraphFacts, check: _Checker) -> None:
@@ -207,6 +228,14 @@ def _check_types(
             f"the past and present tensors that io names are {', '.join(sorted(kv_types))} in "
             f"{check.model}; they must all be one of {', '.join(FLOAT_TYPES)}."
         )
+    graph_kv = KV_DTYPE_OF[kv_types.pop()]
+    # Only bundle.json states a KV type; a plain Optimum folder's config.json does not (its
+    # derived manifest assumes float32), so there is nothing of the user's to contradict.
+    if not check.names and manifest.architecture.kv_dtype != graph_kv:
+        raise check.fail(
+            f"architecture.kv_dtype is {shown(manifest.architecture.kv_dtype)} but "
+            f"{check.model}'s past and present tensors are {graph_kv}."
+        )
     logits = graph.outputs[io["logits"]].type
     if logits not in FLOAT_TYPES:
         raise check.fail(
@@ -256,5 +285,13 @@ def onnxruntime_reason(exc: BaseException) -> str:
     text = re.sub(r"^\s*:\s*\d+\s*:\s*\w+\s*:\s*", "", text)  # " : 1 : FAIL : "
     text = re.sub(r"\S+\.(?:cc|cpp|h):\d+\s+\w+\s+", "", text)  # "file.cc:123 Function "
     text = re.sub(r"Load model from .*? failed:\s*", "", text)  # the caller names the file
+    text = re.sub(r"^\s*Error in execution:\s*", "", text)  # run_with_iobinding's prefix
+    # "Non-zero status code returned while running Gather node. Name:'G' Status Message: x"
+    text = re.sub(
+        r"Non-zero status code returned while running (\w+) node\. Name:'([^']*)' "
+        r"Status Message:\s*",
+        r"\1 node '\2': ",
+        text,
+    )
     text = " ".join(text.split()).rstrip(".") or type(exc).__name__
     return text if len(text) <= _REASON_CHARS else text[: _REASON_CHARS - 3] + "..."

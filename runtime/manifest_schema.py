@@ -26,13 +26,15 @@ from .settings import GENERATOR_NAMES, SAMPLING_NAMES, resolve_settings
 # runs.
 MAX_SIZE = 1 << 20
 # The attention mask and the fused graph's KV buffers are sized from the context length before a
-# token is computed (on GPT-2 124M each 1,024 positions of KV buffers take 72 MiB), and the graph
-# does not state the length of its position table, so a manifest cannot claim more than 64 times
-# GPT-2's 1,024.
+# token is computed (on GPT-2 124M each 1,024 positions of KV buffers take 72 MiB), and the size of
+# the graph's position table is known only where model.onnx shows it plainly
+# (graph_check.position_table), so a manifest cannot claim more than 64 times GPT-2's 1,024.
 MAX_CONTEXT_LENGTH = 1 << 16
 ARCHITECTURE_SIZES = ("layers", "heads", "head_size", "hidden_size", "context_length", "vocab_size")
 MODEL_TYPES = ("gpt2",)
-KV_DTYPES = ("float32", "float16", "bfloat16")
+# The KV element types the runtime feeds (session.kv_dtype); graph_check.py holds the manifest's
+# to its graph's.
+KV_DTYPES = ("float32", "float16")
 # io roles whose names hold "%d" for the layer index.
 LAYER_ROLES = ("past_key", "past_value", "present_key", "present_value")
 # The values the runtime knows for each key of ``graph`` (exporter/graphs/fused.py writes them).
@@ -128,7 +130,12 @@ def check_manifest(data: dict[str, Any], where: Path) -> None:
     tokens = mapping(data, "special_tokens", where)
     check_token_ids(tokens, arch["vocab_size"], where, lambda key: field("special_tokens.", key))
     check_generation(mapping(data, "generation", where), where, "generation.")
-    check_files(mapping(data, "files", where), where)
+    files = mapping(data, "files", where)
+    if not files:  # the exporter always lists its files; nothing listed would check nothing
+        raise EdgeError(
+            f"{where} lists no files, so the bundle's integrity cannot be checked; export it again."
+        )
+    check_files(files, where)
 
 
 def check_architecture(arch: dict[str, Any], where: Path) -> dict[str, Any]:

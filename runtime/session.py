@@ -16,16 +16,18 @@ Two ways to run a step, chosen by provider:
 from __future__ import annotations
 
 import functools
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 import numpy as np
 import onnxruntime as ort
+from onnxruntime.capi import onnxruntime_pybind11_state as ort_state
 
 from .bundle import Architecture, Bundle
 from .errors import EdgeError
 from .graph_check import check_graph, graph_facts, onnxruntime_reason
+from .onnx_wire import position_table
 from .pageout import release_file_pages
 from .precision import Precision
 from .settings import check_threads
@@ -46,6 +48,15 @@ CUDA_MISSING = (
     "onnxruntime-gpu is installed but the onnxruntime Python loaded has no CUDA provider (is the "
     "CPU package onnxruntime installed beside it?); running on CPU."
 )
+# What a failed run raises: onnxruntime's own exception types (session.run), and RuntimeError
+# (run_with_iobinding re-raises the status as one). Caught around each call, which costs nothing
+# in the decode loop until one is raised.
+ORT_RUN_ERRORS: tuple[type[Exception], ...] = (
+    RuntimeError,
+    *(c for c in vars(ort_state).values() if isinstance(c, type) and issubclass(c, Exception)),
+)
+# Turns a failed run's exception and the position_ids it was fed into the sentence to raise.
+RunFailed = Callable[[Exception, np.ndarray], EdgeError]
 FP32_ATTENTION_ON_CUDA = (
     "onnxruntime has no float32 CUDA kernel for this bundle's fused attention, so attention runs "
     "on the CPU; export with --dtype fp16 for a GPU."
@@ -158,8 +169,14 @@ def create_inference_session(
             f"onnxruntime cannot load {bundle.model_path}: {onnxruntime_reason(exc)}."
         ) from None
     where, names = bundle.origin
-    check_graph(bundle.manifest, graph_facts(session), where, bundle.model_path.name, names)
+    facts = graph_facts(session, bundle.model_path, bundle.manifest.io["position_ids"])
+    check_graph(bundle.manifest, facts, where, bundle.model_path.name, names)
     return session
+
+
+def run_failed(exc: Exception, position_ids: np.ndarray) -> EdgeError:
+    """A failed run as a sentence, where nothing is known of the bundle (runners built alone)."""
+    return EdgeError(f"onnxruntime failed to run the graph: {onnxruntime_reason(exc)}.")
 
 
 class Runner(Protocol):
@@ -244,10 +261,14 @@ def every_position(input_ids: np.ndarray) -> np.ndarray:
 
 
 class NumpyRunner:
-    """CPU: ``InferenceSession.run`` with one feeds dict that is updated in place each step."""
+    """CPU: ``InferenceSession.run`` with one feeds dict that is updated in place each step.
 
-    def __init__(self, session: Any, names: GraphNames):
-        self._session, self._names = session, names
+    ``failed`` turns an onnxruntime error in a run into the sentence to raise (default
+    :func:`run_failed`; :meth:`Session.run_failed` names the bundle).
+    """
+
+    def __init__(self, session: Any, names: GraphNames, failed: RunFailed = run_failed):
+        self._session, self._names, self._failed = session, names, failed
         self._outputs = list(names.outputs)
         self._feeds: dict[str, np.ndarray] = {}
 
@@ -266,7 +287,10 @@ class NumpyRunner:
         feeds.update(names.host_inputs(input_ids, attention_mask, position_ids))
         for name, value in zip(names.past, past, strict=True):
             feeds[name] = value
-        outputs = self._session.run(self._outputs, feeds)
+        try:
+            outputs = self._session.run(self._outputs, feeds)
+        except ORT_RUN_ERRORS as exc:
+            raise self._failed(exc, position_ids) from None
         return outputs[0], outputs[1:]
 
     def to_host(self, past: FlatPast) -> list[np.ndarray]:
@@ -286,6 +310,8 @@ class BindingRunner:
             is how the tests exercise this path on a machine without a GPU).
         device_id: device index (default 0).
         ortvalue: the ``OrtValue`` class (a seam for tests).
+        failed: turns an onnxruntime error in a run into the sentence to raise (default
+            :func:`run_failed`).
     """
 
     def __init__(
@@ -295,8 +321,9 @@ class BindingRunner:
         device: str = "cuda",
         device_id: int = 0,
         ortvalue: Any = ort.OrtValue,
+        failed: RunFailed = run_failed,
     ):
-        self._session, self._names = session, names
+        self._session, self._names, self._failed = session, names, failed
         self._device, self._device_id, self._ortvalue = device, device_id, ortvalue
         self._binding = session.io_binding()
 
@@ -323,7 +350,10 @@ class BindingRunner:
         binding.bind_output(names.outputs[0], "cpu")
         for name in names.outputs[1:]:
             binding.bind_output(name, self._device, self._device_id)
-        self._session.run_with_iobinding(binding)
+        try:
+            self._session.run_with_iobinding(binding)
+        except ORT_RUN_ERRORS as exc:
+            raise self._failed(exc, position_ids) from None
         del kept  # the arrays they wrap had to live until the run
         outputs = binding.get_outputs()
         return outputs[0].numpy(), list(outputs[1:])
@@ -412,9 +442,11 @@ class Session:
         self.kv_device = self._kv_device()
         if self.shared_kv and self.provider == "cuda" and self.kv_device == "cpu":
             self.notices.append(FP32_ATTENTION_ON_CUDA)
-        self.runner: Runner = NumpyRunner(self.ort, self.names)
+        self.runner: Runner = NumpyRunner(self.ort, self.names, self.run_failed)
         if self.provider == "cuda" or io_binding:
-            self.runner = BindingRunner(self.ort, self.names, device=self.provider)
+            self.runner = BindingRunner(
+                self.ort, self.names, device=self.provider, failed=self.run_failed
+            )
 
     def _kv_device(self) -> str:
         """Where the shared KV buffers live: on the device that runs GroupQueryAttention.
@@ -428,6 +460,28 @@ class Session:
         if self.provider == "cuda" and self.kv_dtype == np.dtype(np.float16):
             return "cuda"
         return "cpu"
+
+    def run_failed(self, exc: Exception, position_ids: np.ndarray) -> EdgeError:
+        """onnxruntime's error in a run, as one sentence naming its likely cause.
+
+        A manifest that passed every check against the graph can still claim a longer context
+        than the graph's position table where the table's size could not be read from the file
+        (``onnx_wire.position_table``): onnxruntime then fails at the first position past it.
+        The table is looked for again here, on this rare path, to say so only when it may be.
+        """
+        last = int(np.max(position_ids)) if np.size(position_ids) else 0
+        where, names = self.bundle.origin
+        model = self.bundle.model_path
+        message = f"onnxruntime failed to run {model.name} on positions up to {last}: "
+        message += onnxruntime_reason(exc)
+        table = position_table(model, self.names.position_ids or "")
+        if table is None or last >= table:
+            label = names.get("architecture.context_length", "architecture.context_length")
+            message += (
+                f"; {where}: {label} ({self.arch.context_length}) may be larger than the graph "
+                "supports"
+            )
+        return EdgeError(message + ".")
 
     def empty_past(self, batch: int) -> KV:
         shape = (batch, self.arch.heads, 0, self.arch.head_size)  # (B, nh, 0, hs)
@@ -447,7 +501,8 @@ class Session:
         :meth:`logits`.
         """
         flat = [tensor for pair in past for tensor in pair]
-        runner = NumpyRunner(self.ort, self.names)  # numpy in and out whatever the provider
+        # numpy in and out whatever the provider
+        runner = NumpyRunner(self.ort, self.names, self.run_failed)
         logits, present = runner.run(input_ids, attention_mask, position_ids, flat)
         return logits, list(zip(present[0::2], present[1::2], strict=True))
 
@@ -475,7 +530,10 @@ class Session:
         shape = (batch, self.arch.heads, 0, self.arch.head_size)  # (B, nh, 0, hs)
         empty = np.zeros(shape, dtype=self.kv_dtype)
         feeds.update({name: empty for name in self.names.past})
-        out = self.ort.run([self.names.outputs[0]], feeds)[0]
+        try:
+            out = self.ort.run([self.names.outputs[0]], feeds)[0]
+        except ORT_RUN_ERRORS as exc:
+            raise self.run_failed(exc, position_ids) from None
         if not self.names.logits_index:  # every position came back
             out = out[np.arange(batch)[:, None], want]
         return out if out.dtype == np.float32 else out.astype(np.float32)

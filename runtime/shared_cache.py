@@ -36,7 +36,7 @@ from onnxruntime import OrtValue
 
 from .cache import MASK_DTYPE
 from .kv_buffers import KVBuffers
-from .session import Session
+from .session import ORT_RUN_ERRORS, Session
 
 # Tokens per prefill call for long prompts (see the module doc). GPT-2 124M int8, an 880-token
 # prompt, 2 threads: chunks of 512 / 256 / 128 gave a peak RSS of 345 / 304 / 286 MiB and the same
@@ -147,7 +147,10 @@ class SharedKVDecoder:
         if not step:
             binding.bind_output(names.outputs[0], "cpu")
         kept = names.bind_host_inputs(binding, ids, mask, positions, want)
-        self._session.ort.run_with_iobinding(binding)
+        try:
+            self._session.ort.run_with_iobinding(binding)
+        except ORT_RUN_ERRORS as exc:
+            raise self._session.run_failed(exc, positions) from None
         del kept  # the arrays they wrap had to live until the run
         if step:
             logits = self._step_logits

@@ -163,6 +163,14 @@ def bigger_tokenizer(folder: Path) -> Path:
     return edit_manifest("files", "tokenizer.json", file_entry(path))(folder)
 
 
+def flip_kv_dtype(folder: Path) -> Path:
+    """architecture.kv_dtype names the KV type the graph does not have."""
+    data = json.loads((folder / "bundle.json").read_text())
+    real = data["architecture"]["kv_dtype"]
+    other = "float32" if real == "float16" else "float16"
+    return edit_manifest("architecture", "kv_dtype", other)(folder)
+
+
 def truncate_weights(folder: Path) -> Path:
     data = folder / "model.onnx.data"
     kept = data.read_bytes()[:100_000]
@@ -210,6 +218,8 @@ CASES = [
          "hidden_size is 65 but heads x head_size is 4 x 16"),
     Case("kv-dtype", "fused", edit_manifest("architecture", "kv_dtype", "int3"),
          "architecture.kv_dtype must be one of"),
+    Case("kv-dtype-bfloat16", "fused", edit_manifest("architecture", "kv_dtype", "bfloat16"),
+         "architecture.kv_dtype must be one of 'float32', 'float16', got 'bfloat16'"),
     Case("model-type", "fused", edit_manifest("architecture", "model_type", "llama"),
          "architecture.model_type must be 'gpt2'"),
     Case("arch-unknown-field", "fused", edit_manifest("architecture", "n_experts", 8),
@@ -227,6 +237,18 @@ CASES = [
          several(edit_manifest("architecture", "heads", 8),
                  edit_manifest("architecture", "head_size", 8)),
          "architecture.heads is 8 but model.onnx's KV tensors have 4"),
+    Case("context-vs-graph", "fused", edit_manifest("architecture", "context_length", 4096),
+         "architecture.context_length is 4096 but model.onnx's position table holds 128 "
+         "positions"),
+    Case("context-vs-optimum-graph", "optimum_graph",
+         edit_manifest("architecture", "context_length", 2048),
+         "architecture.context_length is 2048 but model.onnx's position table holds 128"),
+    Case("kv-dtype-vs-graph", "fused", flip_kv_dtype,
+         "but model.onnx's past and present tensors are"),
+    Case("kv-dtype-vs-optimum-graph", "optimum_graph",
+         edit_manifest("architecture", "kv_dtype", "float16"),
+         "architecture.kv_dtype is 'float16' but model.onnx's past and present tensors are "
+         "float32"),
     Case("vocab-vs-logits", "fused", edit_manifest("architecture", "vocab_size", 60000),
          "architecture.vocab_size is 60000 but model.onnx's logits have 50257"),
     Case("vocab-below-tokenizer", "fused",
@@ -300,6 +322,14 @@ CASES = [
          "loop.bin cannot be read (Too many levels of symbolic links)"),
     Case("files-list", "fused", edit_manifest("files", ["model.onnx"]),
          "files must be an object"),
+    Case("files-missing", "fused", edit_manifest("files", DROP),
+         "bundle.json lists no files, so the bundle's integrity cannot be checked"),
+    Case("files-empty", "optimum_graph", edit_manifest("files", {}),
+         "bundle.json lists no files, so the bundle's integrity cannot be checked"),
+    Case("files-model-unlisted", "fused", edit_manifest("files", "model.onnx", DROP),
+         "bundle.json does not list model.onnx under files, so its integrity cannot be checked"),
+    Case("files-tokenizer-unlisted", "fused", edit_manifest("files", "tokenizer.json", DROP),
+         "bundle.json does not list tokenizer.json under files"),
     # the rest of the manifest, and the file itself
     Case("version-bool", "fused", edit_manifest("format_version", True),
          "format version true; this runtime knows version 1, 2"),
@@ -354,6 +384,8 @@ CASES = [
          "config.json: n_layer is 3 but model.onnx has past inputs for 2 layers"),
     Case("config-heads-vs-graph", "optimum", edit_config("n_head", 8),
          "config.json: n_head is 8 but model.onnx's KV tensors have 4"),
+    Case("config-positions-vs-graph", "optimum", edit_config("n_positions", 2048),
+         "is 2048 but model.onnx's position table holds 128 positions"),
     Case("config-model-type", "optimum", edit_config("model_type", "llama"),
          "holds a 'llama' model; gpt2-edge runs GPT-2 models only"),
     Case("generation-config-corrupt", "optimum",
