@@ -9,6 +9,16 @@ class EdgeError(Exception):
     """A problem the user can fix (bad bundle, bad setting, bad input), stated as one sentence."""
 
 
+class PromptTooLong(EdgeError):
+    """A prompt longer than the context holds; ``what`` states the figures, and the sentence
+    adds what a caller of the runtime can do. The HTTP server, which offers no truncation, says
+    what its callers can do instead (``serve/protocol.py``)."""
+
+    def __init__(self, what: str):
+        super().__init__(f"{what}; shorten it or truncate it from the left.")
+        self.what = what
+
+
 class Terminated(KeyboardInterrupt):
     """SIGTERM raised as an interrupt, so that every cleanup written for Ctrl-C runs for it too
     (``gpt2-export`` turns the signal into this while it writes a bundle); the command then exits

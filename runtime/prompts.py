@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .errors import EdgeError
+from .errors import EdgeError, PromptTooLong
 from .tokenizer import Tokenizer
 
 
@@ -69,10 +69,9 @@ class PromptFitter:
         if limit is None or len(prompt) <= limit:
             return self.fit(self.encode(prompt), truncate, room)
         if truncate is None:
-            raise EdgeError(
+            raise PromptTooLong(
                 f"The prompt is {len(prompt):,} characters long, more than the model's context "
-                f"of {self.context} tokens can hold (at most {self.context - 1} fit); shorten it "
-                "or truncate it from the left."
+                f"of {self.context} tokens can hold (at most {self.context - 1} fit)"
             )
         return self.fit(self.encode(self.tokenizer.tail(prompt, limit))[1:], truncate, room)
 
@@ -96,9 +95,9 @@ class PromptFitter:
         keep = max(self.context - 1, 1)
         if ids.size <= keep:
             return ids
-        raise EdgeError(
+        raise PromptTooLong(
             f"The prompt is {ids.size} tokens long but the model's context is {self.context}, "
-            f"so at most {keep} fit; shorten it or truncate it from the left."
+            f"so at most {keep} fit"
         )
 
     def score_row(self, text: str, context: str | None) -> tuple[np.ndarray, np.ndarray]:

@@ -26,6 +26,7 @@ except KeyboardInterrupt:
     sys.stderr.write("\n")
     raise SystemExit(130) from None
 
+API_KEY_ENV = "GPT2_SERVE_API_KEY"
 MAX_BATCH_LIMIT = 256  # rows; each holds a KV cache of up to the whole context
 SERVE_MODULES = ("starlette", "uvicorn", "prometheus_client")
 
@@ -34,6 +35,7 @@ app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
 
 @app.command(cls=EdgeCommand)
 def serve(
+    ctx: typer.Context,
     model: Annotated[
         Path | None,
         typer.Option(
@@ -53,8 +55,9 @@ def serve(
     api_key: Annotated[
         str | None,
         typer.Option(
-            envvar="GPT2_SERVE_API_KEY",
-            help="Require 'Authorization: Bearer KEY' on the API routes.",
+            envvar=API_KEY_ENV,
+            help="Require 'Authorization: Bearer KEY' on the API routes; printable ASCII "
+            "without spaces, as HTTP headers carry it.",
         ),
     ] = None,
     cors_origin: Annotated[
@@ -79,7 +82,11 @@ def serve(
     ] = False,
 ) -> None:
     """Serve a gpt2-edge bundle over OpenAI's API, with a small page at /."""
+    # By name: typer carries its own click (or not, when older), each with its own enum.
+    source = ctx.get_parameter_source("api_key")
+    from_env = getattr(source, "name", None) == "ENVIRONMENT"
     with user_errors():
+        check_api_key(api_key, API_KEY_ENV if from_env else "--api-key")
         run(
             model,
             host,
@@ -107,6 +114,24 @@ def cors_origins(values: list[str] | None) -> list[str]:
     return origins
 
 
+def check_api_key(key: str | None, name: str) -> None:
+    """Refuse a key that clients cannot send: HTTP header values are bytes, and only printable
+    ASCII reads the same in every client's encoding (the key check strips spaces around it).
+
+    Args:
+        key: the key, or None for none.
+        name: where it came from, for the message (the flag or the environment variable).
+    """
+    if key is None:
+        return
+    if not key.strip():
+        raise EdgeError(f"{name} is empty; give a key or leave it out.")
+    if not all("!" <= c <= "~" for c in key):
+        raise EdgeError(
+            f"{name} must be printable ASCII without spaces, as clients send it in an HTTP header."
+        )
+
+
 def run(
     model: Path | None,
     host: str,
@@ -125,8 +150,6 @@ def run(
         raise EdgeError(f"--max-queue must be 0 or more, got {max_queue}.")
     if not 0 <= port <= 65535:
         raise EdgeError(f"--port must be from 0 to 65535, got {port}.")
-    if api_key is not None and not api_key.strip():
-        raise EdgeError("--api-key is empty; give a key or leave the flag out.")
     check_threads(threads)
     missing = [m for m in SERVE_MODULES if not _importable(m)]
     if missing:

@@ -2,8 +2,9 @@
 into a :class:`GenerationRequest`.
 
 The sampling settings and stop strings are validated by the runtime itself
-(:func:`gpt2_edge.runtime.settings.resolve_settings`), so the server accepts exactly what
-``gpt2-generate`` accepts and says so in the same sentences; this module checks the wire
+(:func:`gpt2_edge.runtime.settings.resolve_settings`), so the server accepts what
+``gpt2-generate`` accepts and says so in the same sentences, and also settings the decoding mode
+ignores (``top_p`` with temperature 0), as OpenAI's API does; this module checks the wire
 format's own fields (``prompt``, ``n``, ``stream``, ``echo``, ``logprobs``...). Unknown fields are
 ignored, as local OpenAI-compatible servers do, but a known OpenAI feature this server does not
 have (``suffix``, ``logit_bias``, ``best_of``, tools) is refused rather than silently dropped.
@@ -11,12 +12,14 @@ have (``suffix``, ``logit_bias``, ``best_of``, tools) is refused rather than sil
 
 from __future__ import annotations
 
+import codecs
 import json
+import sys
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from gpt2_edge.runtime.errors import EdgeError
+from gpt2_edge.runtime.errors import EdgeError, PromptTooLong
 from gpt2_edge.runtime.generate import Generator
 from gpt2_edge.runtime.settings import (
     MAX_LOGPROBS,
@@ -35,6 +38,7 @@ MAX_COMPLETION_LOGPROBS = 5  # OpenAI's bound for /v1/completions
 EXTRA_SETTINGS = ("top_k", "min_p", "repetition_penalty", "no_repeat_ngram_size", "ignore_eos")
 # The runtime's names for the settings whose wire names differ.
 RUNTIME_NAMES = {"max_new_tokens": "max_tokens", "num_return_sequences": "n"}
+# How the runtime's sentences about a prompt too long for the context end (runtime/prompts.py).
 
 
 @dataclass(frozen=True)
@@ -78,18 +82,50 @@ class GenerationRequest:
 
 def parse_json(body: bytes) -> dict[str, Any]:
     """The body as a JSON object; a 400 otherwise."""
+    text = _text(body)
+    if not text.strip():
+        raise ApiError(400, "The request body is empty; send a JSON object.")
     try:
-        data = json.loads(body, parse_constant=_no_constant)
-    except (ValueError, RecursionError) as exc:
-        reason = exc.msg if isinstance(exc, json.JSONDecodeError) else "nested too deeply"
-        raise ApiError(400, f"The request body is not valid JSON ({reason}).") from None
+        data = json.loads(text, parse_constant=_no_constant, parse_int=_integer)
+    except json.JSONDecodeError as exc:
+        reason = f"{exc.msg[:1].lower()}{exc.msg[1:]} at line {exc.lineno}, column {exc.colno}"
+        raise ApiError(400, f"The request body is not valid JSON: {reason}.") from None
+    except _Refused as exc:
+        raise ApiError(400, str(exc)) from None
+    except RecursionError:
+        raise ApiError(400, "The request body is not valid JSON: nested too deeply.") from None
     if not isinstance(data, dict):
         raise ApiError(400, f"The request body must be a JSON object, got {_kind(data)}.")
     return data
 
 
+def _text(body: bytes) -> str:
+    """The body decoded: JSON between systems is UTF-8 (RFC 8259), a leading BOM ignored."""
+    start = len(codecs.BOM_UTF8) if body.startswith(codecs.BOM_UTF8) else 0
+    try:
+        return body[start:].decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ApiError(
+            400, f"The request body is not UTF-8 (bad byte at offset {start + exc.start})."
+        ) from None
+
+
+class _Refused(ValueError):
+    """A JSON text Python parses but the server refuses; its message is the whole sentence."""
+
+
 def _no_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not a JSON number")
+    raise _Refused(f"The request body is not valid JSON: {name} is not a JSON number.")
+
+
+def _integer(digits: str) -> int:
+    try:
+        return int(digits)
+    except ValueError:  # Python converts at most sys.get_int_max_str_digits() digits
+        raise _Refused(
+            f"The request body holds an integer of {len(digits.lstrip('-')):,} digits; this "
+            f"server reads integers of at most {sys.get_int_max_str_digits():,} digits."
+        ) from None
 
 
 def completion_request(body: dict[str, Any], gen: Generator, max_batch: int) -> GenerationRequest:
@@ -174,7 +210,7 @@ def _request(
             ids = [gen.fit(i, options) for i in given_ids]
             texts = [gen.tokenizer.decode(i) for i in ids]
     except EdgeError as exc:
-        raise ApiError(400, str(exc), "messages" if chat else "prompt") from None
+        raise _prompt_error(exc, "messages" if chat else "prompt") from None
     return GenerationRequest(
         chat, ids, texts, n, sampling, options, max_tokens, stream, include_usage, echo
     )
@@ -206,6 +242,13 @@ def _ids(tokens: list[Any], gen: Generator, where: str) -> np.ndarray:
             400, f"{where} must be a non-empty list of token ids from 0 to {vocab - 1}.", "prompt"
         )
     return np.asarray(tokens, dtype=np.int64)
+
+
+def _prompt_error(exc: EdgeError, field: str) -> ApiError:
+    """The runtime's sentence about a prompt; for one too long, without the runtime's offer to
+    truncate it: the HTTP API has no truncate setting."""
+    message = f"{exc.what}; shorten the {field}." if isinstance(exc, PromptTooLong) else str(exc)
+    return ApiError(400, message, field)
 
 
 def _stop(stop: Any) -> tuple[str, ...]:

@@ -341,6 +341,29 @@ def test_a_prompt_longer_than_the_context_says_the_figures(client: Any) -> None:
     assert "200 tokens long" in message and "context is 128" in message and "127 fit" in message
 
 
+@pytest.mark.parametrize(
+    ("path", "body", "field"),
+    [
+        ("/v1/completions", {"prompt": "hello" + " hello" * 199}, "prompt"),  # tokens counted
+        ("/v1/completions", {"prompt": "x" * 20_000}, "prompt"),  # refused before tokenizing
+        ("/v1/completions", {"prompt": [[1] * 200]}, "prompt"),  # token ids
+        (
+            "/v1/chat/completions",
+            {"messages": [{"role": "user", "content": "hi " * 200}]},
+            "messages",
+        ),
+    ],
+    ids=["tokens", "characters", "ids", "chat"],
+)
+def test_a_prompt_too_long_asks_only_for_what_the_api_offers(
+    server: Server, path: str, body: dict, field: str
+) -> None:
+    """The HTTP API has no truncate setting: the sentence asks to shorten the field at fault."""
+    error = assert_openai_error(post(server, path, {**body, "max_tokens": 2}), 400)
+    assert error["param"] == field and "127 fit" in error["message"], error
+    assert error["message"].endswith(f"; shorten the {field}.") and "trunc" not in error["message"]
+
+
 BAD_MESSAGES = [
     [],
     "hi",
@@ -410,6 +433,42 @@ def test_malformed_bodies_are_400_in_openais_shape(server: Server, body: bytes) 
         assert_openai_error(
             post(server, path, body, headers={"content-type": "application/json"}), 400
         )
+
+
+BAD_JSON = "The request body is not valid JSON: "
+NOT_UTF8 = "The request body is not UTF-8 (bad byte at offset 12)."
+NOT_JSON = [
+    (b'{"prompt": "\xff\xfe", "max_tokens": 2}', NOT_UTF8),
+    (b'{"prompt": "\xed\xa0\x80"}', NOT_UTF8),  # an encoded surrogate is no character
+    (b'{"prompt": "hi", "temperature": NaN}', BAD_JSON + "NaN is not a JSON number."),
+    (b'{"prompt": "hi", "seed": Infinity}', BAD_JSON + "Infinity is not a JSON number."),
+    (b'{"prompt": "hi", "stop": [-Infinity]}', BAD_JSON + "-Infinity is not a JSON number."),
+    (
+        b'{"prompt": "hi", "seed": ' + b"9" * 5000 + b"}",
+        "The request body holds an integer of 5,000 digits; this server reads integers of at "
+        "most 4,300 digits.",
+    ),
+    (b"[" * 100_000 + b"]" * 100_000, BAD_JSON + "nested too deeply."),
+    (
+        b'{"prompt": "hi",',
+        BAD_JSON + "expecting property name enclosed in double quotes at line 1, column 17.",
+    ),
+    (b" \n", "The request body is empty; send a JSON object."),
+]
+
+
+@pytest.mark.parametrize(("body", "message"), NOT_JSON, ids=range(len(NOT_JSON)))
+def test_a_body_that_is_not_json_says_why(server: Server, body: bytes, message: str) -> None:
+    """Each reason its own sentence: bad UTF-8, NaN or Infinity, a huge integer, deep nesting."""
+    response = post(server, "/v1/completions", body, headers={"content-type": "application/json"})
+    assert assert_openai_error(response, 400)["message"] == message
+
+
+def test_a_utf8_bom_before_the_body_is_skipped(server: Server) -> None:
+    body = json.dumps({"prompt": "caf\u00e9", "max_tokens": 1}).encode()
+    assert post(server, "/v1/completions", b"\xef\xbb\xbf" + body).status_code == 200
+    bad = post(server, "/v1/completions", b'\xef\xbb\xbf{"prompt": "\xff"}')
+    assert assert_openai_error(bad, 400)["message"] == NOT_UTF8.replace("12", "15")
 
 
 @pytest.mark.parametrize("body", WRONG_TYPES, ids=range(len(WRONG_TYPES)))
@@ -531,6 +590,41 @@ def test_command_errors_are_one_sentence(args: list[str], fragment: str, bundle:
     assert result.exit_code == 1, result.output
     message = result.stderr.strip()
     assert message.startswith("Error: ") and "\n" not in message and fragment in message, message
+
+
+UNSENDABLE_KEYS = [
+    (["--api-key", "caf\u00e9"], {}, "--api-key"),
+    (["--api-key", "two words"], {}, "--api-key"),
+    (["--api-key", "key\x7f"], {}, "--api-key"),
+    ([], {"GPT2_SERVE_API_KEY": "caf\u00e9"}, "GPT2_SERVE_API_KEY"),
+]
+
+
+@pytest.mark.parametrize(("args", "env", "name"), UNSENDABLE_KEYS, ids=range(len(UNSENDABLE_KEYS)))
+def test_an_api_key_clients_cannot_send_is_refused_at_start(
+    args: list[str], env: dict, name: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """HTTP headers are bytes: only printable ASCII without spaces reads the same everywhere."""
+    from gpt2_edge.serve import cli
+    from typer.testing import CliRunner
+
+    def start(*args: Any) -> None:
+        raise AssertionError("the server would start")
+
+    monkeypatch.setattr(cli, "run", start)
+    result = CliRunner().invoke(cli.app, args, env=env)
+    assert result.exit_code == 1, result.output
+    assert result.stderr.strip() == (
+        f"Error: {name} must be printable ASCII without spaces, as clients send it in an HTTP "
+        "header."
+    )
+
+
+def test_printable_ascii_api_keys_pass() -> None:
+    from gpt2_edge.serve.cli import check_api_key
+
+    check_api_key("sk-proj_AZaz09!#$%&'*+./:;<=>?@[]^`{|}~", "--api-key")
+    check_api_key(None, "--api-key")
 
 
 def test_a_busy_port_is_one_sentence(bundle: Path) -> None:
