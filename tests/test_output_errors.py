@@ -114,16 +114,18 @@ def test_help_to_a_closed_pipe_exits_quietly() -> None:
     assert (proc.returncode, proc.stderr) == (1, "")
 
 
-# A command whose output stays in stdout's buffer until the command returns.
-BUFFERED = """
-import typer
+# A one-command program on EdgeCommand, around the body of its command.
+PROGRAM = """
+import errno, typer
 from gpt2_edge.runtime.cli_errors import EdgeCommand
 app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
 @app.command(cls=EdgeCommand)
-def hello() -> None:
-    print("hello")
+def command() -> None:
+{body}
 app()
 """
+# A command whose output stays in stdout's buffer until the command returns.
+BUFFERED = PROGRAM.format(body='    print("hello")')
 PROGRAMS = {**COMMANDS, "buffered": ["-c", BUFFERED]}
 
 
@@ -140,16 +142,10 @@ def test_buffered_output_to_a_closed_pipe_exits_quietly() -> None:
 
 
 # A command that prints, then fails to write a file with the very errno a full stdout has.
-OTHER_OSERROR = """
-import errno, typer
-from gpt2_edge.runtime.cli_errors import EdgeCommand
-app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
-@app.command(cls=EdgeCommand)
-def write_file() -> None:
-    print("writing")
-    raise OSError(errno.ENOSPC, "No space left on device", "out.bin")
-app()
-"""
+OTHER_OSERROR = PROGRAM.format(
+    body='    print("writing")\n'
+    '    raise OSError(errno.ENOSPC, "No space left on device", "out.bin")'
+)
 
 
 def test_an_oserror_not_of_stdout_keeps_its_traceback() -> None:
