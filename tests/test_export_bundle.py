@@ -324,8 +324,8 @@ def test_cli_default_output_opset_and_no_verify(
 def test_int8_export_of_odd_widths(
     n_embd: int, n_head: int, graph_kind: str, embedding: str | None, tmp_path: Path
 ) -> None:
-    from conftest import make_checkpoint
     from gpt2_edge.runtime import load
+    from tiny_models import make_checkpoint
 
     checkpoint = make_checkpoint(tmp_path / "ckpt", n_embd=n_embd, n_head=n_head)
     out = export_bundle(str(checkpoint), tmp_path / "int8", quantize=True, progress=False)

@@ -18,7 +18,6 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from conftest import train_small_bpe
 from gpt2_edge.runtime import EdgeError, verified
 from gpt2_edge.runtime import bundle as bundle_mod
 from gpt2_edge.runtime.bundle import (
@@ -31,6 +30,7 @@ from gpt2_edge.runtime.bundle import (
     write_manifest,
 )
 from gpt2_edge.runtime.tokenizer import Tokenizer
+from tiny_models import train_small_bpe
 from tokenizers import AddedToken
 from tokenizers import Tokenizer as HFTokenizer
 
