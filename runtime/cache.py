@@ -15,7 +15,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from .session import FlatPast, Session
+from .runners import FlatPast
+from .session import Session
 
 MASK_DTYPE = np.int64  # what Optimum's GPT-2 graph takes for attention_mask and position_ids
 

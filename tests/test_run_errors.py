@@ -25,7 +25,7 @@ from fused_bundle import CONTEXT, build_fused_bundle
 from gpt2_edge.runtime import EdgeError, cli, graph_check, load
 from gpt2_edge.runtime.graph_check import onnxruntime_reason
 from gpt2_edge.runtime.onnx_wire import position_table
-from gpt2_edge.runtime.session import BindingRunner, GraphNames, NumpyRunner
+from gpt2_edge.runtime.runners import BindingRunner, GraphNames, NumpyRunner
 from onnxruntime.capi import onnxruntime_pybind11_state as ort_state
 from test_hostile_runtime import assert_one_line
 from typer.testing import CliRunner

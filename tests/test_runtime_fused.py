@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from gpt2_edge.runtime import Generator, load
-from gpt2_edge.runtime.session import NumpyRunner
+from gpt2_edge.runtime.runners import NumpyRunner
 from gpt2_edge.runtime.shared_cache import SharedKVDecoder
 from test_runtime_parity import NEW, PROMPTS, reference
 

@@ -14,7 +14,8 @@ import numpy as np
 import pytest
 from gpt2_edge.runtime import EdgeError, Generator, load
 from gpt2_edge.runtime.bundle import file_entry, load_bundle, manifest_from_optimum, write_manifest
-from gpt2_edge.runtime.session import BindingRunner, Session
+from gpt2_edge.runtime.runners import BindingRunner
+from gpt2_edge.runtime.session import Session
 
 pytestmark = pytest.mark.export
 

@@ -13,7 +13,8 @@ import pytest
 from gpt2_edge.runtime import EdgeError, GenerationOptions, Generator, Tokenizer
 from gpt2_edge.runtime.bundle import Architecture, Bundle, Manifest
 from gpt2_edge.runtime.cache import left_pad
-from gpt2_edge.runtime.session import BindingRunner, GraphNames, NumpyRunner, is_int8
+from gpt2_edge.runtime.runners import BindingRunner, GraphNames, NumpyRunner
+from gpt2_edge.runtime.session import is_int8
 from gpt2_edge.runtime.settings import resolve_settings
 from gpt2_edge.runtime.stream import StopFilter
 
