@@ -23,8 +23,9 @@ try:  # Ctrl-C while the libraries load ends the command as a later one does: 13
     from .errors import EdgeError
     from .generate import Generator
     from .models_dir import MODELS_DIR, choice_notice, default_model, named_model
+    from .modes import resolve_user_settings
     from .session import resolve_provider
-    from .settings import check_threads, resolve_settings, resolve_user_settings
+    from .settings import check_threads, resolve_settings
 except KeyboardInterrupt:
     sys.stderr.write("\n")
     raise SystemExit(130) from None

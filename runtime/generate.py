@@ -22,6 +22,7 @@ import numpy as np
 from .beam import Hypothesis, beam_search
 from .decoder import open_decoder
 from .errors import EdgeError
+from .modes import resolve_user_settings
 from .prompts import PromptFitter, prompt_list
 from .results import (
     FinishReason,
@@ -35,7 +36,7 @@ from .results import (
 from .sampling import Sampler, sequence_rng
 from .scoring import score_ids
 from .session import Session
-from .settings import GenerationOptions, SamplingSettings, resolve_user_settings
+from .settings import GenerationOptions, SamplingSettings
 from .steps import Logprobs, TokenSteps
 from .stream import RowText
 from .tokenizer import Tokenizer

@@ -248,7 +248,8 @@ def test_the_bundles_defaults_are_never_refused(gpt2_tokenizer_dir: Path) -> Non
 def test_the_server_path_keeps_openais_convention() -> None:
     """``resolve_settings`` (what serve/ calls) accepts top_p and seed with temperature 0, as
     OpenAI's API does; only ``gpt2-generate`` and the Python API refuse them."""
-    from gpt2_edge.runtime.settings import resolve_settings, resolve_user_settings
+    from gpt2_edge.runtime.modes import resolve_user_settings
+    from gpt2_edge.runtime.settings import resolve_settings
 
     settings = {"temperature": 0, "top_p": 0.5, "seed": 1}
     sampling, _ = resolve_settings({"temperature": 0.7}, **settings)
