@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import stat
 import time
 from dataclasses import asdict, dataclass, field
 from functools import cached_property
@@ -35,6 +36,8 @@ MODEL_FILE = "model.onnx"
 TOKENIZER_FILE = "tokenizer.json"
 CONFIG_FILE = "config.json"
 GENERATION_CONFIG_FILE = "generation_config.json"
+# bundle.json, config.json and generation_config.json are a few kilobytes.
+MAX_JSON_BYTES = 16 << 20
 # What a plain Optimum folder assumes when its config.json does not say.
 DEFAULT_CONTEXT_LENGTH = 1024
 DEFAULT_EOS = 50256  # GPT-2's <|endoftext|>
@@ -193,15 +196,42 @@ def write_manifest(folder: Path, manifest: Manifest) -> Path:
 
 
 def read_json(path: Path) -> Any:
-    """A JSON file's value, or a sentence saying why it cannot be read."""
+    """A JSON file's value, or a sentence saying why it cannot be read.
+
+    Only a regular file of at most :data:`MAX_JSON_BYTES` is read: a FIFO in its place would
+    block the load for ever, and a link to ``/dev/zero`` would fill the memory.
+    """
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        not_regular = not_a_regular_file(path)
+        if not_regular:
+            raise EdgeError(not_regular)
+        with open(path, "rb") as fh:
+            data = fh.read(MAX_JSON_BYTES + 1)
+        if len(data) > MAX_JSON_BYTES:
+            raise EdgeError(
+                f"{path} is larger than {MAX_JSON_BYTES >> 20} MiB, which no JSON file of a bundle "
+                "is."
+            )
+        return json.loads(data.decode("utf-8"))
     except FileNotFoundError:
         raise
     # ValueError: bad JSON, or an integer over Python's digit limit; RecursionError: nesting.
     except (OSError, UnicodeDecodeError, ValueError, RecursionError) as exc:
         reason = " ".join(str(exc).split()) or type(exc).__name__
         raise EdgeError(f"{path} cannot be read as JSON ({reason}).") from None
+
+
+def not_a_regular_file(path: Path) -> str | None:
+    """Why ``path`` (which exists) cannot be read as a file, or None when it is a regular file.
+
+    Raises:
+        FileNotFoundError: nothing is there (a broken link included).
+    """
+    mode = os.stat(path).st_mode
+    if stat.S_ISREG(mode):
+        return None
+    what = "a folder" if stat.S_ISDIR(mode) else "not a regular file (a FIFO, socket or device)"
+    return f"{path} is {what}, where a file is expected."
 
 
 def read_json_object(path: Path) -> dict[str, Any]:
@@ -254,7 +284,10 @@ def _check_listed(folder: Path, manifest: Manifest) -> None:
         try:
             # strict: a link loop raises the same OSError on every Python version
             real = Path(os.path.realpath(path, strict=True))
-            size = real.stat().st_size if real.is_file() else None
+            not_regular = not_a_regular_file(path)
+            if not_regular:
+                raise EdgeError(not_regular)
+            size = real.stat().st_size
         except FileNotFoundError:
             size = None
         except OSError as exc:
@@ -310,8 +343,12 @@ def load_bundle(path: str | os.PathLike[str], check_hashes: bool = True) -> Bund
     try:
         manifest = _folder_manifest(folder, check_hashes)
         for required in (MODEL_FILE, TOKENIZER_FILE):
-            if not (folder / required).is_file():
-                raise EdgeError(f"Bundle {folder} is missing {required}.")
+            try:
+                not_regular = not_a_regular_file(folder / required)
+            except FileNotFoundError:
+                raise EdgeError(f"Bundle {folder} is missing {required}.") from None
+            if not_regular:
+                raise EdgeError(not_regular)
     except OSError as exc:  # permissions and the like
         raise EdgeError(f"{folder} cannot be read ({exc.strerror or exc}).") from None
     bundle = Bundle(folder, manifest)
@@ -341,7 +378,8 @@ def _folder_manifest(folder: Path, check_hashes: bool) -> Manifest:
         manifest = read_manifest(folder)
         verify_files(folder, manifest, check_hashes)
         return manifest
-    if (folder / CONFIG_FILE).is_file() and (folder / MODEL_FILE).is_file():
+    # exists(), not is_file(): a config.json that is not a file gets read_json's sentence
+    if (folder / CONFIG_FILE).exists() and (folder / MODEL_FILE).exists():
         return manifest_from_optimum(folder)
     raise EdgeError(
         f"{folder} is neither a gpt2-edge bundle (no {MANIFEST}) nor an Optimum export "

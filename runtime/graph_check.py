@@ -11,6 +11,7 @@ for it.
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -293,5 +294,15 @@ def onnxruntime_reason(exc: BaseException) -> str:
         r"\1 node '\2': ",
         text,
     )
+    # A failed open of the model file is "SystemError : 13": the errno, without its meaning.
+    text = re.sub(r"SystemError\s*:\s*(\d+)", lambda m: _strerror(int(m.group(1))), text)
     text = " ".join(text.split()).rstrip(".") or type(exc).__name__
     return text if len(text) <= _REASON_CHARS else text[: _REASON_CHARS - 3] + "..."
+
+
+def _strerror(number: int) -> str:
+    """An errno's meaning ("Permission denied"), or the number where the C library has none."""
+    try:
+        return os.strerror(number)
+    except ValueError:
+        return f"error {number}"

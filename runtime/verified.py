@@ -21,12 +21,14 @@ import hashlib
 import json
 import os
 import re
+import stat
 from pathlib import Path
 
 CACHE_ENV = "GPT2_EDGE_CACHE_DIR"
 # Coarsest common timestamp granularity (FAT's 2 s), plus a margin.
 SETTLE_S = 3.0
 _RECORDS = "verified"
+_RECORD_BYTES = 1 << 16  # a record is ~200 bytes
 _RECORD_NAME = re.compile(r"[0-9a-f]{32}\.json")  # what _record_path names a record
 
 Signature = tuple[int, int, int, int, int]  # (device, inode, size, mtime_ns, ctime_ns)
@@ -65,7 +67,7 @@ def is_verified(path: Path, sha256: str) -> bool:
     if record is None:
         return False
     try:
-        data = json.loads(record.read_text(encoding="utf-8"))
+        data = _read_record(record)
         if not (
             data["path"] == os.path.realpath(path)
             and data["sha256"] == sha256
@@ -112,6 +114,18 @@ def remember(path: Path, sha256: str, before: Signature, started: float) -> None
         return
 
 
+def _read_record(record: Path) -> object:
+    """A record's JSON; ValueError for anything that is not a small regular file (a FIFO would
+    block the load, a link to /dev/zero fill the memory)."""
+    if not stat.S_ISREG(os.stat(record).st_mode):
+        raise ValueError(f"{record} is not a regular file")
+    with open(record, "rb") as fh:
+        data = fh.read(_RECORD_BYTES + 1)
+    if len(data) > _RECORD_BYTES:
+        raise ValueError(f"{record} is too large for a record")
+    return json.loads(data.decode("utf-8"))
+
+
 def _forget_vanished(folder: Path) -> None:
     """Delete the records of files that no longer exist (a test's or an export's temporary
     folders), so the records do not pile up; only after a hash, which is rare and slower.
@@ -124,7 +138,7 @@ def _forget_vanished(folder: Path) -> None:
         if not _RECORD_NAME.fullmatch(record.name):
             continue
         try:
-            data = json.loads(record.read_text(encoding="utf-8"))
+            data = _read_record(record)
             ours = isinstance(data, dict) and set(data) == {"path", "sha256", "signature"}
             gone = ours and not os.path.exists(data["path"])
         except (OSError, ValueError, TypeError):

@@ -189,6 +189,24 @@ def manifest_is_a_folder(folder: Path) -> Path:
     return folder
 
 
+def replaced(name: str, kind: str) -> Callable[[Path], Path]:
+    """``name`` replaced by a FIFO (a read would block for ever), a link to /dev/zero (a read
+    would never end) or a folder."""
+
+    def prepare(folder: Path) -> Path:
+        path = folder / name
+        path.unlink()
+        if kind == "fifo":
+            os.mkfifo(path)
+        elif kind == "zero":
+            path.symlink_to("/dev/zero")
+        else:
+            path.mkdir()
+        return folder
+
+    return prepare
+
+
 DROP = object()
 POSITIVE = "must be a positive integer"
 TOKEN_ID = "must be null or a token id in [0, 50257)"
@@ -358,7 +376,19 @@ CASES = [
     Case("manifest-huge-int", "fused", write_text("bundle.json", '{"format": ' + HUGE_INT + "}"),
          "bundle.json cannot be read as JSON"),
     Case("manifest-folder", "fused", manifest_is_a_folder,
-         "bundle.json cannot be read as JSON"),
+         "bundle.json is a folder, where a file is expected"),
+    Case("manifest-fifo", "fused", replaced("bundle.json", "fifo"),
+         "bundle.json is not a regular file (a FIFO, socket or device)"),
+    Case("manifest-dev-zero", "fused", replaced("bundle.json", "zero"),
+         "bundle.json is not a regular file"),
+    Case("config-fifo", "optimum", replaced("config.json", "fifo"),
+         "config.json is not a regular file"),
+    Case("tokenizer-fifo", "fused", replaced("tokenizer.json", "fifo"),
+         "tokenizer.json is not a regular file"),
+    Case("model-folder", "fused", replaced("model.onnx", "folder"),
+         "model.onnx is a folder, where a file is expected"),
+    Case("weights-dev-zero", "external", replaced("model.onnx.data", "zero"),
+         'External data path: "model.onnx.data" resolved path: "/dev/zero"'),
     Case("path-is-a-file", "fused", model_file,
          "model.onnx is a file, not a bundle folder"),
     # a plain Optimum folder: config.json and generation_config.json
@@ -470,6 +500,10 @@ def test_onnxruntime_reason_keeps_only_the_reason() -> None:
         "External initializer: wte offset: 0 size to read: 128 given file_length: 100 are out "
         "of bounds or can not be read in full"
     )
+    unreadable = (
+        "[ONNXRuntimeError] : 1 : FAIL : Load model from /x/model.onnx failed:SystemError : 13"
+    )
+    assert onnxruntime_reason(RuntimeError(unreadable)) == "Permission denied"
     protobuf = (
         "[ONNXRuntimeError] : 7 : INVALID_PROTOBUF : Load model from /a b/model.onnx "
         "failed:Protobuf parsing failed."

@@ -283,6 +283,29 @@ def test_other_files_in_the_records_folder_are_left_alone(
     assert sorted(Path(p).name for p in left) == ["model.onnx", "tokenizer.json"]
 
 
+@pytest.mark.parametrize("kind", ["fifo", "dev-zero"])
+def test_a_record_that_is_no_regular_file_means_hashing(
+    records: Path, settled: Path, reads: list[str], kind: str
+) -> None:
+    """A FIFO in a record's place would block the load, a link to /dev/zero fill the memory."""
+    import threading
+
+    model = settled / "model.onnx"
+    digest = read_manifest(settled).files["model.onnx"]["sha256"]
+    record = verified._record_path(model, digest)
+    assert record is not None
+    record.parent.mkdir(parents=True)
+    if kind == "fifo":
+        os.mkfifo(record)
+    else:
+        record.symlink_to("/dev/zero")
+    done = threading.Thread(target=check, args=(settled,), daemon=True)
+    done.start()
+    done.join(timeout=30)
+    assert not done.is_alive(), "the load blocked on the record"
+    assert "model.onnx" in reads  # hashed, as without a record
+
+
 def test_a_recorded_file_that_cannot_be_read_is_named(
     records: Path, settled: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
