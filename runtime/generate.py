@@ -13,6 +13,7 @@ the same decoder and returns whole sequences only.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Iterator, Sequence
 from typing import Any
@@ -21,6 +22,7 @@ import numpy as np
 
 from .beam import Hypothesis, beam_search
 from .decoder import open_decoder
+from .draft import DRAFT_TOKENS
 from .errors import EdgeError
 from .modes import resolve_user_settings
 from .prompts import PromptFitter, prompt_list
@@ -40,6 +42,16 @@ from .settings import GenerationOptions, SamplingSettings
 from .steps import Logprobs, TokenSteps
 from .stream import RowText
 from .tokenizer import Tokenizer
+
+# Logits one model call may hold (rows x positions x vocabulary, float32): 256 MiB, as scoring.
+# A larger list of prompts runs as consecutive batches of at most :func:`batch_rows` rows; each
+# row has its own random generator, so the results equal one big batch's.
+BATCH_LOGITS_BUDGET = 1 << 26
+
+
+def batch_rows(vocab: int, positions: int = 1) -> int:
+    """Most rows one batch runs, for logits of ``positions`` positions per row."""
+    return max(1, BATCH_LOGITS_BUDGET // (vocab * positions))
 
 
 class RowState:
@@ -270,9 +282,27 @@ class Generator:
         ids = [self._fitted(p, options) for p in prompts]
         rows = [i for i in ids for _ in range(n)]
         rngs = [sequence_rng(sampler.settings.seed, j) for _ in ids for j in range(n)]
-        return stream_generate(
-            self.session, self.tokenizer, rows, sampler, options, self.eos_id, self.pad_id, rngs
-        )
+        positions = 1 + DRAFT_TOKENS if options.draft else 1  # a draft's verify call
+        size = batch_rows(self.session.arch.vocab_size, positions)
+        return self._batches(rows, rngs, size, sampler, options)
+
+    def _batches(
+        self,
+        rows: list[np.ndarray],
+        rngs: list[np.random.Generator],
+        size: int,
+        sampler: Sampler,
+        options: GenerationOptions,
+    ) -> Iterator[StreamEvent]:
+        """:func:`stream_generate` over consecutive batches of ``size`` rows, rows numbered
+        across all of them."""
+        for start in range(0, len(rows), size):
+            end = start + size
+            for event in stream_generate(
+                self.session, self.tokenizer, rows[start:end], sampler, options, self.eos_id,
+                self.pad_id, rngs[start:end],
+            ):  # fmt: skip
+                yield dataclasses.replace(event, row=event.row + start) if start else event
 
     def _fitted(self, prompt: str, options: GenerationOptions) -> np.ndarray:
         ids = self.prompt_ids(prompt, options)
@@ -287,6 +317,15 @@ class Generator:
         self, prompts: list[str], sampling: SamplingSettings, options: GenerationOptions
     ) -> list[GenerationResult]:
         ids = [self._fitted(p, options) for p in prompts]
+        size = max(1, batch_rows(self.session.arch.vocab_size) // options.num_beams)
+        results = []
+        for start in range(0, len(ids), size):
+            results.extend(self._beam_batch(ids[start : start + size], sampling, options))
+        return results
+
+    def _beam_batch(
+        self, ids: list[np.ndarray], sampling: SamplingSettings, options: GenerationOptions
+    ) -> list[GenerationResult]:
         limits = [budget(i.size, self.context_length, options) for i in ids]
         width = max(i.size for i in ids) + max(b for b, _ in limits)
         eos = None if options.ignore_eos else self.eos_id
@@ -311,7 +350,7 @@ class Generator:
         shown = beam.tokens[:-1] if reason == "eos" else beam.tokens
         logprobs = None
         if options.logprobs is not None:
-            decode = self.tokenizer.decode
+            decode = self.tokenizer.decode_unchecked
             logprobs = []
             for token, (logprob, ids, values) in zip(beam.tokens, beam.logprobs, strict=True):
                 top = [
@@ -321,10 +360,10 @@ class Generator:
                 logprobs.append(TokenLogprob(token, decode([token]), logprob, tuple(top)))
         # The search's time, shared by its beams: prefill, then the steps after the first.
         timings = Timings(clock[0], clock[1], len(beam.tokens) - 1)
+        text = self.tokenizer.decode_unchecked([int(t) for t in shown])
         return GenerationResult(
-            self.tokenizer.decode(shown), list(beam.tokens), reason, prompt_len, timings,
-            logprobs, beam.score,
-        )  # fmt: skip
+            text, list(beam.tokens), reason, prompt_len, timings, logprobs, beam.score
+        )
 
     def score(self, text: str, context: str | None = None, logprobs: int = 0) -> ScoreResult:
         """The log-probability of each token of ``text``, after ``context`` if given.
@@ -367,10 +406,20 @@ class Generator:
 
     def prompt_ids(self, prompt: str, options: GenerationOptions) -> np.ndarray:
         """The prompt's token ids fitted to the context (:meth:`.prompts.PromptFitter.ids`)."""
+        _check_options("prompt_ids", options)
+        if not isinstance(prompt, str):
+            raise EdgeError(f"A prompt must be a string, got {type(prompt).__name__}.")
         return self._prompts.ids(prompt, options.truncate, self._room(options))
 
-    def fit(self, ids: np.ndarray, options: GenerationOptions) -> np.ndarray:
-        """Apply the context bound to prompt ids (:meth:`.prompts.PromptFitter.fit`)."""
+    def fit(self, ids: np.ndarray | Sequence[int], options: GenerationOptions) -> np.ndarray:
+        """Apply the context bound to prompt ids (:meth:`.prompts.PromptFitter.fit`).
+
+        Raises:
+            EdgeError: ``ids`` is not a non-empty list or 1-D array of ids the model has, or
+                ``options`` is not a :class:`.settings.GenerationOptions`, or the ids do not fit.
+        """
+        _check_options("fit", options)
+        ids = _prompt_array(ids, self.session.arch.vocab_size)
         return self._prompts.fit(ids, options.truncate, self._room(options))
 
     def _room(self, options: GenerationOptions) -> int:
@@ -390,6 +439,32 @@ class Generator:
                 f"tokens, got {options.max_new_tokens}."
             )
         return options.max_new_tokens
+
+
+def _check_options(method: str, options: object) -> None:
+    if not isinstance(options, GenerationOptions):
+        raise EdgeError(
+            f"{method}() takes GenerationOptions as its options, got {type(options).__name__}."
+        )
+
+
+def _prompt_array(ids: object, vocab: int) -> np.ndarray:
+    """Prompt ids as a (T,) int64 array; EdgeError unless a non-empty list or 1-D integer
+    array of ids in [0, vocab)."""
+    rule = f"Prompt ids must be a non-empty list of integers from 0 to {vocab - 1}"
+    if isinstance(ids, (list, tuple)):
+        for i in ids:
+            if not (type(i) is int or isinstance(i, np.integer)) or not 0 <= i < vocab:
+                shown = repr(int(i) if isinstance(i, np.integer) else i)
+                raise EdgeError(f"{rule}, got {shown if len(shown) <= 30 else type(i).__name__}.")
+        ids = np.asarray(ids, dtype=np.int64)
+    if not isinstance(ids, np.ndarray):
+        raise EdgeError(f"{rule}, got {type(ids).__name__}.")
+    if ids.ndim != 1 or not ids.size or not np.issubdtype(ids.dtype, np.integer):
+        raise EdgeError(f"{rule}, got a {ids.ndim}-D {ids.dtype} array of {ids.size} items.")
+    if ids.min() < 0 or ids.max() >= vocab:
+        raise EdgeError(f"{rule}, got {int(ids[(ids < 0) | (ids >= vocab)][0])}.")
+    return ids.astype(np.int64, copy=False)
 
 
 def _one_sequence(method: str, settings: dict[str, Any]) -> dict[str, Any]:

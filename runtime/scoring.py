@@ -35,16 +35,16 @@ def token_logprobs(
         tokenizer: for the tokens' text.
     """
     logp = log_softmax(logits)  # (N, V)
+    # Ids from the model's own rows: a padded vocabulary may hold more than the tokenizer's.
+    text = tokenizer.decode_unchecked
     out = []
     for row, token in zip(logp, tokens, strict=True):
         best: tuple[TopLogprob, ...] = ()
         if top:
             ids = np.argpartition(row, row.size - top)[-top:]
             ids = ids[np.argsort(-row[ids], kind="stable")]
-            best = tuple(TopLogprob(int(i), tokenizer.decode([int(i)]), float(row[i])) for i in ids)
-        out.append(
-            TokenLogprob(int(token), tokenizer.decode([int(token)]), float(row[token]), best)
-        )
+            best = tuple(TopLogprob(int(i), text([int(i)]), float(row[i])) for i in ids)
+        out.append(TokenLogprob(int(token), text([int(token)]), float(row[token]), best))
     return out
 
 

@@ -63,8 +63,15 @@ _INT_RULES: dict[str, str] = {
 }
 
 
+def _shown(value: object) -> str:
+    """Plain numbers (and numpy's) as written; anything else by repr, so that a wrong type shows:
+    str(Decimal("0.5")) would read as the very number it is refused for not being."""
+    plain = type(value) in (int, float, bool) or isinstance(value, np.generic)
+    return str(value) if plain else repr(value)
+
+
 def _invalid(name: str, rule: str, value: object) -> EdgeError:
-    shown = repr(value) if isinstance(value, str) else str(value)
+    shown = _shown(value)
     if len(shown) > 60:
         shown = type(value).__name__
     return EdgeError(f"{name} must be {rule}, got {shown}.")
@@ -341,8 +348,7 @@ def check_threads(threads: object) -> int | None:
         return None
     cpus = available_cpus()
     if not _is_int(threads):
-        shown = repr(threads) if isinstance(threads, str) else str(threads)
-        raise EdgeError(f"threads must be an integer from 1 to {cpus}, got {shown}.")
+        raise EdgeError(f"threads must be an integer from 1 to {cpus}, got {_shown(threads)}.")
     if not 1 <= threads <= cpus:  # type: ignore[operator]
         raise EdgeError(
             f"threads must be from 1 to {cpus} (the CPUs this process may use), got {threads}."

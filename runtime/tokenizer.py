@@ -51,7 +51,7 @@ class Tokenizer:
         GPT-2's), made only for a prompt long enough to need :attr:`max_token_chars`."""
         return max(map(len, self._tok.get_vocab(with_added_tokens=True)), default=1)
 
-    @property
+    @cached_property
     def token_count(self) -> int:
         """How many distinct tokens there are, added ones included."""
         return self._tok.get_vocab_size(with_added_tokens=True)
@@ -75,6 +75,8 @@ class Tokenizer:
         ``add_special_tokens=False`` skips the tokenizer's post-processor additions, as
         transformers' ``GPT2TokenizerFast(text)`` does (the perplexity evaluation needs that).
         """
+        if not isinstance(text, str):
+            raise EdgeError(f"encode() takes a string, got {type(text).__name__}.")
         try:
             text.encode("utf-8")  # lone surrogates (from undecodable argv bytes) fail here
         except UnicodeEncodeError:
@@ -100,8 +102,39 @@ class Tokenizer:
         return text[cuts[-1] :] if cuts else text[start:]
 
     def decode(self, ids: Sequence[int] | np.ndarray) -> str:
-        """The text of ``ids`` (special tokens kept)."""
-        return self._tok.decode([int(i) for i in ids], skip_special_tokens=SKIP_SPECIAL_TOKENS)
+        """The text of ``ids`` (special tokens kept).
+
+        Raises:
+            EdgeError: ``ids`` is not a list (or 1-D integer array) of ints in [0, token_count).
+        """
+        return self.decode_unchecked(self._checked_ids(ids))
+
+    def decode_unchecked(self, ids: list[int]) -> str:
+        """:meth:`decode` of ids already known to be ints (the model's own tokens); an id the
+        tokenizer lacks (a model's padded vocabulary) decodes to nothing."""
+        return self._tok.decode(ids, skip_special_tokens=SKIP_SPECIAL_TOKENS)
+
+    def _checked_ids(self, ids: object) -> list[int]:
+        """``ids`` as a list of ints in [0, token_count); EdgeError otherwise. One vectorized
+        check for an array, one cheap pass for a list (decode runs per reported token)."""
+        count = self.token_count
+        if isinstance(ids, np.ndarray):
+            if ids.ndim != 1 or not np.issubdtype(ids.dtype, np.integer):
+                raise EdgeError(
+                    f"decode() takes a 1-D array of integer token ids, got a {ids.ndim}-D "
+                    f"{ids.dtype} array."
+                )
+            if ids.size and (ids.min() < 0 or ids.max() >= count):
+                bad = ids[(ids < 0) | (ids >= count)][0]
+                raise _bad_id(bad, count)
+            return ids.tolist()
+        if not isinstance(ids, (list, tuple, range)):
+            raise EdgeError(f"decode() takes a list of token ids, got {type(ids).__name__}.")
+        for i in ids:
+            # bool is no token id; type() rather than isinstance keeps this pass cheap.
+            if not (type(i) is int or isinstance(i, np.integer)) or not 0 <= i < count:
+                raise _bad_id(i, count)
+        return [int(i) for i in ids]
 
     def stream(self) -> TextStream:
         """A fresh incremental detokenizer."""
@@ -124,7 +157,7 @@ class TextStream:
 
     def push(self, token_id: int) -> str:
         """Add one token; return the newly completed text ("" while a character is incomplete)."""
-        self.ids.append(token_id)
+        self.ids.append(int(token_id))
         piece = self._stream.step(self._backend, token_id)
         if not piece:
             return ""
@@ -136,7 +169,7 @@ class TextStream:
 
         Bytes that never completed a character decode to U+FFFD here, exactly as in ``decode``.
         """
-        full = self._tokenizer.decode(self.ids)
+        full = self._tokenizer.decode_unchecked(self.ids)
         if not full.startswith(self.text):
             # Only a decoder that rewrites earlier text could get here; the joined pieces would
             # then differ from the full decode, which callers rely on.
@@ -144,3 +177,9 @@ class TextStream:
         rest = full[len(self.text) :]
         self.text = full
         return rest
+
+
+def _bad_id(value: object, count: int) -> EdgeError:
+    value = int(value) if isinstance(value, np.integer) else value
+    shown = repr(value) if len(repr(value)) <= 30 else type(value).__name__
+    return EdgeError(f"A token id must be an integer from 0 to {count - 1}, got {shown}.")

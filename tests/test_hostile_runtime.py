@@ -598,3 +598,106 @@ def test_huge_stdin_through_a_real_bundle(tiny_optimum_export: Path) -> None:
     assert cut.returncode == 0, cut.stderr
     result = json.loads(cut.stdout)
     assert result["prompt_tokens"] == 126 and result["finish_reason"] in ("length", "eos")
+
+
+# --- Large batches, public helpers and value formatting -------------------------------------------
+
+
+def test_a_large_batch_runs_in_bounded_batches_with_the_same_results(
+    tokenizer: Tokenizer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from gpt2_edge.runtime import generate as generate_module
+
+    prompts = [f"row {i} says" for i in range(7)]
+    settings = {"max_new_tokens": 4, "temperature": 0.8, "seed": 3, "num_return_sequences": 2}
+    whole = fake(tokenizer).generate_batch(prompts, **settings)
+    gen = fake(tokenizer)
+    widest: list[int] = []
+    step = gen.session.step  # type: ignore[attr-defined]
+    monkeypatch.setattr(
+        gen.session, "step", lambda ids, *a: widest.append(len(ids)) or step(ids, *a)
+    )
+    vocab = gen.session.arch.vocab_size
+    monkeypatch.setattr(generate_module, "BATCH_LOGITS_BUDGET", 3 * vocab)  # 3 rows a batch
+    chunked = gen.generate_batch(prompts, **settings)
+    assert max(widest) == 3
+    assert [(r.text, r.tokens) for r in chunked] == [(r.text, r.tokens) for r in whole]
+    rows = {e.row for e in gen.stream_events(prompts, **settings)}
+    assert rows == set(range(14))
+    widest.clear()
+    beams = gen.generate_batch(prompts, max_new_tokens=3, num_beams=2)
+    assert max(widest) <= 2 and len(beams) == len(prompts)
+    assert [r.tokens for r in beams] == [
+        r.tokens for r in fake(tokenizer).generate_batch(prompts, max_new_tokens=3, num_beams=2)
+    ]
+
+
+@pytest.mark.parametrize(
+    ("call", "fragment"),
+    [
+        (lambda t: t.decode([-1]), "got -1"),
+        (lambda t: t.decode([2**64]), "from 0 to 50256"),
+        (lambda t: t.decode([10**9]), "got 1000000000"),
+        (lambda t: t.decode([1.7]), "got 1.7"),
+        (lambda t: t.decode([True]), "got True"),
+        (lambda t: t.decode("abc"), "got str"),
+        (lambda t: t.decode(None), "got NoneType"),
+        (lambda t: t.decode(np.array([1.0])), "float64"),
+        (lambda t: t.decode(np.array([[1]])), "2-D"),
+        (lambda t: t.decode(np.array([5, 50257])), "got 50257"),
+        (lambda t: t.encode(b"hi"), "got bytes"),
+        (lambda t: t.encode(None), "got NoneType"),
+    ],
+)
+def test_tokenizer_wrong_input_is_a_sentence(
+    tokenizer: Tokenizer, call: Any, fragment: str
+) -> None:
+    with pytest.raises(EdgeError) as info:
+        call(tokenizer)
+    assert fragment in str(info.value), str(info.value)
+
+
+def test_tokenizer_decode_takes_lists_and_integer_arrays(tokenizer: Tokenizer) -> None:
+    ids = tokenizer.encode("Hello world")
+    assert tokenizer.decode(ids) == tokenizer.decode(ids.tolist()) == "Hello world"
+    assert tokenizer.decode(tuple(np.int32(i) for i in ids)) == "Hello world"
+    assert tokenizer.decode([]) == tokenizer.decode(EMPTY) == ""
+
+
+@pytest.mark.parametrize(
+    ("call", "fragment"),
+    [
+        (lambda g: g.fit([1, 2, 3], None), "GenerationOptions"),
+        (lambda g: g.fit([1, 2, 3], {"truncate": "left"}), "got dict"),
+        (lambda g: g.fit(None, GenerationOptions()), "got NoneType"),
+        (lambda g: g.fit([], GenerationOptions()), "non-empty"),
+        (lambda g: g.fit([1, -2], GenerationOptions()), "got -2"),
+        (lambda g: g.fit([1, 2.0], GenerationOptions()), "got 2.0"),
+        (lambda g: g.fit(np.array([1, 10**6]), GenerationOptions()), "got 1000000"),
+        (lambda g: g.fit(np.array([0.5]), GenerationOptions()), "float64"),
+        (lambda g: g.prompt_ids("hi", None), "GenerationOptions"),
+        (lambda g: g.prompt_ids(b"hi", GenerationOptions()), "got bytes"),
+    ],
+)
+def test_generator_helpers_wrong_input_is_a_sentence(
+    tokenizer: Tokenizer, call: Any, fragment: str
+) -> None:
+    with pytest.raises(EdgeError) as info:
+        call(fake(tokenizer))
+    assert fragment in str(info.value), str(info.value)
+
+
+def test_generator_fit_takes_lists_and_arrays(tokenizer: Tokenizer) -> None:
+    gen = fake(tokenizer)
+    options = GenerationOptions()
+    assert gen.fit([1, 2, 3], options).tolist() == [1, 2, 3]
+    fitted = gen.fit(np.array([4, 5], dtype=np.int32), options)
+    assert fitted.dtype == np.int64 and fitted.tolist() == [4, 5]
+
+
+def test_a_decimal_setting_is_shown_as_what_it_is(tokenizer: Tokenizer) -> None:
+    from decimal import Decimal
+
+    with pytest.raises(EdgeError) as info:
+        fake(tokenizer).generate("x", temperature=Decimal("0.5"))
+    assert "got Decimal('0.5')" in str(info.value), str(info.value)
