@@ -1,7 +1,8 @@
 """``gpt2-pack``: parse the flags and call :func:`make_pack` with arguments of the same names.
 
 Each step is one line on stderr; a user's mistake is one sentence and exit code 1 (nothing is
-left at the output), a command line that cannot be parsed exit code 2, Ctrl-C exit code 130.
+left at the output), a command line that cannot be parsed exit code 2, Ctrl-C exit code 130,
+SIGTERM 143 and SIGHUP 129 (each after removing the partial pack).
 """
 
 from __future__ import annotations
@@ -15,18 +16,21 @@ try:  # Ctrl-C while the libraries load ends the command as a later one does: 13
     import typer
     from gpt2_edge.runtime.cli_errors import VERSION_HELP, EdgeCommand, show_version, user_errors
 
-    from .make import make_pack
+    from .make import HungUp, make_pack
     from .platforms import DEFAULT_PYTHON, PLATFORMS
 except KeyboardInterrupt:
     sys.stderr.write("\n")
     raise SystemExit(130) from None
 
+EXIT_HUNG_UP = 129  # 128 + SIGHUP, as a process ended by the signal would exit
 app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
 
 
 @app.command(cls=EdgeCommand)
 def pack(
-    bundle: Annotated[Path, typer.Argument(help="The bundle folder to ship.", show_default=False)],
+    # A str, not a Path: typer turns "" into ".", which would then be packed (or refused) as the
+    # current folder.
+    bundle: Annotated[str, typer.Argument(help="The bundle folder to ship.", show_default=False)],
     platform: Annotated[
         str,
         typer.Option(
@@ -52,10 +56,15 @@ def pack(
     ] = False,
 ) -> None:
     """Write an offline install folder for a device: the bundle, every wheel, install.sh."""
-    with user_errors("\nInterrupted; no pack was written."):
-        result = make_pack(
-            bundle, platform, python, output, log=lambda line: typer.echo(line, err=True)
-        )
+    interrupted = "\nInterrupted; no pack was written."
+    with user_errors(interrupted):
+        try:
+            result = make_pack(
+                bundle, platform, python, output, log=lambda line: typer.echo(line, err=True)
+            )
+        except HungUp:  # user_errors knows SIGTERM's 143, not SIGHUP's 129
+            typer.echo(interrupted, err=True)
+            raise typer.Exit(EXIT_HUNG_UP) from None
         for notice in result.notices:
             typer.echo(f"Note: {notice}", err=True)
         typer.echo(str(result.folder))

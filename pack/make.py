@@ -8,14 +8,17 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import textwrap
+import threading
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from gpt2_edge.runtime.bundle import MANIFEST, Manifest, load_bundle, sha256_of, verify_files
-from gpt2_edge.runtime.errors import EdgeError
+from gpt2_edge.runtime.errors import EdgeError, Terminated
 from gpt2_edge.runtime.precision import Precision
 
 from . import scripts
@@ -24,6 +27,11 @@ from .wheels import download_dependencies, own_wheel
 
 MODELS = "models"  # gpt2-generate run from the pack folder finds the bundle here by itself
 WHEELS = "wheels"
+NAMED_AT_MOST = 5  # files left out, named in the note
+
+
+class HungUp(Terminated):
+    """SIGHUP (the terminal closed) raised as an interrupt; the command exits 129."""
 
 
 @dataclass
@@ -59,7 +67,7 @@ def make_pack(
     """
     say = log or (lambda line: None)
     target = resolve_target(platform, python)
-    source = Path(bundle)
+    source = check_source(bundle)
     name = source.resolve().name
     default = f"{name}-{target.platform.name}-{target.cpython_tag}"
     out = Path(output if output is not None else default)
@@ -67,6 +75,22 @@ def make_pack(
     say(f"Checking {source} (sizes and SHA-256)")
     manifest = check_bundle(source)
     staging = out.parent / f".{out.name}.partial-{uuid.uuid4().hex[:8]}"
+    with _signals_as_interrupt():
+        pack = _assemble(source, manifest, target, out, staging, say)
+    say(f"Wrote {out}: copy it to the device and run sh install.sh there")
+    return pack
+
+
+def _assemble(
+    source: Path,
+    manifest: Manifest,
+    target: Target,
+    out: Path,
+    staging: Path,
+    say: Callable[[str], None],
+) -> Pack:
+    """Write the pack in ``staging`` and rename it to ``out``; remove ``staging`` on any failure."""
+    name = source.resolve().name
     try:
         staging.mkdir(parents=True)
         wheels = staging / WHEELS
@@ -77,7 +101,8 @@ def make_pack(
         download_dependencies(target, own, wheels)
         say(f"Copying the bundle to {out / MODELS / name}")
         copy_bundle(source, manifest, staging / MODELS / name)
-        pack = Pack(out, target, name, wheel_versions(wheels), notices(manifest, target))
+        found = [*left_out(source, manifest), *notices(manifest, target)]
+        pack = Pack(out, target, name, wheel_versions(wheels), found)
         write_texts(staging, pack, manifest)
         os.rename(staging, out)
     except OSError as exc:  # a full disk, a folder that cannot be written
@@ -87,8 +112,45 @@ def make_pack(
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
-    say(f"Wrote {out}: copy it to the device and run sh install.sh there")
     return pack
+
+
+@contextmanager
+def _signals_as_interrupt() -> Iterator[None]:
+    """Turn SIGTERM (a plain ``kill``) and SIGHUP into interrupts, so the staging is removed.
+
+    Their default action ends the process at once, leaving the partial wheels beside the output.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield  # signal handlers can only be set from the main thread
+        return
+
+    def terminated(signum: int, frame: object) -> None:
+        raise HungUp if signum == signal.SIGHUP else Terminated
+
+    previous = {sig: signal.signal(sig, terminated) for sig in (signal.SIGTERM, signal.SIGHUP)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def check_source(bundle: str | os.PathLike[str]) -> Path:
+    """``bundle`` as a path, refused unless it is a bundle folder (checked before the output)."""
+    if not os.fspath(bundle):
+        raise EdgeError("The bundle path is empty; pass the folder that gpt2-export wrote.")
+    source = Path(bundle)
+    if not source.exists():
+        raise EdgeError(f"Bundle folder {source} does not exist.")
+    if not source.is_dir():
+        raise EdgeError(f"{source} is a file, not a bundle folder; pass the folder that holds it.")
+    if not (source / MANIFEST).is_file():
+        raise EdgeError(
+            f"{source} has no {MANIFEST}; gpt2-pack ships gpt2-edge bundles, whose files carry "
+            "checksums: export it with gpt2-export first."
+        )
+    return source
 
 
 def check_output(out: Path, source: Path) -> None:
@@ -101,11 +163,6 @@ def check_output(out: Path, source: Path) -> None:
 
 def check_bundle(source: Path) -> Manifest:
     """The bundle's manifest, after checking every file's size and SHA-256 against it."""
-    if source.is_dir() and not (source / MANIFEST).is_file():
-        raise EdgeError(
-            f"{source} has no {MANIFEST}; gpt2-pack ships gpt2-edge bundles, whose files carry "
-            "checksums: export it with gpt2-export first."
-        )
     return load_bundle(source, check_hashes=True).manifest
 
 
@@ -117,6 +174,28 @@ def copy_bundle(source: Path, manifest: Manifest, dest: Path) -> None:
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(source / name, target)
     verify_files(dest, manifest, check_hashes=True)
+
+
+def left_out(source: Path, manifest: Manifest) -> list[str]:
+    """A note naming the files in the bundle folder that bundle.json does not list.
+
+    Only listed files carry checksums, so only they are copied; the user should know the rest
+    stays behind.
+    """
+    listed = {MANIFEST, *manifest.files}
+    extra = sorted(
+        path.relative_to(source).as_posix()
+        for path in source.rglob("*")
+        if not path.is_dir() and path.relative_to(source).as_posix() not in listed
+    )
+    if not extra:
+        return []
+    named = ", ".join(extra[:NAMED_AT_MOST])
+    more = f" and {len(extra) - NAMED_AT_MOST} more" if len(extra) > NAMED_AT_MOST else ""
+    return [
+        f"{source} holds files that {MANIFEST} does not list, which are not in the pack: "
+        f"{named}{more}."
+    ]
 
 
 def wheel_versions(wheels: Path) -> dict[str, str]:

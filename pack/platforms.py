@@ -23,6 +23,7 @@ from gpt2_edge.runtime.errors import EdgeError
 MIN_ONNXRUNTIME = "1.23.2"
 DEFAULT_PYTHON = "3.11"  # Debian 12 and Raspberry Pi OS 12 (bookworm) ship 3.11
 OLDEST_PYTHON = (3, 11)  # onnxruntime's current releases start there
+NEWEST_PYTHON = (3, 14)  # and end there (a newer CPython has no wheels yet)
 # glibc 2.28: onnxruntime's wheels are manylinux_2_28 (Debian 10+, Ubuntu 20.04+, RHEL 8+);
 # the other packages' wheels may be tagged for any older glibc down to 2.17 (manylinux2014), and
 # pip (23.2) matches a --platform tag literally, so every one is passed.
@@ -112,10 +113,16 @@ def resolve_python(version: str) -> str:
             f"--python takes the device's CPython version as 3.X (e.g. 3.11), got '{version}'."
         )
     minor = int(match.group(1))
-    if (3, minor) < OLDEST_PYTHON:
-        oldest = ".".join(map(str, OLDEST_PYTHON))
+    oldest, newest = (".".join(map(str, v)) for v in (OLDEST_PYTHON, NEWEST_PYTHON))
+    if (3, minor) > NEWEST_PYTHON:  # refused here, not after building and a pip run
         raise EdgeError(
-            f"onnxruntime's current releases publish wheels for CPython {oldest} to 3.14, not "
+            f"onnxruntime's current releases publish wheels for CPython {oldest} to {newest}, "
+            f"not 3.{minor} (none is published for it yet); install Python {oldest} to {newest} on "
+            "the device and pass its version as --python."
+        )
+    if (3, minor) < OLDEST_PYTHON:
+        raise EdgeError(
+            f"onnxruntime's current releases publish wheels for CPython {oldest} to {newest}, not "
             f"3.{minor} (the last for 3.10 was 1.23.2); install Python {oldest} or newer on the "
             f"device (Debian 12 and Raspberry Pi OS 12 ship 3.11) and pass --python {oldest}."
         )

@@ -51,6 +51,8 @@ UNKNOWN = [
 BAD_PYTHONS = [
     ("3.10", "the last for 3.10 was 1.23.2"),
     ("3.9", "3.11 to 3.14"),
+    ("3.15", r"3\.11 to 3\.14, not 3\.15 \(none is published"),
+    ("3.99", "3.11 to 3.14, not 3.99"),
     *((bad, "3.X") for bad in ("2.7", "3", "3.11.4", "python", "")),
 ]
 
@@ -255,6 +257,93 @@ def test_bad_bundles_and_outputs_are_refused_before_any_download(
     assert not (bundle / "pack").exists()
 
 
+@pytest.mark.parametrize(
+    ("source", "says"),
+    [("/", "^/ has no bundle.json; gpt2-pack ships"),
+     ("", "^The bundle path is empty"),
+     ("file", "is a file, not a bundle folder")],
+)  # fmt: skip
+def test_a_source_that_is_no_bundle_is_named_before_the_output(
+    source: str, says: str, tmp_path: Path, fake_pip: list, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)  # "" and "/" hold the output: the bundle is what is wrong
+    if source == "file":
+        source = str(tmp_path / "file")
+        Path(source).write_text("not a bundle")
+    with pytest.raises(EdgeError, match=says):
+        make_pack(source, "linux_x86_64", output="o1")
+    assert fake_pip == []
+
+
+def test_files_the_manifest_does_not_list_are_named_in_a_note(
+    bundle: Path, tmp_path: Path, fake_pip: list
+) -> None:
+    source = shutil.copytree(bundle, tmp_path / "mine")
+    (source / "notes.txt").write_text("mine")
+    (source / "extra").mkdir()
+    (source / "extra" / "lora.bin").write_bytes(b"weights")
+    out = tmp_path / "p"
+    result = runner.invoke(app, [str(source), "--platform", "linux_aarch64", "-o", str(out)])
+    assert result.exit_code == 0, result.stderr
+    notes = [line for line in result.stderr.splitlines() if line.startswith("Note: ")]
+    assert len(notes) == 1
+    assert "does not list, which are not in the pack: extra/lora.bin, notes.txt." in notes[0]
+    assert (out / "models" / "mine").is_dir() and not (
+        out / "models" / "mine" / "notes.txt"
+    ).exists()
+
+
+def test_a_bundle_of_listed_files_only_gets_no_note(bundle: Path) -> None:
+    assert make_module.left_out(bundle, read_manifest(bundle)) == []
+
+
+_SLOW_PACK = """
+import sys, time
+from gpt2_edge.pack import cli, make
+
+def own(dest):
+    wheel = dest / "gpt2_edge-0.1.0-py3-none-any.whl"
+    wheel.write_bytes(b"wheel")
+    return wheel
+
+def slow_download(target, own, dest):
+    (dest / "onnxruntime-1.32.0-cp311-cp311-manylinux_2_28_x86_64.whl").write_bytes(b"part")
+    print("fake download started", file=sys.stderr, flush=True)
+    time.sleep(120)
+
+make.own_wheel, make.download_dependencies = own, slow_download
+sys.argv[0] = "gpt2-pack"
+cli.main()
+"""
+
+
+@pytest.mark.parametrize(("signum", "code"), [("SIGTERM", 143), ("SIGHUP", 129)])
+def test_a_signal_during_the_download_leaves_nothing(
+    signum: str, code: int, bundle: Path, tmp_path: Path
+) -> None:
+    import signal
+
+    out = tmp_path / "work"
+    out.mkdir()
+    command = [sys.executable, "-c", _SLOW_PACK, str(bundle), "--platform", "linux_x86_64"]
+    proc = subprocess.Popen(
+        [*command, "-o", str(out / "o")], stderr=subprocess.PIPE, text=True, cwd=out
+    )
+    try:
+        lines = []
+        for line in proc.stderr:
+            lines.append(line)
+            if "fake download started" in line:
+                break
+        assert list(out.glob(".o.partial-*/wheels/onnxruntime-*")), lines
+        proc.send_signal(getattr(signal, signum))
+        assert proc.wait(timeout=60) == code, lines + proc.stderr.readlines()
+    finally:
+        proc.kill()
+        proc.wait()
+    assert list(out.iterdir()) == []  # no partial folder left beside the output
+
+
 def test_notice_for_full_8_bit_weights_on_x86_only(bundle: Path) -> None:
     manifest = read_manifest(bundle)
     vnni = {"dtype": "int8", "target": "avx512_vnni", "weights": {"reduce_range": False}}
@@ -395,6 +484,8 @@ def test_repack_refuses_a_distribution_without_wheel_metadata(tmp_path: Path) ->
     [(["b"], 2, "Missing option '--platform'"),
      (["b", "--platform", "linux_armv7l"], 1, "Error: onnxruntime publishes no wheels for 32-bit"),
      (["b", "--platform", "linux_aarch64", "--python", "3.10"], 1, "Error: onnxruntime's current"),
+     (["b", "--platform", "linux_x86_64", "--python", "3.99"], 1, "for CPython 3.11 to 3.14, not"),
+     (["", "--platform", "linux_x86_64"], 1, "Error: The bundle path is empty"),
      (["b", "--platform", "linux_aarch64", "--bogus"], 2, "No such option")],
 )  # fmt: skip
 def test_command_errors_are_one_line(args: list[str], code: int, says: str) -> None:
