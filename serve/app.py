@@ -84,6 +84,14 @@ class Api:
         too_big = ApiError(
             413, f"The request body is larger than {limit:,} bytes.", code="request_too_large"
         )
+        encoding = request.headers.get("content-encoding", "identity").strip().lower()
+        if encoding != "identity":
+            raise ApiError(
+                415,
+                f"The request body is {encoding[:40]!r}-encoded; this server reads only "
+                "unencoded bodies (no Content-Encoding).",
+                code="unsupported_encoding",
+            )
         length = request.headers.get("content-length", "")
         if length.isdigit() and int(length) > limit:
             raise too_big
@@ -255,4 +263,5 @@ def create_app(gen: Generator, config: ServeConfig) -> Starlette:
         lifespan=lifespan,
     )
     app.state.api = api
+    app.state.end_work = api.scheduler.stop  # the server's first step on shutdown (server.py)
     return app

@@ -23,6 +23,7 @@ from .protocol import GenerationRequest
 from .responses import (
     ChoiceText,
     Entry,
+    Offsets,
     chat_body,
     chat_chunk,
     chat_logprobs,
@@ -104,7 +105,12 @@ class Generation:
         return Job(loop, rows, Sampler(req.sampling), report, options.stop, eos, score, req.stream)
 
     def _choices(self, req: GenerationRequest) -> list[ChoiceText]:
-        return [ChoiceText(strip_space=req.chat) for _ in range(req.rows)]
+        def offsets(i: int) -> Offsets | None:
+            if req.chat or req.logprobs is None:
+                return None
+            return Offsets(self.gen.tokenizer, len(req.prompt_texts[i // req.n]) if req.echo else 0)
+
+        return [ChoiceText(strip_space=req.chat, offsets=offsets(i)) for i in range(req.rows)]
 
     async def _events(self, job: Job, req: GenerationRequest) -> AsyncIterator[Scored | Piece]:
         """The job's events one by one until every choice has finished."""
@@ -121,14 +127,19 @@ class Generation:
                 yield piece
 
     def _prompt_entries(self, req: GenerationRequest, scored: Scored) -> list[list[Entry]]:
-        decode = self.gen.tokenizer.decode
-        return [
-            [
-                Entry.of(t) if t is not None else Entry(decode([int(i)]), None, [])
-                for t, i in zip(s, p, strict=True)
-            ]
-            for s, p in zip(scored.prompts, req.prompts, strict=True)
-        ]
+        tokenizer = self.gen.tokenizer
+        entries = []
+        for tokens, prompt in zip(scored.prompts, req.prompts, strict=True):
+            offsets = Offsets(tokenizer)
+            entries.append(
+                [
+                    Entry.of(t, offsets.next(int(i)))
+                    if t is not None
+                    else Entry(tokenizer.decode([int(i)]), None, [], offsets.next(int(i)))
+                    for t, i in zip(tokens, prompt, strict=True)
+                ]
+            )
+        return entries
 
     async def _collect(self, job: Job, req: GenerationRequest) -> dict[str, Any]:
         choices = self._choices(req)
@@ -165,7 +176,6 @@ class Generation:
                 yield _sse(
                     completion_chunk(rid, model, i, req.prompt_texts[i // req.n], None, None, usage)
                 )
-        offsets = [len(req.prompt_texts[i // req.n]) if req.echo else 0 for i in range(req.rows)]
         try:
             async for event in self._events(job, req):
                 if isinstance(event, Scored):
@@ -185,9 +195,8 @@ class Generation:
                     shown = chat_logprobs([entry]) if entry is not None else None
                     yield _sse(chat_chunk(rid, model, i, delta, shown, finish, usage))
                 else:
-                    shown = completion_logprobs([entry], offsets[i]) if entry is not None else None
+                    shown = completion_logprobs([entry]) if entry is not None else None
                     yield _sse(completion_chunk(rid, model, i, text, shown, finish, usage))
-                offsets[i] += len(text)
         except ApiError as exc:
             yield _sse(error_body(exc.status, exc.message, exc.param, exc.code))
             return

@@ -7,7 +7,8 @@ The sampling settings and stop strings are validated by the runtime itself
 ignores (``top_p`` with temperature 0), as OpenAI's API does; this module checks the wire
 format's own fields (``prompt``, ``n``, ``stream``, ``echo``, ``logprobs``...). Unknown fields are
 ignored, as local OpenAI-compatible servers do, but a known OpenAI feature this server does not
-have (``suffix``, ``logit_bias``, ``best_of``, tools) is refused rather than silently dropped.
+have (``suffix``, ``logit_bias``, ``best_of``, tools), or a runtime setting the HTTP API does not
+take (``num_beams``, ``draft``, ``truncate``...), is refused rather than silently dropped.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import numpy as np
 from gpt2_edge.runtime.errors import EdgeError, PromptTooLong
 from gpt2_edge.runtime.generate import Generator
 from gpt2_edge.runtime.settings import (
+    GENERATOR_NAMES,
     MAX_LOGPROBS,
     MAX_SEQUENCES,
     SAMPLING_NAMES,
@@ -38,7 +40,9 @@ MAX_COMPLETION_LOGPROBS = 5  # OpenAI's bound for /v1/completions
 EXTRA_SETTINGS = ("top_k", "min_p", "repetition_penalty", "no_repeat_ngram_size", "ignore_eos")
 # The runtime's names for the settings whose wire names differ.
 RUNTIME_NAMES = {"max_new_tokens": "max_tokens", "num_return_sequences": "n"}
-# How the runtime's sentences about a prompt too long for the context end (runtime/prompts.py).
+# The runtime's settings that the HTTP API does not take (beams, drafting, truncation, its own
+# names for max_tokens and n): refused by name, so that nobody believes they took effect.
+RUNTIME_ONLY = tuple(n for n in GENERATOR_NAMES if n not in ("stop", "ignore_eos", "logprobs"))
 
 
 @dataclass(frozen=True)
@@ -88,7 +92,8 @@ def parse_json(body: bytes) -> dict[str, Any]:
     try:
         data = json.loads(text, parse_constant=_no_constant, parse_int=_integer)
     except json.JSONDecodeError as exc:
-        reason = f"{exc.msg[:1].lower()}{exc.msg[1:]} at line {exc.lineno}, column {exc.colno}"
+        msg = exc.msg.removesuffix(" at")  # "Unterminated string starting at": at the position
+        reason = f"{msg[:1].lower()}{msg[1:]} at line {exc.lineno}, column {exc.colno}"
         raise ApiError(400, f"The request body is not valid JSON: {reason}.") from None
     except _Refused as exc:
         raise ApiError(400, str(exc)) from None
@@ -159,8 +164,11 @@ def chat_request(body: dict[str, Any], gen: Generator, max_batch: int) -> Genera
         )
     elif body.get("top_logprobs") is not None:
         raise ApiError(400, "top_logprobs needs logprobs set to true.", "top_logprobs")
-    if body.get("max_completion_tokens") is not None:
-        body = {**body, "max_tokens": body["max_completion_tokens"]}
+    # Chat has no echo, so at least one new token; the field's own name in the sentence.
+    limit = "max_completion_tokens" if body.get("max_completion_tokens") is not None else None
+    if limit or body.get("max_tokens") is not None:
+        name = limit or "max_tokens"
+        body = {**body, "max_tokens": _int(body, name, 1, None)}
     if body.get("echo") is not None:
         raise ApiError(400, "echo is for /v1/completions; chat completions do not echo.", "echo")
     text = transcript(body.get("messages"))
@@ -177,6 +185,15 @@ def _request(
     logprobs: int | None,
     turn_stops: tuple[str, ...],
 ) -> GenerationRequest:
+    for name in RUNTIME_ONLY:
+        if body.get(name) is not None:
+            wire = RUNTIME_NAMES.get(name)
+            instead = f"; use {wire}" if wire else ""
+            raise ApiError(
+                400,
+                f"{name} is a gpt2-edge runtime setting this server does not take{instead}.",
+                name,
+            )
     stream = _bool(body, "stream", False)
     include_usage = _stream_options(body, stream)
     echo = _bool(body, "echo", False)
@@ -188,7 +205,7 @@ def _request(
     try:
         sampling, options = resolve_settings(gen.manifest.generation, **settings)
     except EdgeError as exc:
-        raise _from_edge(exc) from None
+        raise _from_edge(exc, body) from None
     if n > 1 and sampling.greedy:
         raise ApiError(
             400, "n > 1 needs sampling: greedy decoding (temperature 0) gives one answer.", "n"
@@ -203,17 +220,42 @@ def _request(
             f"takes at most {max_batch} at once (--max-batch).",
             "n" if n > 1 else "prompt",
         )
+    scoring = max_tokens == 0  # (with echo) no new position: the prompt may fill the context
     try:
         if given_ids is None:
-            ids = [gen.prompt_ids(t, options) for t in texts]
+            ids = [_fitted(gen, t, options, scoring) for t in texts]
         else:
-            ids = [gen.fit(i, options) for i in given_ids]
+            ids = [_fitted(gen, i, options, scoring) for i in given_ids]
             texts = [gen.tokenizer.decode(i) for i in ids]
     except EdgeError as exc:
         raise _prompt_error(exc, "messages" if chat else "prompt") from None
     return GenerationRequest(
         chat, ids, texts, n, sampling, options, max_tokens, stream, include_usage, echo
     )
+
+
+def _fitted(
+    gen: Generator, prompt: str | np.ndarray, options: GenerationOptions, scoring: bool
+) -> np.ndarray:
+    """A prompt's ids fitted to the context: the runtime keeps a position for a new token,
+    which scoring alone does not need."""
+    try:
+        return (
+            gen.fit(prompt, options)
+            if isinstance(prompt, np.ndarray)
+            else gen.prompt_ids(prompt, options)
+        )
+    except PromptTooLong:
+        limit, context = gen.max_prompt_chars, gen.context_length
+        if not scoring or (isinstance(prompt, str) and limit is not None and len(prompt) > limit):
+            raise
+    ids = prompt if isinstance(prompt, np.ndarray) else gen.encode(prompt)
+    if ids.size > context:
+        raise PromptTooLong(
+            f"The prompt is {ids.size} tokens long but the model's context is {context}, so at "
+            f"most {context} fit"
+        )
+    return ids
 
 
 def _prompts(prompt: Any, gen: Generator) -> tuple[list[str], list[np.ndarray] | None]:
@@ -293,21 +335,25 @@ def _is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-def _from_edge(exc: EdgeError) -> ApiError:
-    """The runtime's sentence as a 400, naming the wire field it is about."""
+def _from_edge(exc: EdgeError, body: dict[str, Any]) -> ApiError:
+    """The runtime's sentence as a 400, naming the wire field it is about and showing the value
+    given as JSON (the runtime shows Python's repr)."""
     message = str(exc)
     first = message.split(" ", 1)[0]
     for runtime, wire in RUNTIME_NAMES.items():
         message = message.replace(runtime, wire)
         first = wire if first == runtime else first
     known = {*SAMPLING_NAMES, *EXTRA_SETTINGS, "stop", "logprobs", "max_tokens", "n"}
+    if first in known and first in body:
+        shown = f", got {body[first]!r}."
+        if message.endswith(shown):
+            message = f"{message.removesuffix(shown)}, got {_value(body[first])}."
     return ApiError(400, message, first if first in known else None)
 
 
 def _kind(value: Any) -> str:
-    return {list: "an array", str: "a string", bool: "a boolean", type(None): "null"}.get(
-        type(value), "a number"
-    )
+    kinds = {dict: "an object", list: "an array", str: "a string", bool: "a boolean"}
+    return kinds.get(type(value), "null" if value is None else "a number")
 
 
 def _value(value: Any) -> str:

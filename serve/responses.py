@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from gpt2_edge.runtime.results import TokenLogprob
+from gpt2_edge.runtime.tokenizer import Tokenizer
 
 from .jobs import Piece
 
@@ -22,15 +23,45 @@ FINISH_REASONS = {"eos": "stop", "stop": "stop", "length": "length", "context": 
 @dataclass(frozen=True)
 class Entry:
     """One token's log-probability as a response shows it: its text, its value (None where
-    nothing precedes it) and the likeliest tokens at its position."""
+    nothing precedes it), the likeliest tokens at its position, and where it starts in the
+    choice's text (``text_offset``)."""
 
     text: str
     logprob: float | None
     top: list[tuple[str, float]]
+    offset: int = 0
 
     @classmethod
-    def of(cls, token: TokenLogprob) -> Entry:
-        return cls(token.text, token.logprob, [(t.text, t.logprob) for t in token.top])
+    def of(cls, token: TokenLogprob, offset: int = 0) -> Entry:
+        return cls(token.text, token.logprob, [(t.text, t.logprob) for t in token.top], offset)
+
+
+class Offsets:
+    """Where each token of a sequence starts in its text: the length of the whole characters
+    the tokens before it decode to (a character split over tokens counts once, when whole; a
+    token's own ``text`` would count U+FFFD for each of its parts). Streamed and whole answers
+    count alike, from the tokens alone.
+
+    Args:
+        tokenizer: the bundle's tokenizer.
+        base: the length of the text before the first token (the echoed prompt).
+    """
+
+    def __init__(self, tokenizer: Tokenizer, base: int = 0):
+        self._tokenizer, self._base = tokenizer, base
+        self._decoded = tokenizer.stream()  # releases whole tokens, once their characters are
+        self._held: list[int] = []  # tokens since its last release: an incomplete character
+
+    def next(self, token: int) -> int:
+        """The offset of ``token``, which comes next."""
+        # The held tokens' whole characters count; their incomplete tail decodes to U+FFFD.
+        held = self._tokenizer.decode(self._held).rstrip("\ufffd") if self._held else ""
+        offset = self._base + len(self._decoded.text) + len(held)
+        if self._decoded.push(token):
+            self._held.clear()
+        else:
+            self._held.append(token)
+        return offset
 
 
 @dataclass
@@ -43,6 +74,7 @@ class ChoiceText:
         entries: log-probabilities, when asked (the echoed prompt's first).
         finish: OpenAI's finish reason once the choice ended.
         strip_space: drop one leading space from the first text (chat replies; see ``chat.py``).
+        offsets: gives the entries' ``text_offset`` (completions with logprobs), else None.
     """
 
     text: str = ""
@@ -50,6 +82,7 @@ class ChoiceText:
     entries: list[Entry] = field(default_factory=list)
     finish: str | None = None
     strip_space: bool = False
+    offsets: Offsets | None = None
 
     def add(self, piece: Piece) -> tuple[str, Entry | None]:
         """Record one token; returns the text it adds and its log-probability entry."""
@@ -58,7 +91,10 @@ class ChoiceText:
         if self.strip_space and text:
             text, self.strip_space = text.removeprefix(" "), False
         self.text += text
-        entry = Entry.of(piece.logprob) if piece.logprob is not None else None
+        offset = 0
+        if self.offsets is not None and piece.token is not None:
+            offset = self.offsets.next(piece.token)
+        entry = Entry.of(piece.logprob, offset) if piece.logprob is not None else None
         if entry is not None:
             self.entries.append(entry)
         if piece.finish is not None:
@@ -83,17 +119,13 @@ def usage(prompt_tokens: int, completion_tokens: int) -> dict[str, int]:
     }
 
 
-def completion_logprobs(entries: list[Entry], offset: int = 0) -> dict[str, list[Any]]:
-    """The legacy completions ``logprobs`` object; ``text_offset`` counts from ``offset``."""
-    offsets = []
-    for entry in entries:
-        offsets.append(offset)
-        offset += len(entry.text)
+def completion_logprobs(entries: list[Entry]) -> dict[str, list[Any]]:
+    """The legacy completions ``logprobs`` object."""
     return {
         "tokens": [e.text for e in entries],
         "token_logprobs": [e.logprob for e in entries],
         "top_logprobs": [None if e.logprob is None else dict(e.top) for e in entries],
-        "text_offset": offsets,
+        "text_offset": [e.offset for e in entries],
     }
 
 

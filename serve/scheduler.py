@@ -239,16 +239,18 @@ class Scheduler:
         prompts = list({id(r.prompt): r.prompt for r in job.rows}.values())  # once per prompt
         bos = gen.bos_id
         pairs = []
-        for p in prompts:
-            context = np.array([bos], dtype=np.int64) if bos is not None else p[:1]
-            pairs.append((context, p if bos is not None else p[1:]))
+        # The start token conditions the first token, unless the prompt fills the context.
+        after_bos = [bos is not None and p.size < gen.context_length for p in prompts]
+        for p, first in zip(prompts, after_bos, strict=True):
+            context = np.array([bos], dtype=np.int64) if first else p[:1]
+            pairs.append((context, p if first else p[1:]))
         scorable = [i for i, (_, target) in enumerate(pairs) if target.size]
         results = score_ids(
             gen.session, [pairs[i] for i in scorable], top, gen.tokenizer, gen.pad_id
         )
         out: list[list] = [[None] for _ in prompts]  # a lone token with no start token
         for i, result in zip(scorable, results, strict=True):
-            out[i] = ([] if bos is not None else [None]) + list(result.logprobs)
+            out[i] = ([] if after_bos[i] else [None]) + list(result.logprobs)
         return out
 
     def _drop_gone(self) -> None:

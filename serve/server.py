@@ -4,14 +4,18 @@ run uvicorn on that socket."""
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 import socket
+from collections.abc import Callable
 
 import uvicorn
 from gpt2_edge.runtime.errors import EdgeError
 from starlette.applications import Starlette
 
-GRACEFUL_SHUTDOWN_S = 5  # open streams get this long after Ctrl-C before they are cut
+# After Ctrl-C the scheduler stops and open streams end; a client that stopped reading gets
+# this long before its connection is cut.
+GRACEFUL_SHUTDOWN_S = 5
 
 
 def bind(host: str, port: int) -> socket.socket:
@@ -51,12 +55,36 @@ def exposure_warning(sock: socket.socket, api_key: str | None) -> str | None:
     )
 
 
-def serve(app: Starlette, sock: socket.socket, log_level: str = "warning") -> None:
-    """Run ``app`` on ``sock`` until Ctrl-C or SIGTERM (blocks)."""
+class EndingServer(uvicorn.Server):
+    """A uvicorn server that ends the app's work first when it shuts down.
+
+    uvicorn waits for open responses before it runs the lifespan's shutdown, so a stream would
+    run on until the graceful timeout cancels it mid-event (a traceback, and no last event for
+    the client). Stopping the work first (``app.state.end_work``: the scheduler fails its jobs
+    with "shutting down") lets every open stream send its last event and end at once.
+    """
+
+    def __init__(self, config: uvicorn.Config, end_work: Callable[[], None] | None):
+        super().__init__(config)
+        self._end_work = end_work
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        if self._end_work is not None:
+            await asyncio.to_thread(self._end_work)  # waits for the step in progress
+        await super().shutdown(sockets)
+
+
+def make_server(app: Starlette, log_level: str = "warning") -> uvicorn.Server:
+    """The uvicorn server for ``app``; ``.run(sockets=[sock])`` serves until Ctrl-C or SIGTERM."""
     config = uvicorn.Config(
         app,
         log_level=log_level,
         lifespan="on",
         timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S,
     )
-    uvicorn.Server(config).run(sockets=[sock])
+    return EndingServer(config, getattr(app.state, "end_work", None))
+
+
+def serve(app: Starlette, sock: socket.socket, log_level: str = "warning") -> None:
+    """Run ``app`` on ``sock`` until Ctrl-C or SIGTERM (blocks)."""
+    make_server(app, log_level).run(sockets=[sock])

@@ -16,17 +16,18 @@ from typing import Any
 import uvicorn
 from gpt2_edge.runtime import Generator
 from gpt2_edge.serve import ServeConfig, create_app
-from gpt2_edge.serve.server import bind, url
+from gpt2_edge.serve.server import bind, make_server, url
 
 START_TIMEOUT_S = 20.0
 POLL_S = 0.02
 
 
 class Server:
-    """A running server: its base ``url`` and its app (for the scheduler's state)."""
+    """A running server: its base ``url``, its app (for the scheduler's state) and the uvicorn
+    server (``uvicorn.should_exit = True`` is what Ctrl-C does)."""
 
-    def __init__(self, base: str, app: Any):
-        self.url, self.app = base, app
+    def __init__(self, base: str, app: Any, server: uvicorn.Server):
+        self.url, self.app, self.uvicorn = base, app, server
 
     def get(self, path: str) -> str:
         with urllib.request.urlopen(self.url + path, timeout=10) as response:
@@ -54,7 +55,7 @@ def running(gen: Generator, **config: Any) -> Iterator[Server]:
     config.setdefault("model_id", "tiny")
     app = create_app(gen, ServeConfig(**config))
     sock = bind("127.0.0.1", 0)
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
+    server = make_server(app)  # as gpt2-serve runs it
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
     deadline = time.monotonic() + START_TIMEOUT_S
@@ -63,7 +64,7 @@ def running(gen: Generator, **config: Any) -> Iterator[Server]:
             raise RuntimeError("the test server did not start")
         time.sleep(POLL_S)
     try:
-        yield Server(url(sock), app)
+        yield Server(url(sock), app, server)
     finally:
         server.should_exit = True
         thread.join(START_TIMEOUT_S)

@@ -8,6 +8,7 @@ bundle of ``fused_bundle.py``.
 
 from __future__ import annotations
 
+import gzip
 import json
 import signal
 import socket
@@ -184,6 +185,41 @@ def test_echo_with_logprobs_scores_the_prompt(client: Any, gen: Generator) -> No
     generated = gen.generate(text, max_new_tokens=3, **GREEDY)
     assert both.choices[0].text == text + generated.text
     assert len(both.choices[0].logprobs.tokens) == len(scored.tokens) + 3
+
+
+def test_text_offsets_count_characters_split_over_tokens_once(
+    server: Server, gen: Generator
+) -> None:
+    """A token's offset is the length of the text the tokens before it decode to: the bytes of
+    an emoji split over two tokens are one character, not three U+FFFD."""
+    text = "caf\u00e9 \U0001f600 ok"
+    ids = gen.tokenizer.encode(text).tolist()
+    assert "\ufffd" in gen.tokenizer.decode(ids[3:4])  # the emoji is split over two tokens
+    body = {"prompt": text, "max_tokens": 0, "echo": True, "logprobs": 0}
+    offsets = post(server, "/v1/completions", body).json()["choices"][0]["logprobs"]["text_offset"]
+    expected = [len(gen.tokenizer.decode(ids[:k]).rstrip("\ufffd")) for k in range(len(ids))]
+    assert offsets == expected and offsets[-1] == text.index(" ok")
+
+
+@pytest.mark.parametrize("echo", [False, True])
+def test_streamed_text_offsets_equal_the_whole_answers(server: Server, echo: bool) -> None:
+    body = {
+        "prompt": "\U0001f600" * 3,
+        "max_tokens": 30,
+        "temperature": 1.5,
+        "seed": 6,  # the tiny model splits a character over two tokens
+        "logprobs": 0,
+        "echo": echo,
+    }
+    whole = post(server, "/v1/completions", body).json()["choices"][0]
+    events = sse(post(server, "/v1/completions", {**body, "stream": True}))
+    streamed = [
+        o for e in events[:-1] if e["choices"][0]["logprobs"]
+        for o in e["choices"][0]["logprobs"]["text_offset"]
+    ]  # fmt: skip
+    assert streamed == whole["logprobs"]["text_offset"]
+    assert "\ufffd" in "".join(whole["logprobs"]["tokens"])  # some character was split
+    assert streamed == sorted(streamed) and streamed[-1] <= len(whole["text"])
 
 
 @pytest.mark.parametrize("logprobs", [None, 1])
@@ -364,6 +400,23 @@ def test_a_prompt_too_long_asks_only_for_what_the_api_offers(
     assert error["message"].endswith(f"; shorten the {field}.") and "trunc" not in error["message"]
 
 
+@pytest.mark.parametrize("prompt", [[464] * 128, "hello" + " hello" * 127], ids=["ids", "text"])
+def test_scoring_takes_a_prompt_filling_the_context(server: Server, prompt: Any) -> None:
+    """max_tokens 0 with echo needs no position for a new token: all 128 may be prompt."""
+    body = {"prompt": prompt, "max_tokens": 0, "echo": True, "logprobs": 0}
+    answer = post(server, "/v1/completions", body)
+    assert answer.status_code == 200, answer.text
+    logprobs = answer.json()["choices"][0]["logprobs"]["token_logprobs"]
+    assert len(logprobs) == 128 and logprobs[0] is None and None not in logprobs[1:]
+    generating = assert_openai_error(
+        post(server, "/v1/completions", {**body, "max_tokens": 1}), 400
+    )
+    assert "127 fit" in generating["message"]
+    longer = [464] * 129 if isinstance(prompt, list) else prompt + " hello"
+    error = assert_openai_error(post(server, "/v1/completions", {**body, "prompt": longer}), 400)
+    assert "129 tokens long" in error["message"] and "at most 128 fit" in error["message"]
+
+
 BAD_MESSAGES = [
     [],
     "hi",
@@ -462,6 +515,67 @@ def test_a_body_that_is_not_json_says_why(server: Server, body: bytes, message: 
     """Each reason its own sentence: bad UTF-8, NaN or Infinity, a huge integer, deep nesting."""
     response = post(server, "/v1/completions", body, headers={"content-type": "application/json"})
     assert assert_openai_error(response, 400)["message"] == message
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "hint"),
+    [
+        ("num_beams", 4, ""),
+        ("draft", "/some/bundle", ""),
+        ("max_length", 20, ""),
+        ("truncate", "left", ""),
+        ("num_return_sequences", 2, "; use n"),
+        ("max_new_tokens", 5, "; use max_tokens"),
+    ],
+)
+def test_runtime_settings_the_api_lacks_are_refused(
+    server: Server, field: str, value: Any, hint: str
+) -> None:
+    for path, body in (
+        ("/v1/completions", {"prompt": "Hi"}),
+        ("/v1/chat/completions", {"messages": [{"role": "user", "content": "Hi"}]}),
+    ):
+        error = assert_openai_error(post(server, path, {**body, field: value}), 400)
+        assert error["param"] == field, error
+        assert error["message"] == (
+            f"{field} is a gpt2-edge runtime setting this server does not take{hint}."
+        )
+
+
+WIRE_MESSAGES = [
+    ({"max_tokens": {"k" * 45: 1}}, "max_tokens must be an integer >= 0, got an object."),
+    ({"temperature": True}, "temperature must be a number >= 0 (0 means greedy), got true."),
+    ({"seed": "1"}, 'seed must be an integer >= 0 (or not given), got "1".'),
+    ({"top_k": [1]}, "top_k must be an integer >= 0 (0 turns it off), got [1]."),
+]
+
+
+@pytest.mark.parametrize(("settings", "message"), WIRE_MESSAGES, ids=range(len(WIRE_MESSAGES)))
+def test_messages_show_values_as_json(server: Server, settings: dict, message: str) -> None:
+    error = assert_openai_error(post(server, "/v1/completions", {"prompt": "Hi", **settings}), 400)
+    assert error["message"] == message
+
+
+@pytest.mark.parametrize("value", [-1, 0, "5"])
+def test_a_bad_max_completion_tokens_is_blamed_on_itself(server: Server, value: Any) -> None:
+    body = {"messages": [{"role": "user", "content": "Hi"}], "max_completion_tokens": value}
+    error = assert_openai_error(post(server, "/v1/chat/completions", body), 400)
+    assert error["param"] == "max_completion_tokens"
+    assert error["message"].startswith("max_completion_tokens must be an integer >= 1, got ")
+
+
+def test_a_truncated_body_says_where_its_string_starts(server: Server) -> None:
+    response = post(server, "/v1/completions", b'{"prompt": "Hi')
+    assert assert_openai_error(response, 400)["message"] == (
+        BAD_JSON + "unterminated string starting at line 1, column 12."
+    )
+
+
+def test_an_encoded_body_is_415_naming_the_encoding(server: Server) -> None:
+    body = gzip.compress(json.dumps({"prompt": "Hi", "max_tokens": 1}).encode())
+    response = post(server, "/v1/completions", body, headers={"content-encoding": "gzip"})
+    error = assert_openai_error(response, 415)
+    assert "'gzip'" in error["message"] and error["code"] == "unsupported_encoding"
 
 
 def test_a_utf8_bom_before_the_body_is_skipped(server: Server) -> None:

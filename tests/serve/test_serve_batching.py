@@ -135,6 +135,35 @@ def test_a_client_gone_during_its_prefill_is_freed_at_the_next_step(
         assert server.metric(GENERATED) == 1 and server.metric(ROWS) == 0
 
 
+@pytest.mark.parametrize("stream", [False, True])
+def test_shutdown_ends_running_requests_at_once(gen: Generator, stream: bool) -> None:
+    """Ctrl-C mid-generation: the request ends with a 503 "shutting down" (as its stream's last
+    event) well before the graceful timeout would cut it, and the server stops."""
+    with running(slowed(gen, 0.1)) as server:
+        body = {"prompt": "Hi", "max_tokens": 100, "stream": stream, "ignore_eos": True}
+        url = server.url + "/v1/completions"
+        with httpx.Client(timeout=30) as client, ThreadPoolExecutor(1) as pool:
+            if stream:
+                with client.stream("POST", url, json=body) as response:
+                    lines = response.iter_lines()
+                    assert next(line for line in lines if line.startswith("data: "))
+                    started = time.monotonic()
+                    server.uvicorn.should_exit = True  # what uvicorn's SIGINT handler does
+                    events = [line[6:] for line in lines if line.startswith("data: ")]
+                last = json.loads(events[-1])
+            else:
+                answer = pool.submit(client.post, url, json=body)
+                server.wait_for(lambda: server.metric(GENERATED) > 0, what="generation")
+                started = time.monotonic()
+                server.uvicorn.should_exit = True
+                response = answer.result()
+                assert response.status_code == 503
+                last = response.json()
+        assert time.monotonic() - started < 3
+        assert last["error"]["message"] == "The server is shutting down.", last
+        server.wait_for(lambda: server.uvicorn.started and not server.app.state.api.scheduler.alive)
+
+
 def test_the_rows_gauge_is_zero_once_every_request_has_finished(gen: Generator) -> None:
     """Rows that end by themselves (not dropped) leave the gauge too; the loop sleeps after."""
     with running(gen) as server:
