@@ -41,7 +41,7 @@ from .session import Session
 from .settings import GenerationOptions, SamplingSettings
 from .steps import Logprobs, TokenSteps
 from .stream import RowText
-from .tokenizer import Tokenizer
+from .tokenizer import Tokenizer, token_id_array
 
 # Logits one model call may hold (rows x positions x vocabulary, float32): 256 MiB, as scoring.
 # A larger list of prompts runs as consecutive batches of at most :func:`batch_rows` rows; each
@@ -419,7 +419,11 @@ class Generator:
                 ``options`` is not a :class:`.settings.GenerationOptions`, or the ids do not fit.
         """
         _check_options("fit", options)
-        ids = _prompt_array(ids, self.session.arch.vocab_size)
+        vocab = self.session.arch.vocab_size
+        rule = f"Prompt ids must be a non-empty list of integers from 0 to {vocab - 1}"
+        ids = token_id_array(ids, vocab, rule)
+        if not ids.size:
+            raise EdgeError(f"{rule}, got none.")
         return self._prompts.fit(ids, options.truncate, self._room(options))
 
     def _room(self, options: GenerationOptions) -> int:
@@ -446,25 +450,6 @@ def _check_options(method: str, options: object) -> None:
         raise EdgeError(
             f"{method}() takes GenerationOptions as its options, got {type(options).__name__}."
         )
-
-
-def _prompt_array(ids: object, vocab: int) -> np.ndarray:
-    """Prompt ids as a (T,) int64 array; EdgeError unless a non-empty list or 1-D integer
-    array of ids in [0, vocab)."""
-    rule = f"Prompt ids must be a non-empty list of integers from 0 to {vocab - 1}"
-    if isinstance(ids, (list, tuple)):
-        for i in ids:
-            if not (type(i) is int or isinstance(i, np.integer)) or not 0 <= i < vocab:
-                shown = repr(int(i) if isinstance(i, np.integer) else i)
-                raise EdgeError(f"{rule}, got {shown if len(shown) <= 30 else type(i).__name__}.")
-        ids = np.asarray(ids, dtype=np.int64)
-    if not isinstance(ids, np.ndarray):
-        raise EdgeError(f"{rule}, got {type(ids).__name__}.")
-    if ids.ndim != 1 or not ids.size or not np.issubdtype(ids.dtype, np.integer):
-        raise EdgeError(f"{rule}, got a {ids.ndim}-D {ids.dtype} array of {ids.size} items.")
-    if ids.min() < 0 or ids.max() >= vocab:
-        raise EdgeError(f"{rule}, got {int(ids[(ids < 0) | (ids >= vocab)][0])}.")
-    return ids.astype(np.int64, copy=False)
 
 
 def _one_sequence(method: str, settings: dict[str, Any]) -> dict[str, Any]:

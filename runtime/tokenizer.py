@@ -107,34 +107,13 @@ class Tokenizer:
         Raises:
             EdgeError: ``ids`` is not a list (or 1-D integer array) of ints in [0, token_count).
         """
-        return self.decode_unchecked(self._checked_ids(ids))
+        rule = f"decode() takes token ids, integers from 0 to {self.token_count - 1}"
+        return self.decode_unchecked(token_id_array(ids, self.token_count, rule).tolist())
 
     def decode_unchecked(self, ids: list[int]) -> str:
         """:meth:`decode` of ids already known to be ints (the model's own tokens); an id the
         tokenizer lacks (a model's padded vocabulary) decodes to nothing."""
         return self._tok.decode(ids, skip_special_tokens=SKIP_SPECIAL_TOKENS)
-
-    def _checked_ids(self, ids: object) -> list[int]:
-        """``ids`` as a list of ints in [0, token_count); EdgeError otherwise. One vectorized
-        check for an array, one cheap pass for a list (decode runs per reported token)."""
-        count = self.token_count
-        if isinstance(ids, np.ndarray):
-            if ids.ndim != 1 or not np.issubdtype(ids.dtype, np.integer):
-                raise EdgeError(
-                    f"decode() takes a 1-D array of integer token ids, got a {ids.ndim}-D "
-                    f"{ids.dtype} array."
-                )
-            if ids.size and (ids.min() < 0 or ids.max() >= count):
-                bad = ids[(ids < 0) | (ids >= count)][0]
-                raise _bad_id(bad, count)
-            return ids.tolist()
-        if not isinstance(ids, (list, tuple, range)):
-            raise EdgeError(f"decode() takes a list of token ids, got {type(ids).__name__}.")
-        for i in ids:
-            # bool is no token id; type() rather than isinstance keeps this pass cheap.
-            if not (type(i) is int or isinstance(i, np.integer)) or not 0 <= i < count:
-                raise _bad_id(i, count)
-        return [int(i) for i in ids]
 
     def stream(self) -> TextStream:
         """A fresh incremental detokenizer."""
@@ -179,7 +158,26 @@ class TextStream:
         return rest
 
 
-def _bad_id(value: object, count: int) -> EdgeError:
+def token_id_array(ids: object, count: int, rule: str) -> np.ndarray:
+    """``ids`` (a list, tuple or range of ints, or a 1-D integer array) as a (T,) int64 array
+    of ids in [0, ``count``); otherwise EdgeError ``"{rule}, got ..."``. One vectorized check
+    for an array, one cheap pass for a list."""
+    if isinstance(ids, np.ndarray):
+        if ids.ndim != 1 or not np.issubdtype(ids.dtype, np.integer):
+            raise EdgeError(f"{rule}, got a {ids.ndim}-D {ids.dtype} array.")
+        outside = ids[(ids < 0) | (ids >= count)]
+        if outside.size:
+            raise EdgeError(f"{rule}, got {_shown_id(outside[0])}.")
+        return ids.astype(np.int64, copy=False)
+    if not isinstance(ids, (list, tuple, range)):
+        raise EdgeError(f"{rule}, got {type(ids).__name__}.")
+    for i in ids:
+        # bool is no token id; type() rather than isinstance keeps this pass cheap.
+        if not (type(i) is int or isinstance(i, np.integer)) or not 0 <= i < count:
+            raise EdgeError(f"{rule}, got {_shown_id(i)}.")
+    return np.asarray(ids, dtype=np.int64)
+
+
+def _shown_id(value: object) -> str:
     value = int(value) if isinstance(value, np.integer) else value
-    shown = repr(value) if len(repr(value)) <= 30 else type(value).__name__
-    return EdgeError(f"A token id must be an integer from 0 to {count - 1}, got {shown}.")
+    return repr(value) if len(repr(value)) <= 30 else type(value).__name__
