@@ -24,8 +24,7 @@ import onnxruntime as ort
 
 from .bundle import Architecture, Bundle
 from .errors import EdgeError
-from .graph_check import check_graph, graph_facts, onnxruntime_reason
-from .onnx_wire import position_table
+from .graph_check import GraphFacts, check_graph, graph_facts, onnxruntime_reason
 from .pageout import release_file_pages
 from .precision import Precision
 from .runners import (
@@ -145,8 +144,9 @@ def is_int8(precision: dict[str, Any]) -> bool:
 
 def create_inference_session(
     bundle: Bundle, provider: str, threads: int | None
-) -> ort.InferenceSession:
-    """Open the bundle's graph and check that its manifest describes it (``graph_check.py``).
+) -> tuple[ort.InferenceSession, GraphFacts]:
+    """Open the bundle's graph and check that its manifest describes it (``graph_check.py``);
+    returns the session and the facts it was checked against.
 
     Raises:
         EdgeError: onnxruntime cannot load the file, or the graph is not the one the manifest
@@ -167,7 +167,7 @@ def create_inference_session(
     where, names = bundle.origin
     facts = graph_facts(session, bundle.model_path, bundle.manifest.io["position_ids"])
     check_graph(bundle.manifest, facts, where, bundle.model_path.name, names)
-    return session
+    return session, facts
 
 
 class Session:
@@ -201,7 +201,8 @@ class Session:
         self.notices: list[str] = [choice.notice] if choice.notice else []
         if self.provider == "cuda" and is_int8(bundle.manifest.precision):
             self.notices.append(INT8_ON_CUDA)
-        self.ort = create_inference_session(bundle, self.provider, threads)
+        self.ort, facts = create_inference_session(bundle, self.provider, threads)
+        self._positions = facts.positions  # the position table's rows; None when not read
         # The weights onnxruntime copied into its own buffers need not stay resident twice.
         release_file_pages(p for p in bundle.path.iterdir() if p.is_file())
         input_types = {i.name: i.type for i in self.ort.get_inputs()}
@@ -245,15 +246,14 @@ class Session:
         A manifest that passed every check against the graph can still claim a longer context
         than the graph's position table where the table's size could not be read from the file
         (``onnx_wire.position_table``): onnxruntime then fails at the first position past it.
-        The table is looked for again here, on this rare path, to say so only when it may be.
+        The sentence blames the context only when that may be the cause.
         """
         last = int(np.max(position_ids)) if np.size(position_ids) else 0
         where, names = self.bundle.origin
         model = self.bundle.model_path
         message = f"onnxruntime failed to run {model.name} on positions up to {last}: "
         message += onnxruntime_reason(exc)
-        table = position_table(model, self.names.position_ids or "")
-        if table is None or last >= table:
+        if self._positions is None or last >= self._positions:
             label = names.get("architecture.context_length", "architecture.context_length")
             message += (
                 f"; {where}: {label} ({self.arch.context_length}) may be larger than the graph "
