@@ -364,7 +364,8 @@ def fake_graph(
     fake_ort = SimpleNamespace(
         get_inputs=lambda: typed, get_overridable_initializers=lambda: [], io_binding=FakeBinding
     )
-    monkeypatch.setattr(session_mod, "create_inference_session", lambda *a: fake_ort)
+    facts = SimpleNamespace(positions=None)  # what the graph check learned of the file
+    monkeypatch.setattr(session_mod, "create_inference_session", lambda *a: (fake_ort, facts))
     cuda = ["CUDAExecutionProvider", "CPUExecutionProvider"]
     monkeypatch.setattr(session_mod.ort, "get_available_providers", lambda: cuda)
     return session_mod
