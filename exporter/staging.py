@@ -26,7 +26,7 @@ from contextlib import contextmanager, suppress
 from pathlib import Path
 
 from gpt2_edge.runtime.bundle import FORMAT_NAME, MANIFEST, MODEL_FILE, TOKENIZER_FILE
-from gpt2_edge.runtime.errors import Terminated
+from gpt2_edge.runtime.interrupts import signals_as_interrupts
 
 from .errors import ExportError
 from .progress import human_size
@@ -241,7 +241,7 @@ def staging(out: Path, force: bool) -> Iterator[Path]:
     target = absolute(out)
     tmp = _make_partial(target, out)
     try:
-        with _sigterm_as_interrupt():
+        with signals_as_interrupts(signal.SIGTERM):
             yield tmp
             _move_into_place(tmp, target, force)
     except ExportError:
@@ -332,23 +332,6 @@ def _move_into_place(tmp: Path, out: Path, force: bool) -> None:
         with suppress(OSError):
             old.rmdir()  # only when the old bundle is back at ``out``
     shutil.rmtree(old, ignore_errors=True)
-
-
-@contextmanager
-def _sigterm_as_interrupt() -> Iterator[None]:
-    """Turn SIGTERM (a plain ``kill``) into :class:`Terminated` so the cleanup above runs."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def interrupt(signum: int, frame: object) -> None:
-        raise Terminated
-
-    previous = signal.signal(signal.SIGTERM, interrupt)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
 
 
 @contextmanager

@@ -16,13 +16,12 @@ try:  # Ctrl-C while the libraries load ends the command as a later one does: 13
     import typer
     from gpt2_edge.runtime.cli_errors import VERSION_HELP, EdgeCommand, show_version, user_errors
 
-    from .make import HungUp, make_pack
+    from .make import make_pack
     from .platforms import DEFAULT_PYTHON, PLATFORMS
 except KeyboardInterrupt:
     sys.stderr.write("\n")
     raise SystemExit(130) from None
 
-EXIT_HUNG_UP = 129  # 128 + SIGHUP, as a process ended by the signal would exit
 app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
 
 
@@ -58,13 +57,9 @@ def pack(
     """Write an offline install folder for a device: the bundle, every wheel, install.sh."""
     interrupted = "\nInterrupted; no pack was written."
     with user_errors(interrupted):
-        try:
-            result = make_pack(
-                bundle, platform, python, output, log=lambda line: typer.echo(line, err=True)
-            )
-        except HungUp:  # user_errors knows SIGTERM's 143, not SIGHUP's 129
-            typer.echo(interrupted, err=True)
-            raise typer.Exit(EXIT_HUNG_UP) from None
+        result = make_pack(
+            bundle, platform, python, output, log=lambda line: typer.echo(line, err=True)
+        )
         for notice in result.notices:
             typer.echo(f"Note: {notice}", err=True)
         typer.echo(str(result.folder))

@@ -10,15 +10,14 @@ import os
 import shutil
 import signal
 import textwrap
-import threading
 import uuid
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from gpt2_edge.runtime.bundle import MANIFEST, Manifest, load_bundle, sha256_of, verify_files
-from gpt2_edge.runtime.errors import EdgeError, Terminated
+from gpt2_edge.runtime.errors import EdgeError
+from gpt2_edge.runtime.interrupts import signals_as_interrupts
 from gpt2_edge.runtime.precision import Precision
 
 from . import scripts
@@ -28,10 +27,6 @@ from .wheels import download_dependencies, own_wheel
 MODELS = "models"  # gpt2-generate run from the pack folder finds the bundle here by itself
 WHEELS = "wheels"
 NAMED_AT_MOST = 5  # files left out, named in the note
-
-
-class HungUp(Terminated):
-    """SIGHUP (the terminal closed) raised as an interrupt; the command exits 129."""
 
 
 @dataclass
@@ -75,7 +70,7 @@ def make_pack(
     say(f"Checking {source} (sizes and SHA-256)")
     manifest = check_bundle(source)
     staging = out.parent / f".{out.name}.partial-{uuid.uuid4().hex[:8]}"
-    with _signals_as_interrupt():
+    with signals_as_interrupts(signal.SIGTERM, signal.SIGHUP):
         pack = _assemble(source, manifest, target, out, staging, say)
     say(f"Wrote {out}: copy it to the device and run sh install.sh there")
     return pack
@@ -113,27 +108,6 @@ def _assemble(
         shutil.rmtree(staging, ignore_errors=True)
         raise
     return pack
-
-
-@contextmanager
-def _signals_as_interrupt() -> Iterator[None]:
-    """Turn SIGTERM (a plain ``kill``) and SIGHUP into interrupts, so the staging is removed.
-
-    Their default action ends the process at once, leaving the partial wheels beside the output.
-    """
-    if threading.current_thread() is not threading.main_thread():
-        yield  # signal handlers can only be set from the main thread
-        return
-
-    def terminated(signum: int, frame: object) -> None:
-        raise HungUp if signum == signal.SIGHUP else Terminated
-
-    previous = {sig: signal.signal(sig, terminated) for sig in (signal.SIGTERM, signal.SIGHUP)}
-    try:
-        yield
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
 
 
 def check_source(bundle: str | os.PathLike[str]) -> Path:

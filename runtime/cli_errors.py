@@ -30,7 +30,6 @@ except ImportError:  # pragma: no cover (older typer runs on click)
 EXIT_USER_ERROR = 1
 EXIT_USAGE_ERROR = 2  # click's convention for a command line it cannot parse
 EXIT_INTERRUPTED = 130  # the shell's convention for SIGINT
-EXIT_TERMINATED = 143  # and for SIGTERM
 DISTRIBUTION = "gpt2-edge"
 # Arguments that hold free text, which may well start with '-' (click then reads it as a flag).
 FREE_TEXT_ARGUMENTS = ("prompt",)
@@ -55,8 +54,9 @@ def user_errors(interrupted: str = "") -> Iterator[None]:
         raise typer.Exit(EXIT_USER_ERROR) from None
     except KeyboardInterrupt as exc:
         typer.echo(interrupted, err=True)
-        terminated = isinstance(exc, Terminated)  # SIGTERM, caught to clean up (errors.py)
-        raise typer.Exit(EXIT_TERMINATED if terminated else EXIT_INTERRUPTED) from None
+        # A signal caught to clean up (errors.Terminated) exits as the signal would have.
+        code = 128 + exc.signum if isinstance(exc, Terminated) else EXIT_INTERRUPTED
+        raise typer.Exit(code) from None
 
 
 def one_line(text: str) -> str:

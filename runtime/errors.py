@@ -4,6 +4,8 @@ The CLI prints these as a single sentence and exits non-zero; anything else is a
 its traceback.
 """
 
+import signal
+
 
 class EdgeError(Exception):
     """A problem the user can fix (bad bundle, bad setting, bad input), stated as one sentence."""
@@ -20,6 +22,10 @@ class PromptTooLong(EdgeError):
 
 
 class Terminated(KeyboardInterrupt):
-    """SIGTERM raised as an interrupt, so that every cleanup written for Ctrl-C runs for it too
-    (``gpt2-export`` turns the signal into this while it writes a bundle); the command then exits
-    143 (128 + SIGTERM), as a process ended by the signal would."""
+    """A signal that ends the process (SIGTERM, SIGHUP) raised as an interrupt, so that every
+    cleanup written for Ctrl-C runs for it too (:func:`.interrupts.signals_as_interrupts`); the
+    command then exits 128 + the signal's number, as a process ended by the signal would."""
+
+    def __init__(self, signum: int = signal.SIGTERM):
+        super().__init__()
+        self.signum = signum
