@@ -404,15 +404,23 @@ class Generator:
         """Prompt token ids; an empty prompt becomes the start token, as GPT-2 was trained."""
         return self._prompts.encode(prompt)
 
-    def prompt_ids(self, prompt: str, options: GenerationOptions) -> np.ndarray:
-        """The prompt's token ids fitted to the context (:meth:`.prompts.PromptFitter.ids`)."""
+    def prompt_ids(
+        self, prompt: str, options: GenerationOptions, room: int | None = None
+    ) -> np.ndarray:
+        """The prompt's token ids fitted to the context (:meth:`.prompts.PromptFitter.ids`);
+        ``room`` as in :meth:`fit`."""
         _check_options("prompt_ids", options)
         if not isinstance(prompt, str):
             raise EdgeError(f"A prompt must be a string, got {type(prompt).__name__}.")
-        return self._prompts.ids(prompt, options.truncate, self._room(options))
+        return self._prompts.ids(prompt, options.truncate, self._room(options, room))
 
-    def fit(self, ids: np.ndarray | Sequence[int], options: GenerationOptions) -> np.ndarray:
+    def fit(
+        self, ids: np.ndarray | Sequence[int], options: GenerationOptions, room: int | None = None
+    ) -> np.ndarray:
         """Apply the context bound to prompt ids (:meth:`.prompts.PromptFitter.fit`).
+
+        ``room``: positions to leave free for new tokens; default what ``options`` need (1, or
+        ``max_new_tokens`` with ``truncate="left"``); 0 for a prompt that is only scored.
 
         Raises:
             EdgeError: ``ids`` is not a non-empty list or 1-D array of ids the model has, or
@@ -424,11 +432,14 @@ class Generator:
         ids = token_id_array(ids, vocab, rule)
         if not ids.size:
             raise EdgeError(f"{rule}, got none.")
-        return self._prompts.fit(ids, options.truncate, self._room(options))
+        return self._prompts.fit(ids, options.truncate, self._room(options, room))
 
-    def _room(self, options: GenerationOptions) -> int:
-        """Positions a left-truncated prompt leaves free: ``max_new_tokens`` of them, so that
-        they all fit (1 without truncation, which never cuts a prompt that fits)."""
+    def _room(self, options: GenerationOptions, room: int | None = None) -> int:
+        """Positions a prompt leaves free: ``room`` when given; else, left-truncated,
+        ``max_new_tokens`` of them, so that they all fit (1 without truncation, which never cuts
+        a prompt that fits)."""
+        if room is not None:
+            return room
         if options.truncate != "left":
             return 1
         if options.max_length is not None:  # prompt plus new tokens: no room to cut the prompt to

@@ -71,30 +71,30 @@ class PromptFitter:
         if truncate is None:
             raise PromptTooLong(
                 f"The prompt is {len(prompt):,} characters long, more than the model's context "
-                f"of {self.context} tokens can hold (at most {self.context - 1} fit)"
+                f"of {self.context} tokens can hold (at most {max(self.context - room, 1)} fit)"
             )
         return self.fit(self.encode(self.tokenizer.tail(prompt, limit))[1:], truncate, room)
 
     def fit(self, ids: np.ndarray, truncate: str | None, room: int = 1) -> np.ndarray:
         """Apply the context bound to prompt ids: keep them, keep the last ones, or refuse.
 
-        Without truncation a prompt keeps at most ``context - 1`` tokens, so that one new token
-        fits, and one that fits is never cut: the budget shrinks instead, and generation ends
-        with finish reason ``context``. With ``truncate="left"`` a prompt keeps its last
-        ``context - room`` tokens, so that ``room`` new tokens fit (transformers' text-generation
-        pipeline cuts so, its ``handle_long_generation="hole"``).
+        A prompt keeps at most ``context - room`` tokens. Without truncation ``room`` is 1, so
+        that one new token fits, and one that fits is never cut: the budget shrinks instead, and
+        generation ends with finish reason ``context``; a prompt that is only scored needs no
+        room (0). With ``truncate="left"`` a prompt keeps its last ``context - room`` tokens, so
+        that ``room`` new tokens fit (transformers' text-generation pipeline cuts so, its
+        ``handle_long_generation="hole"``).
 
         Args:
             ids: the prompt's token ids.
             truncate: None or ``"left"``.
-            room: positions a left-truncated prompt leaves for new tokens, 1 to context - 1.
+            room: positions the prompt leaves for new tokens, 0 to context - 1 (default 1).
         """
-        if truncate == "left":
-            keep = self.context - room
-            return ids[ids.size - keep :] if ids.size > keep else ids
-        keep = max(self.context - 1, 1)
+        keep = max(self.context - room, 1)
         if ids.size <= keep:
             return ids
+        if truncate == "left":
+            return ids[ids.size - keep :]
         raise PromptTooLong(
             f"The prompt is {ids.size} tokens long but the model's context is {self.context}, "
             f"so at most {keep} fit"

@@ -239,23 +239,10 @@ def _fitted(
 ) -> np.ndarray:
     """A prompt's ids fitted to the context: the runtime keeps a position for a new token,
     which scoring alone does not need."""
-    try:
-        return (
-            gen.fit(prompt, options)
-            if isinstance(prompt, np.ndarray)
-            else gen.prompt_ids(prompt, options)
-        )
-    except PromptTooLong:
-        limit, context = gen.max_prompt_chars, gen.context_length
-        if not scoring or (isinstance(prompt, str) and limit is not None and len(prompt) > limit):
-            raise
-    ids = prompt if isinstance(prompt, np.ndarray) else gen.encode(prompt)
-    if ids.size > context:
-        raise PromptTooLong(
-            f"The prompt is {ids.size} tokens long but the model's context is {context}, so at "
-            f"most {context} fit"
-        )
-    return ids
+    room = 0 if scoring else None
+    if isinstance(prompt, np.ndarray):
+        return gen.fit(prompt, options, room=room)
+    return gen.prompt_ids(prompt, options, room=room)
 
 
 def _prompts(prompt: Any, gen: Generator) -> tuple[list[str], list[np.ndarray] | None]:
