@@ -55,7 +55,7 @@ class Offsets:
     def next(self, token: int) -> int:
         """The offset of ``token``, which comes next."""
         # The held tokens' whole characters count; their incomplete tail decodes to U+FFFD.
-        held = self._tokenizer.decode(self._held).rstrip("\ufffd") if self._held else ""
+        held = self._tokenizer.decode_unchecked(self._held).rstrip("\ufffd") if self._held else ""
         offset = self._base + len(self._decoded.text) + len(held)
         if self._decoded.push(token):
             self._held.clear()
