@@ -17,7 +17,7 @@ try:  # Ctrl-C while the libraries load ends the command as a later one does: 13
     from gpt2_edge.runtime.cli_errors import VERSION_HELP, EdgeCommand, show_version, user_errors
 
     from .make import make_pack
-    from .platforms import DEFAULT_PYTHON, PLATFORMS
+    from .platforms import DEFAULT_PYTHON, PLATFORMS, WEB, is_web
 except KeyboardInterrupt:
     sys.stderr.write("\n")
     raise SystemExit(130) from None
@@ -33,19 +33,21 @@ def pack(
     platform: Annotated[
         str,
         typer.Option(
-            help=f"The device: {' or '.join(PLATFORMS)} (32-bit ARM has no onnxruntime wheels).",
+            help=f"The device: {' or '.join(PLATFORMS)} (32-bit ARM has no onnxruntime wheels), "
+            f"or {WEB}: a static folder that runs the bundle in a web page.",
             show_default=False,
         ),
     ],
     python: Annotated[
-        str, typer.Option(help="The device's CPython version, 3.11 to 3.14.")
+        str, typer.Option(help="The device's CPython version, 3.11 to 3.14 (not for web).")
     ] = DEFAULT_PYTHON,
     output: Annotated[
         Path | None,
         typer.Option(
             "--output",
             "-o",
-            help="The folder to write; it must not exist (default: <bundle>-<platform>-cp3X).",
+            help="The folder to write; it must not exist (default: <bundle>-<platform>-cp3X, or "
+            "<bundle>-web).",
             show_default=False,
         ),
     ] = None,
@@ -54,12 +56,20 @@ def pack(
         typer.Option("--version", callback=show_version, is_eager=True, help=VERSION_HELP),
     ] = False,
 ) -> None:
-    """Write an offline install folder for a device: the bundle, every wheel, install.sh."""
+    """Write an offline install folder for a device (the bundle, every wheel, install.sh), or a
+    static folder that runs the bundle in a web page (--platform web)."""
     interrupted = "\nInterrupted; no pack was written."
+
+    def say(line: str) -> None:
+        typer.echo(line, err=True)
+
     with user_errors(interrupted):
-        result = make_pack(
-            bundle, platform, python, output, log=lambda line: typer.echo(line, err=True)
-        )
+        if is_web(platform):
+            from .web import make_web_pack  # only web packs need it
+
+            result = make_web_pack(bundle, output, log=say)
+        else:
+            result = make_pack(bundle, platform, python, output, log=say)
         for notice in result.notices:
             typer.echo(f"Note: {notice}", err=True)
         typer.echo(str(result.folder))

@@ -18,7 +18,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from gpt2_edge.runtime.errors import EdgeError
+from gpt2_edge.runtime import EdgeError
 
 MIN_ONNXRUNTIME = "1.23.2"
 DEFAULT_PYTHON = "3.11"  # Debian 12 and Raspberry Pi OS 12 (bookworm) ship 3.11
@@ -57,6 +57,8 @@ PLATFORMS = {
         "linux_x86_64", "x86_64", "x86-64 Linux", "PCs, laptops and servers with AVX2"
     ),
 }
+# Not a device with CPython: a static folder that runs the bundle in a web browser (pack/web.py).
+WEB = "web"
 _ARM32 = re.compile(r"^(linux_)?(armv[5-7]\w*|armhf|armel|arm|arm32)$")
 _OTHER_OS = re.compile(r"^(win|macosx|darwin|musllinux|ios|android)")
 
@@ -83,11 +85,21 @@ def resolve_target(platform: str, python: str = DEFAULT_PYTHON) -> Target:
     return Target(resolve_platform(platform), resolve_python(python))
 
 
+def is_web(name: str) -> bool:
+    """Whether ``--platform`` names the web pack (any case, spaces around ignored)."""
+    return name.strip().lower() == WEB
+
+
 def resolve_platform(name: str) -> Platform:
     key = name.strip().lower()
     if key in PLATFORMS:
         return PLATFORMS[key]
     choices = " or ".join(PLATFORMS)
+    if key == WEB:
+        raise EdgeError(
+            "make_pack writes device packs; a web pack is written by "
+            "gpt2_edge.pack.web.make_web_pack (gpt2-pack --platform web)."
+        )
     if _ARM32.match(key):
         raise EdgeError(
             f"onnxruntime publishes no wheels for 32-bit ARM ({name}); install a 64-bit OS on the "
@@ -101,9 +113,12 @@ def resolve_platform(name: str) -> Platform:
     if _OTHER_OS.match(key):
         raise EdgeError(
             f"gpt2-pack makes packs for Linux devices with glibc ({choices}), not {name}; on "
-            "such a machine install gpt2-edge with pip directly."
+            "such a machine install gpt2-edge with pip directly, or pass --platform web to run "
+            "the model in its browser."
         )
-    raise EdgeError(f"Unknown platform '{name}'; choose {choices}.")
+    raise EdgeError(
+        f"Unknown platform '{name}'; choose {choices} (a device), or {WEB} (a browser)."
+    )
 
 
 def resolve_python(version: str) -> str:

@@ -13,6 +13,26 @@ import { RowText } from "./stop.mjs";
 
 const now = () => performance.now();
 
+/**
+ * Let the page render and handle input before the next token. onnxruntime-web's WASM run is a
+ * synchronous call behind a Promise, so a loop of awaits alone never leaves the microtask queue:
+ * the page would show nothing, and Stop would not be clicked, until the end. A posted message
+ * queues an ordinary task (~0.05 ms; setTimeout(0) costs 4 ms, browsers clamp nested timers);
+ * scheduler.yield() was tried and resumes ahead of other tasks: timers and clicks starved
+ * (0 setInterval callbacks over a 60-token run in chromium 156).
+ */
+function nextTask() {
+  if (typeof setImmediate === "function") return new Promise((resolve) => setImmediate(resolve));
+  return new Promise((resolve) => {
+    const channel = new MessageChannel();
+    channel.port1.onmessage = () => {
+      channel.port1.close();
+      resolve();
+    };
+    channel.port2.postMessage(null);
+  });
+}
+
 export class Generator {
   /**
    * @param {{decoder: object, tokenizer: object, manifest: object, notices?: string[],
@@ -126,6 +146,7 @@ export class Generator {
         if (done) reason = done;
         if (piece) yield piece;
         if (done) break;
+        await nextTask();
         logits = await this._decoder.forward([token]);
       }
     } catch (error) {
