@@ -141,6 +141,10 @@ def test_fp32_greedy_tokens_and_perplexity_match_python(
             result = run(page, prompt, greedy(reference))
             assert result["tokens"] == expected, prompt
         assert all(u.startswith(url) or u.startswith("data:") for u in asked), asked
+        # onnxruntime-web runs the binary the page checked against pack.json, fetching no other.
+        assert [u for u in asked if u.endswith(".wasm")] == [
+            f"{url}/vendor/onnxruntime-web/ort-wasm-simd-threaded.wasm"
+        ]
         page.close()
 
 
@@ -227,24 +231,35 @@ def test_the_page_streams_stops_and_shows_the_finish_line(browser: Any, packs: d
         page.close()
 
 
+CORRUPTED = [
+    (
+        "model/model.onnx",
+        "model.onnx does not match its SHA-256 in bundle.json; the file is corrupt or was "
+        "changed: copy the pack again or export the bundle again.",
+    ),
+    (
+        "vendor/onnxruntime-web/ort-wasm-simd-threaded.wasm",
+        "vendor/onnxruntime-web/ort-wasm-simd-threaded.wasm does not match its SHA-256 in "
+        "pack.json; the file is corrupt or was changed: copy the pack again.",
+    ),
+]
+
+
+@pytest.mark.parametrize(("name", "sentence"), CORRUPTED)
 def test_a_corrupted_file_is_one_sentence_in_the_page(
-    browser: Any, packs: dict, tmp_path: Path
+    browser: Any, packs: dict, tmp_path: Path, name: str, sentence: str
 ) -> None:
     folder = tmp_path / "corrupt"
     shutil.copytree(packs["int8"], folder)
-    model = folder / "model" / "model.onnx"
-    data = bytearray(model.read_bytes())
+    data = bytearray((folder / name).read_bytes())
     data[len(data) // 2] ^= 0xFF
-    model.write_bytes(bytes(data))
+    (folder / name).write_bytes(bytes(data))
     with static_server(folder) as url:
         page = browser.new_page()
         page.goto(url + "/")
         sync_api.expect(page.locator("body")).to_have_attribute("data-state", "failed")
         sync_api.expect(page.locator("#status")).to_have_class("error")
-        sync_api.expect(page.locator("#status")).to_have_text(
-            "model.onnx does not match its SHA-256 in bundle.json; the file is corrupt or was "
-            "changed: copy the pack again or export the bundle again."
-        )
+        sync_api.expect(page.locator("#status")).to_have_text(sentence)
         assert page.locator("#generate").is_disabled()
         page.close()
 

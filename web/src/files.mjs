@@ -27,10 +27,11 @@ export async function sha256Hex(bytes) {
  *
  * @param {string} url
  * @param {string} name the file's name, for messages
- * @param {{fetch?: Function, size?: number, onProgress?: Function}} options `size` (when known)
- *   bounds the download and lets `onProgress(done, total)` report it
+ * @param {{fetch?: Function, size?: number, onProgress?: Function, listedIn?: string}} options
+ *   `size` (when known, from the listing `listedIn`) bounds the download and lets
+ *   `onProgress(done, total)` report it
  */
-export async function download(url, name, { fetch = globalThis.fetch, size, onProgress } = {}) {
+export async function download(url, name, { fetch = globalThis.fetch, size, onProgress, listedIn } = {}) {
   let response;
   try {
     response = await fetch(url);
@@ -53,7 +54,7 @@ export async function download(url, name, { fetch = globalThis.fetch, size, onPr
     if (finished) break;
     if (done + value.byteLength > size) {
       await reader.cancel();
-      throw wrongSize(name);
+      throw wrongSize(name, listedIn);
     }
     bytes.set(value, done);
     done += value.byteLength;
@@ -62,27 +63,29 @@ export async function download(url, name, { fetch = globalThis.fetch, size, onPr
   return done === size ? bytes : bytes.subarray(0, done);
 }
 
-function wrongSize(name) {
+function wrongSize(name, listedIn = MANIFEST) {
   return new EdgeError(
-    `${name} does not have the size that ${MANIFEST} gives it; the download is incomplete or the ` +
+    `${name} does not have the size that ${listedIn} gives it; the download is incomplete or the ` +
       "file was changed: copy the pack again.",
   );
 }
 
 /**
- * A file of the bundle, after checking its size and SHA-256 against the manifest's entry.
+ * A file after checking its size and SHA-256 against its entry in a listing: the bundle's
+ * bundle.json (the default), or the pack's pack.json (`options.listedIn`).
  *
  * @throws {EdgeError} it cannot be downloaded, or its size or SHA-256 differs
  */
 export async function verifiedFile(baseUrl, name, entry, options = {}) {
+  const listedIn = options.listedIn ?? MANIFEST;
   const url = new URL(name, baseUrl).href;
   const onProgress = options.onProgress && ((done, total) => options.onProgress(name, done, total));
-  const bytes = await download(url, name, { ...options, size: entry.size, onProgress });
-  if (bytes.byteLength !== entry.size) throw wrongSize(name);
+  const bytes = await download(url, name, { ...options, size: entry.size, onProgress, listedIn });
+  if (bytes.byteLength !== entry.size) throw wrongSize(name, listedIn);
   if ((await sha256Hex(bytes)) !== entry.sha256) {
+    const remedy = listedIn === MANIFEST ? "copy the pack again or export the bundle again" : "copy the pack again";
     throw new EdgeError(
-      `${name} does not match its SHA-256 in ${MANIFEST}; the file is corrupt or was changed: ` +
-        "copy the pack again or export the bundle again.",
+      `${name} does not match its SHA-256 in ${listedIn}; the file is corrupt or was changed: ${remedy}.`,
     );
   }
   return bytes;

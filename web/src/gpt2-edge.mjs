@@ -127,7 +127,7 @@ async function verifiedRuntime(packUrl, provider, fetchOptions) {
   const name = pack.onnxruntime_web?.builds?.[provider]?.wasm;
   const entry = pack.files?.[name];
   if (!name || !entry) throw new EdgeError(`pack.json lists no onnxruntime-web binary for ${provider}; make the pack again.`);
-  const binary = await verifiedFile(url, name, entry, fetchOptions);
+  const binary = await verifiedFile(url, name, entry, { ...fetchOptions, listedIn: "pack.json" });
   return binary.buffer.byteLength === binary.byteLength ? binary.buffer : binary.slice().buffer;
 }
 
