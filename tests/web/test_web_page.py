@@ -283,3 +283,76 @@ def test_gpt2_pack_web_refuses_what_it_cannot_pack(tmp_path: Path) -> None:
     assert done.stderr.strip().splitlines()[-1].endswith("export it with gpt2-export first.")
     assert not (tmp_path / "o").exists()
     assert not list(tmp_path.glob(".o.partial-*"))
+
+
+# --- WebGPU: this machine has no GPU; chromium's SwiftShader adapter (WebGPU on the CPU, through
+# Vulkan) runs the same WGSL kernels, without shader-f16 and about 100 times slower than WASM ----
+
+SWIFTSHADER = [f for f in FLAGS if f != "--disable-gpu"] + [
+    "--enable-unsafe-webgpu",
+    "--enable-features=Vulkan",
+    "--use-vulkan=swiftshader",
+    "--use-webgpu-adapter=swiftshader",
+    "--use-angle=swiftshader",
+]
+
+
+@pytest.fixture(scope="module")
+def webgpu_browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    if not Path(CHROMIUM).exists():
+        pytest.skip("chromium is not installed (apt-get install chromium)")
+    with sync_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=CHROMIUM, headless=True, args=SWIFTSHADER
+        )
+        try:
+            yield browser
+        finally:
+            browser.close()
+
+
+def need_adapter(browser: Any, url: str) -> None:
+    """Skip unless a page from ``url`` (127.0.0.1: a secure context, where alone navigator.gpu
+    exists) gets a WebGPU adapter."""
+    page = browser.new_page()
+    page.goto(url + "/pack.json")
+    found = page.evaluate("async () => !!(await navigator.gpu?.requestAdapter())")
+    page.close()
+    if not found:
+        pytest.skip("this chromium offers no WebGPU adapter, not even SwiftShader's")
+
+
+def test_webgpu_without_shader_f16_runs_a_float16_cache_on_wasm(
+    webgpu_browser: Any, packs: dict
+) -> None:
+    with static_server(packs["int8"]) as url:  # int8 bundles keep a float16 KV cache
+        need_adapter(webgpu_browser, url)
+        page, _ = open_pack(webgpu_browser, url)
+        sync_api.expect(page.locator("#notices")).to_have_text(
+            "This browser's WebGPU adapter has no shader-f16, which this bundle's float16 tensors "
+            "need; running on WASM."
+        )
+        assert page.evaluate("async () => (await window.gpt2edge).provider") == "wasm"
+        page.close()
+        page = webgpu_browser.new_page()
+        page.goto(url + "/?provider=webgpu")
+        sync_api.expect(page.locator("#status")).to_have_text(
+            "This browser's WebGPU adapter has no shader-f16, which this bundle's float16 tensors "
+            'need; use the WASM backend (provider "wasm").'
+        )
+        page.close()
+
+
+@pytest.mark.slow
+def test_webgpu_gives_the_python_runtime_s_greedy_tokens(
+    webgpu_browser: Any, packs: dict, reference: dict
+) -> None:
+    """fp32 on SwiftShader's adapter, KV cache kept on the "GPU": ~20 s for 4 tokens."""
+    with static_server(packs["fp32"]) as url:
+        need_adapter(webgpu_browser, url)
+        page, _ = open_pack(webgpu_browser, url, "?provider=webgpu")
+        assert page.evaluate("async () => (await window.gpt2edge).provider") == "webgpu"
+        settings = {**greedy(reference), "max_new_tokens": 4}
+        tokens = run(page, reference["prompts"][0], settings)["tokens"]
+        assert tokens == reference["greedy"]["fp32"][0][:4]
+        page.close()

@@ -78,7 +78,12 @@ export async function load(baseUrl, options = {}) {
   }
   const notices = [];
   let provider = options.provider ?? "auto";
-  if (provider === "auto") provider = (await webgpuAdapter()) ? "webgpu" : "wasm";
+  if (provider !== "wasm") {
+    const { why, adapter } = await webgpuMissing(manifest);
+    if (why && provider === "webgpu") throw new EdgeError(`${why}; use the WASM backend (provider "wasm").`);
+    if (why && adapter) notices.push(`${why}; running on WASM.`); // no adapter at all is the usual case
+    provider = why ? "wasm" : "webgpu";
+  }
   let opened;
   try {
     opened = await openSession(provider, bytes, externalData, manifest, options, fetchOptions);
@@ -131,13 +136,25 @@ async function verifiedRuntime(packUrl, provider, fetchOptions) {
   return binary.buffer.byteLength === binary.byteLength ? binary.buffer : binary.slice().buffer;
 }
 
-/** A WebGPU adapter, when the browser offers one (else null). */
-async function webgpuAdapter() {
+/**
+ * `why`: why WebGPU cannot run this bundle here (a sentence without its end), or null when it
+ * can: the browser offers no adapter, or the bundle computes in float16 (its KV cache, or all of
+ * it) and the adapter lacks "shader-f16" (SwiftShader's software adapter, for one).
+ */
+async function webgpuMissing(manifest) {
+  let adapter = null;
   try {
-    return (await globalThis.navigator?.gpu?.requestAdapter()) ?? null;
+    adapter = (await globalThis.navigator?.gpu?.requestAdapter()) ?? null;
   } catch {
-    return null;
+    adapter = null;
   }
+  if (!adapter) return { why: "This browser offers no WebGPU adapter", adapter: false };
+  const half = manifest.architecture.kv_dtype === "float16" || manifest.precision.dtype === "float16";
+  if (half && !adapter.features.has("shader-f16")) {
+    const why = "This browser's WebGPU adapter has no shader-f16, which this bundle's float16 tensors need";
+    return { why, adapter: true };
+  }
+  return { why: null, adapter: true };
 }
 
 /** `url` as an absolute folder URL (ending in "/"), relative to the page when there is one. */
