@@ -61,7 +61,8 @@ def build_bundle(folder: Path, cfg: dict[str, int], dtype: str, tokenizer: Path)
     import onnx
     from gpt2_edge.exporter.graphs.fused import FUSED_GRAPH, build_fused_decoder
     from gpt2_edge.exporter.recipes.fp16 import convert_model
-    from gpt2_edge.runtime.bundle import Architecture, Manifest, file_entry, write_manifest
+    from gpt2_edge.runtime.contract.files import file_entry
+    from gpt2_edge.runtime.contract.manifest import Architecture, Manifest, write_manifest
 
     config = {**cfg, "vocab_size": VOCAB, "layer_norm_epsilon": 1e-5}
     model = build_fused_decoder(random_weights(cfg), config)

@@ -68,7 +68,7 @@ class Counts:
     """Drafted tokens fed and accepted, and model calls, counted by wrapping TokenSteps."""
 
     def __init__(self) -> None:
-        from gpt2_edge.runtime import steps
+        from gpt2_edge.runtime.generation import steps
 
         self.proposed = self.accepted = self.calls = 0
         verify, step = steps.TokenSteps._verify, steps.TokenSteps.__next__

@@ -6,7 +6,8 @@ graph for logits only at the positions that predict a target (its ``logits_index
 perplexity to 6 significant digits. Three paths run alternately in one process, on the first N
 tokens of WikiText-2 test, each round timing every path once; the table shows medians:
 
-- ``scored``: :func:`~gpt2_edge.runtime.evaluate.perplexity` (logits at the scored rows only);
+- ``scored``: :func:`~gpt2_edge.runtime.generation.evaluate.perplexity` (logits at the scored
+  rows only);
 - ``all``: every position's logits (``window_logits`` + ``window_loss``), same log-softmax;
 - ``all-f64``: every position and a float64 log-softmax: ``gpt2-eval`` before issue 14.
 
@@ -51,7 +52,7 @@ PATHS = ("scored", "all", "all-f64")
 
 def fixture_bundle() -> Path:
     """The trained fixture's default int8 bundle, exported (again) if absent or unreadable."""
-    from gpt2_edge.runtime.bundle import load_bundle
+    from gpt2_edge.runtime.contract.bundle import load_bundle
     from gpt2_edge.runtime.errors import EdgeError
 
     folder = CACHE / "fixture-int8"
@@ -96,7 +97,7 @@ def loss_before(logits: np.ndarray, chunk: np.ndarray, window: Any) -> tuple[flo
 
 def every_position(session: Any, ids: np.ndarray, loss: Callable[..., Any]) -> tuple[float, int]:
     """Perplexity and the guide's token count from the logits of every position of each window."""
-    from gpt2_edge.runtime.evaluate import plan_windows, window_logits
+    from gpt2_edge.runtime.generation.evaluate import plan_windows, window_logits
 
     nll_sum, n_scored = 0.0, 0
     for window in plan_windows(len(ids), CONTEXT, STRIDE):
@@ -107,7 +108,7 @@ def every_position(session: Any, ids: np.ndarray, loss: Callable[..., Any]) -> t
 
 
 def runners(session: Any, ids: np.ndarray) -> dict[str, Callable[[], tuple[float, int]]]:
-    from gpt2_edge.runtime.evaluate import perplexity, window_loss
+    from gpt2_edge.runtime.generation.evaluate import perplexity, window_loss
 
     def scored() -> tuple[float, int]:
         result = perplexity(session, ids, CONTEXT, STRIDE)
@@ -126,9 +127,9 @@ def same_to_6_digits(a: float, b: float) -> bool:
 
 
 def bench_model(model: str, tokens: int, rounds: int, threads: int) -> dict[str, Any]:
-    from gpt2_edge.runtime.bundle import load_bundle
-    from gpt2_edge.runtime.evaluate import encode, plan_windows
-    from gpt2_edge.runtime.session import Session
+    from gpt2_edge.runtime.contract.bundle import load_bundle
+    from gpt2_edge.runtime.generation.evaluate import encode, plan_windows
+    from gpt2_edge.runtime.graph.session import Session
 
     folder = bundle_path(model)
     bundle = load_bundle(folder)

@@ -65,7 +65,7 @@ def prompt_ids(n: int, offset: int = 0) -> list[int]:
 def greedy(gen: Any, ids: list[int], new: int) -> tuple[list[int], float, float]:
     """Greedy tokens through the runtime's default decoder; (tokens, prefill s, decode tok/s)."""
     import numpy as np
-    from gpt2_edge.runtime.decoder import open_decoder
+    from gpt2_edge.runtime.decoders.interface import open_decoder
 
     decoder = open_decoder(gen.session, gen.pad_id, len(ids) + new)
     t0 = time.perf_counter()
@@ -133,7 +133,7 @@ def fidelity(prompts: int, eval_tokens: int) -> dict[str, Any]:
     """int8 with the float16 cache against the same weights with the float32 cache."""
     from gpt2_edge.exporter.pipeline import export_bundle
     from gpt2_edge.runtime import load
-    from gpt2_edge.runtime.evaluate import perplexity
+    from gpt2_edge.runtime.generation.evaluate import perplexity
     from tokenizers import Tokenizer
 
     cache = HERE / ".cache" / "fixture-long"

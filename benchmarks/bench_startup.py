@@ -42,7 +42,10 @@ DEFAULT_BUNDLE = HERE / ".cache" / "124m" / "ours-int8"
 PROMPT = "The history of the lighthouse is a story of"
 TARGET_FIRST_TOKEN_S = 0.5
 TARGET_RSS_MIB = 300
-CLI = "import sys; sys.argv[0] = 'gpt2-generate'; from gpt2_edge.runtime.cli import main; main()"
+CLI = (
+    "import sys; sys.argv[0] = 'gpt2-generate'; "
+    "from gpt2_edge.runtime.cli.generate import main; main()"
+)
 
 # One process: the CLI's imports, load() as the CLI calls it, then each part of a load alone.
 PHASES = r"""
@@ -50,11 +53,11 @@ import json, sys, time
 from pathlib import Path
 now = time.perf_counter
 t = now()
-from gpt2_edge.runtime import cli
+from gpt2_edge.runtime.cli import generate as cli
 imports = now() - t
 from gpt2_edge.runtime import api, bundle as B
-from gpt2_edge.runtime.session import Session
-from gpt2_edge.runtime.tokenizer import Tokenizer
+from gpt2_edge.runtime.graph.session import Session
+from gpt2_edge.runtime.contract.tokenizer import Tokenizer
 path, threads, prompt, new = Path(sys.argv[1]), int(sys.argv[2]), sys.argv[3], int(sys.argv[4])
 out = {"imports": imports}
 t = now(); generator = api.load(path, provider="cpu", threads=threads); out["load"] = now() - t
@@ -87,9 +90,9 @@ VARIANT = r"""
 import json, os, resource, sys, time
 from pathlib import Path
 import onnxruntime as ort
-from gpt2_edge.runtime import session as S
-from gpt2_edge.runtime.bundle import load_bundle
-from gpt2_edge.runtime.generate import Generator
+from gpt2_edge.runtime.graph import session as S
+from gpt2_edge.runtime.contract.bundle import load_bundle
+from gpt2_edge.runtime.generation.generator import Generator
 variant, path, cache, threads = sys.argv[1], Path(sys.argv[2]), Path(sys.argv[3]), int(sys.argv[4])
 prompt, new = sys.argv[5], int(sys.argv[6])
 level = ort.GraphOptimizationLevel

@@ -5,7 +5,7 @@ graph, 2 threads: milliseconds per call for one new token at a past of 128 and o
 880-token prompt, and the largest difference of its output from the float32 node's. Variants:
 
 - ``float32``: what an fp32 graph runs;
-- ``float16``: query, keys and values in float16 (what ``exporter/kv_cache.py`` makes: a Cast
+- ``float16``: query, keys and values in float16 (what ``exporter/edits/kv_cache.py`` makes: a Cast
   before and after the node);
 - ``float32 + float16 cache``: float32 query with a float16 cache (onnxruntime converts inside);
 - ``int8 cache, per tensor`` / ``per channel``: onnxruntime's quantized cache (``k_quant_type``,

@@ -1,7 +1,7 @@
 """int8 recipes side by side: speed on GPT-2 124M, invariance and perplexity on the trained fixture.
 
 Every recipe starts from the exporter's fused fp32 graph and is built from the exporter's own
-pieces (Optimum's ORTQuantizer, ``exporter/edits.py``, ``per_row.py``, ``recipes/nbits.py``), so
+pieces (Optimum's ORTQuantizer, ``exporter/edits/rewrites.py``, ``per_row.py``, ``recipes/nbits.py``), so
 the shipped recipe is measured exactly as it ships:
 
 - ``per-tensor (before)``: ORTQuantizer's dynamic int8 as it was shipped until 2026-11-30, one
@@ -70,9 +70,9 @@ def _ort_int8(
     quantize_linear: bool = True,
     fused_product: bool = True,
 ) -> None:
-    from gpt2_edge.exporter.edits import materialize_lm_head, type_intermediates
+    from gpt2_edge.exporter.edits.per_row import per_row_activations
+    from gpt2_edge.exporter.edits.rewrites import materialize_lm_head, type_intermediates
     from gpt2_edge.exporter.onnx_files import save_model
-    from gpt2_edge.exporter.per_row import per_row_activations
     from gpt2_edge.exporter.recipes.int8 import OPERATORS, ort_quantize, quantization_config
     from gpt2_edge.exporter.recipes.nbits import NBitsSettings, quantize_lm_head
     from gpt2_edge.exporter.recipes.targets import Target
@@ -97,7 +97,7 @@ def _ort_int8(
 
 
 def _nbits8(src: Path, out: Path, block: int) -> None:
-    from gpt2_edge.exporter.edits import materialize_lm_head
+    from gpt2_edge.exporter.edits.rewrites import materialize_lm_head
     from gpt2_edge.exporter.onnx_files import save_model
     from gpt2_edge.exporter.recipes.nbits import NBitsSettings, nbits_quantize, quantize_lm_head
 
@@ -129,7 +129,8 @@ RECIPES: dict[str, Recipe] = {
 
 def build(fp32_bundle: Path, recipe: str, folder: Path) -> Path:
     """A bundle folder: ``fp32_bundle``'s manifest and tokenizer with the recipe's graph."""
-    from gpt2_edge.runtime.bundle import file_entry, read_manifest, write_manifest
+    from gpt2_edge.runtime.contract.files import file_entry
+    from gpt2_edge.runtime.contract.manifest import read_manifest, write_manifest
 
     if (folder / "bundle.json").is_file():
         return folder
@@ -203,9 +204,9 @@ def invariance(bundle: Path) -> dict[str, Any]:
     """Rows that change in a batch, cached vs recomputed differences, and perplexity."""
     from gpt2_edge.exporter.checks.quality import greedy_tokens
     from gpt2_edge.runtime import load
-    from gpt2_edge.runtime.bundle import load_bundle
-    from gpt2_edge.runtime.evaluate import encode, perplexity, window_logits
-    from gpt2_edge.runtime.session import Session
+    from gpt2_edge.runtime.contract.bundle import load_bundle
+    from gpt2_edge.runtime.generation.evaluate import encode, perplexity, window_logits
+    from gpt2_edge.runtime.graph.session import Session
 
     gen = load(bundle, provider="cpu", threads=1)
     words = WIKITEXT.read_text(encoding="utf-8").split()

@@ -6,7 +6,7 @@
 A fresh process per run takes the steps in the CLI's order: the interpreter, the CLI's imports
 (numpy, onnxruntime, tokenizers, typer), the bundle (manifest, checksums, tokenizer), the
 onnxruntime session (its prepacked copy of the weights; the weight file's pages are given back
-right after, ``runtime/pageout.py``), then 128 greedy tokens after a 5-token prompt. After each
+right after, ``runtime/graph/pageout.py``), then 128 greedy tokens after a 5-token prompt. After each
 step it reads ``/proc/self/status``: anonymous memory (private: what no limit can reclaim), file
 pages (the libraries' code and the bundle's mapped weights: clean, a memory limit reclaims them)
 and the peak resident set so far (``VmHWM``, what ``ru_maxrss`` reports). Medians of ``--runs``.
@@ -40,11 +40,11 @@ def status():
     return {k: int(v.split()[0]) for k, v in pairs if k in FIELDS}
 path, prompt, new = Path(sys.argv[1]), sys.argv[2], int(sys.argv[3])
 steps = [("the interpreter starts", status())]
-from gpt2_edge.runtime import cli
+from gpt2_edge.runtime.cli import generate as cli
 steps.append(("the CLI's imports (numpy, onnxruntime, tokenizers, typer)", status()))
-from gpt2_edge.runtime.generate import Generator
-from gpt2_edge.runtime.bundle import load_bundle
-from gpt2_edge.runtime.session import Session
+from gpt2_edge.runtime.generation.generator import Generator
+from gpt2_edge.runtime.contract.bundle import load_bundle
+from gpt2_edge.runtime.graph.session import Session
 bundle = load_bundle(path)
 tokenizer = bundle.tokenizer
 steps.append(("the bundle is opened (manifest, checksums, tokenizer)", status()))

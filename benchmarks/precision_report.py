@@ -10,7 +10,7 @@ with verification and the quality gate as a user gets them, then for every bundl
 
 - ``model.onnx`` size (and external data, if any);
 - perplexity on the first ``--tokens`` GPT-2 tokens of WikiText-2 test.txt, through the runtime's
-  ``gpt2_edge.runtime.evaluate.perplexity`` (context 1024, stride 512, as ``gpt2-eval``);
+  ``gpt2_edge.runtime.generation.evaluate.perplexity`` (context 1024, stride 512, as ``gpt2-eval``);
 - top-1 agreement with the fp32 bundle over the same windows (``exporter/checks/quality.py``);
 - decode tokens/s on ``--threads`` threads: ``gpt2_edge.runtime.load(...).generate(prompt,
   max_new_tokens=64, temperature=0, ignore_eos=True).timings``, median of ``--runs`` after a
@@ -68,9 +68,9 @@ def decode_speed(folder: Path, threads: int, runs: int) -> dict[str, float]:
 
 def measure(folder: Path, ref_folder: Path, ids: Any, threads: int, runs: int) -> dict[str, Any]:
     from gpt2_edge.exporter.checks.quality import compare_on_ids
-    from gpt2_edge.runtime.bundle import load_bundle
-    from gpt2_edge.runtime.evaluate import perplexity
-    from gpt2_edge.runtime.session import Session
+    from gpt2_edge.runtime.contract.bundle import load_bundle
+    from gpt2_edge.runtime.generation.evaluate import perplexity
+    from gpt2_edge.runtime.graph.session import Session
 
     manifest = json.loads((folder / "bundle.json").read_text(encoding="utf-8"))
     cand = Session(load_bundle(folder), provider="cpu", threads=threads)
@@ -103,7 +103,7 @@ def main() -> None:
     args = parser.parse_args()
 
     from gpt2_edge.exporter import export_bundle
-    from gpt2_edge.runtime.evaluate import encode
+    from gpt2_edge.runtime.generation.evaluate import encode
     from rich.console import Console
     from rich.table import Table
 

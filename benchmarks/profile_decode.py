@@ -152,7 +152,7 @@ def profile(bundle: Path, threads: int, prompt_tokens: int, new_tokens: int, out
     """Run warm-up + one measured generate with the profiler on; return trace path and timings."""
     import onnxruntime as ort
     from gpt2_edge.runtime import load
-    from gpt2_edge.runtime import session as runtime_session
+    from gpt2_edge.runtime.graph import session as runtime_session
 
     plain = runtime_session.session_options
 

@@ -16,7 +16,7 @@ Recipes vary one thing at a time:
   run time); + the embedding ``Gather`` (int8 table);
 - the exporter's current recipe (Optimum ``AutoQuantizationConfig.avx2``, per channel);
 - weight-only 8-bit and 4-bit (``MatMulNBits``) after the Gemm -> MatMul rewrite
-  (``exporter/edits.py``).
+  (``exporter/edits/rewrites.py``).
 """
 
 from __future__ import annotations
@@ -31,16 +31,12 @@ from pathlib import Path
 
 import onnx
 from gpt2_edge.exporter.checks.quality import compare_on_ids
-from gpt2_edge.exporter.edits import (
-    attention_matmuls,  # the exporter's rule, one copy
-    gemm_to_matmul,
-    materialize_lm_head,
-)
+from gpt2_edge.exporter.edits.rewrites import attention_matmuls, gemm_to_matmul, materialize_lm_head
 from gpt2_edge.exporter.recipes.nbits import NBitsSettings as Int4Settings
 from gpt2_edge.exporter.recipes.nbits import nbits_quantize, quantize_weight_only
-from gpt2_edge.runtime.bundle import load_bundle
-from gpt2_edge.runtime.evaluate import encode
-from gpt2_edge.runtime.session import Session
+from gpt2_edge.runtime.contract.bundle import load_bundle
+from gpt2_edge.runtime.generation.evaluate import encode
+from gpt2_edge.runtime.graph.session import Session
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"

@@ -20,7 +20,7 @@ EXTRA_PACKAGES = frozenset(
     {*EXTRA_MODULES, "onnx_ir", "accelerate", "safetensors", "huggingface_hub", "onnxscript"}
 )
 INSTALL = "pip install 'gpt2-edge[export]'"
-EXIT_USER_ERROR = 1  # as runtime/cli_errors.py, which this module must not import before main
+EXIT_USER_ERROR = 1  # as runtime/cli/errors.py, which this module must not import before main
 EXIT_INTERRUPTED = 130
 INTERRUPTED = "Interrupted; no bundle was written."
 

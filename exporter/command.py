@@ -12,12 +12,12 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from gpt2_edge.runtime.bundle import MANIFEST
-from gpt2_edge.runtime.cli_errors import VERSION_HELP, EdgeCommand, show_version, user_errors
-from gpt2_edge.runtime.precision import Precision
+from gpt2_edge.runtime.cli.errors import VERSION_HELP, EdgeCommand, show_version, user_errors
+from gpt2_edge.runtime.contract.manifest import MANIFEST
+from gpt2_edge.runtime.contract.precision import Precision
 
+from .checks.gate import DEFAULT_MAX_PPL_INCREASE, DEFAULT_MIN_GREEDY_AGREEMENT
 from .pipeline import DEFAULT_MODEL, export_bundle
-from .plan import DEFAULT_MAX_PPL_INCREASE, DEFAULT_MIN_GREEDY_AGREEMENT
 from .progress import human_size
 from .recipes import DTYPES, KV_CACHES
 from .recipes.nbits import ACCURACY_LEVELS, DEFAULT_ACCURACY_LEVEL, DEFAULT_BLOCK_SIZE

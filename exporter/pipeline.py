@@ -5,7 +5,8 @@ place model.onnx -> tokenizer.json -> verify against transformers -> quality gat
 genai_config.json (for onnxruntime-genai) -> bundle.json (written once, listing every file, then
 opened as a user would) -> atomic rename into place.
 
-Everything is written into a hidden folder beside the output (see ``staging.py``), so the output
+Everything is written into a hidden folder beside the output (see ``writing/staging.py``), so
+the output
 path holds either a complete, verified bundle or nothing.
 """
 
@@ -15,26 +16,21 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from gpt2_edge.runtime.bundle import (
-    MODEL_FILE,
-    TOKENIZER_FILE,
-    Bundle,
-    Manifest,
-    load_bundle,
-    write_manifest,
-)
-from gpt2_edge.runtime.precision import FLOAT32
+from gpt2_edge.runtime.contract.bundle import Bundle, load_bundle
+from gpt2_edge.runtime.contract.manifest import MODEL_FILE, TOKENIZER_FILE, Manifest, write_manifest
+from gpt2_edge.runtime.contract.precision import FLOAT32
 
-from .genai_config import write_genai_files
+from .disk_errors import check_free_space
 from .graphs import OPTIMUM_GRAPH
-from .manifest import build_manifest, bundle_files
 from .onnx_files import place_model
 from .plan import DEFAULT_MODEL, ExportPlan, default_output, make_plan
 from .progress import Steps
 from .recipes import apply_precision
 from .source import Source, check_weights, local_folder, resolve_source
-from .staging import check_free_space, check_output, staging
-from .tokenizer_files import check_tokenizer, write_tokenizer
+from .writing.genai_config import write_genai_files
+from .writing.manifest import build_manifest, bundle_files
+from .writing.staging import check_output, staging
+from .writing.tokenizer_files import check_tokenizer, write_tokenizer
 
 __all__ = ["DEFAULT_MODEL", "default_output", "export_bundle", "run_plan"]
 # Peak disk use as a multiple of the weights. fp32: Optimum's graph and the fused one side by side
@@ -122,18 +118,20 @@ def _fp32_graph(
     plan: ExportPlan, source: Source, work: Path, steps: Steps
 ) -> tuple[Path, dict[str, Any]]:
     """Optimum's export, then (by default) the fused graph checked against it."""
-    from .onnx_export import export_onnx
+    from .graphs.optimum import export_onnx
 
     with steps.step("Export ONNX graph with KV cache (Optimum, text-generation-with-past)"):
         onnx_path = export_onnx(source.path, work / "fp32", plan.opset)
     if plan.graph != "fused":
         return onnx_path, dict(OPTIMUM_GRAPH)
+    from .checks.parity import check_fused
     from .graphs.fused import build_fused
 
     with steps.step("Optimize: fused decoder (GroupQueryAttention), parity vs Optimum"):
-        fused_path, graph = build_fused(source.path, onnx_path, work / "fused")
-    if fused_path is None:  # the builder does not cover this checkpoint: Optimum's graph stays
-        return onnx_path, graph
+        fused_path, graph = build_fused(source.path, work / "fused")
+        if fused_path is None:  # the builder does not cover this checkpoint: Optimum's stays
+            return onnx_path, graph
+        graph["parity_vs_optimum"] = check_fused(fused_path, onnx_path, source.path)
     shutil.rmtree(onnx_path.parent)  # Optimum's graph was only the parity reference
     return fused_path, graph
 
@@ -142,7 +140,7 @@ def _verify(
     plan: ExportPlan, source: Source, bundle: Bundle, fp32: Path, steps: Steps
 ) -> dict[str, Any]:
     """Verification figures (and the quality gate's, for a reduced precision) of ``bundle``."""
-    from gpt2_edge.runtime.session import Session
+    from gpt2_edge.runtime.graph.session import Session
 
     from .checks.verify import verify_bundle
 

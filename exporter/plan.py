@@ -13,6 +13,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
+from gpt2_edge.runtime import MODELS_DIR
+
+from .checks.gate import DEFAULT_MAX_PPL_INCREASE, DEFAULT_MIN_GREEDY_AGREEMENT, GateOptions
 from .errors import ExportError
 from .graphs import GRAPHS
 from .recipes import PrecisionChoice, choose_precision
@@ -22,15 +25,7 @@ from .source import model_name
 
 T = TypeVar("T")
 DEFAULT_MODEL = "gpt2"
-MODELS_DIR = Path("models")  # relative to the current working directory
 INT8_SUFFIX = "-int8"
-DEFAULT_MAX_PPL_INCREASE = 0.05  # --max-ppl-increase: 5 % relative
-# --min-greedy-agreement: the mean share of each greedy continuation that matches fp32 before
-# the first different token. Measured on the trained fixture (gate's 4 prompts x 24 tokens):
-# int8 1.00, fp16 1.00, int4 0.46 (1 of 4 continuations identical); on the tiny random test
-# model int4 gives 0.72. A quarter passes those with a margin and still stops an export whose
-# text drifts from fp32 within the first few tokens.
-DEFAULT_MIN_GREEDY_AGREEMENT = 0.25
 # An --eval-text shorter than this measures noise: ~45 GPT-2 tokens, a fraction of one window.
 MIN_EVAL_TEXT_CHARS = 200
 # Options only one precision reads: option -> (its flag, that precision, the flag that selects it).
@@ -45,21 +40,6 @@ GATE_OPTIONS = {
     "max_ppl_increase": "--max-ppl-increase",
     "min_greedy_agreement": "--min-greedy-agreement",
 }
-
-
-@dataclass(frozen=True)
-class GateOptions:
-    """The quality gate's limits (it runs for int8, int4 and fp16, with verification)."""
-
-    eval_text: Path | None = None
-    max_ppl_increase: float = DEFAULT_MAX_PPL_INCREASE
-    min_greedy_agreement: float = DEFAULT_MIN_GREEDY_AGREEMENT
-
-    def title(self) -> str:
-        return (
-            f"perplexity +{self.max_ppl_increase:.1%} at most, greedy agreement "
-            f"{self.min_greedy_agreement:.0%} at least"
-        )
 
 
 @dataclass(frozen=True)
@@ -103,7 +83,7 @@ def make_plan(
     """
     if graph not in GRAPHS:
         raise ExportError(f"Unknown graph '{graph}'; choose one of {', '.join(GRAPHS)}.")
-    from .onnx_export import check_opset
+    from .graphs.optimum import check_opset
 
     check_opset(opset)
     # --bits implies --quantize (as on the command line): bits=4 alone must not give fp32.

@@ -14,8 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .disk_errors import RESOURCE_ERRNOS, USER_ERRNOS
 from .errors import ExportError
-from .staging import RESOURCE_ERRNOS, USER_ERRNOS
 
 HUB_TIMEOUT_S = 10.0  # per hub request; huggingface_hub's default would retry for much longer
 ARCHITECTURE = "GPT2LMHeadModel"

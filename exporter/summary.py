@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .plan import DEFAULT_MAX_PPL_INCREASE
+from .checks.gate import DEFAULT_MAX_PPL_INCREASE
 
 # The summary calls a bundle close to fp32 when every greedy continuation is identical and at
 # least this share of next-token predictions agrees (int8 and fp16 of the trained fixture: 98.9%

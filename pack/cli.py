@@ -14,7 +14,7 @@ try:  # Ctrl-C while the libraries load ends the command as a later one does: 13
     from typing import Annotated
 
     import typer
-    from gpt2_edge.runtime.cli_errors import VERSION_HELP, EdgeCommand, show_version, user_errors
+    from gpt2_edge.runtime import VERSION_HELP, EdgeCommand, show_version, user_errors
 
     from .make import make_pack
     from .platforms import DEFAULT_PYTHON, PLATFORMS, WEB, is_web

@@ -15,10 +15,16 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from gpt2_edge.runtime.bundle import MANIFEST, Manifest, load_bundle, sha256_of, verify_files
-from gpt2_edge.runtime.errors import EdgeError
-from gpt2_edge.runtime.interrupts import signals_as_interrupts
-from gpt2_edge.runtime.precision import Precision
+from gpt2_edge.runtime import (
+    MANIFEST,
+    EdgeError,
+    Manifest,
+    Precision,
+    load_bundle,
+    sha256_of,
+    signals_as_interrupts,
+    verify_files,
+)
 
 from . import scripts
 from .platforms import DEFAULT_PYTHON, Target, resolve_target

@@ -29,7 +29,7 @@ from importlib import metadata
 from pathlib import Path
 
 from gpt2_edge import runtime
-from gpt2_edge.runtime.errors import EdgeError
+from gpt2_edge.runtime import EdgeError
 
 from .platforms import MANYLINUX, MIN_ONNXRUNTIME, Target
 

@@ -1,6 +1,20 @@
 """gpt2_edge.runtime: torch-free GPT-2 generation from a bundle (onnxruntime, tokenizers, numpy).
 
-The names below are imported on first use (PEP 562), so that importing a submodule, as the
+Its public names (``__all__``) are all that the project's other halves (``serve``, ``pack``,
+``batch``) import from it:
+
+- loading: :func:`load`, :func:`pick_model`, :func:`load_bundle`, :class:`Bundle`,
+  :class:`Manifest`, :class:`Tokenizer`, :class:`Precision`, the bundle's file names, its
+  file checks (:func:`verify_files`, :func:`sha256_of`);
+- generating: :class:`Generator`, :class:`Engine` (the running batch), the settings
+  (:class:`SamplingSettings`, :class:`GenerationOptions` and their bounds), the results
+  (:class:`GenerationResult`, :class:`StreamEvent`, :class:`TokenLogprob`, :class:`ScoreResult`,
+  :class:`Timings`), :func:`sequence_rng`;
+- errors: :class:`EdgeError` (with its ``field``), :class:`SettingError`, :class:`PromptTooLong`;
+- commands: what every command of the project shares (:class:`EdgeCommand`, :func:`user_errors`,
+  :func:`show_version`, :func:`signals_as_interrupts`).
+
+The names are imported on first use (PEP 562), so that importing a submodule, as the
 ``gpt2-generate`` entry point does, does not load onnxruntime and numpy before the command can
 catch a Ctrl-C.
 """
@@ -11,49 +25,118 @@ from importlib import import_module
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from .api import load
-    from .bundle import Bundle, Manifest, load_bundle
-    from .errors import EdgeError
-    from .generate import Generator
-    from .results import GenerationResult, ScoreResult, StreamEvent, Timings, TokenLogprob
-    from .sampling import Sampler
-    from .settings import GenerationOptions, SamplingSettings
-    from .tokenizer import Tokenizer
+    from .api import DEFAULT_PROVIDER, check_runtime_arguments, load, pick_model
+    from .cli.errors import VERSION_HELP, EdgeCommand, show_version, user_errors
+    from .cli.interrupts import signals_as_interrupts
+    from .contract.bundle import Bundle, load_bundle, verify_files
+    from .contract.files import sha256_of
+    from .contract.manifest import MANIFEST, MODEL_FILE, TOKENIZER_FILE, Manifest
+    from .contract.models_dir import MODELS_DIR, bundles_in
+    from .contract.precision import Precision
+    from .contract.tokenizer import Tokenizer
+    from .contract.verified import cache_dir
+    from .errors import EdgeError, PromptTooLong, SettingError
+    from .generation.engine import Engine
+    from .generation.generator import Generator
+    from .generation.results import (
+        FinishReason,
+        GenerationResult,
+        ScoreResult,
+        StreamEvent,
+        Timings,
+        TokenLogprob,
+    )
+    from .sampling.sampler import Sampler, sequence_rng
+    from .settings.options import GENERATOR_NAMES, GenerationOptions
+    from .settings.sampling import SAMPLING_NAMES, SamplingSettings
+    from .settings.values import MAX_LOGPROBS, MAX_SEQUENCES
 
 _WHERE = {
-    "Bundle": "bundle",
+    "Bundle": "contract.bundle",
+    "DEFAULT_PROVIDER": "api",
+    "EdgeCommand": "cli.errors",
     "EdgeError": "errors",
-    "GenerationOptions": "settings",
-    "GenerationResult": "results",
-    "Generator": "generate",
-    "Manifest": "bundle",
-    "Sampler": "sampling",
-    "SamplingSettings": "settings",
-    "ScoreResult": "results",
-    "StreamEvent": "results",
-    "Timings": "results",
-    "TokenLogprob": "results",
-    "Tokenizer": "tokenizer",
+    "Engine": "generation.engine",
+    "FinishReason": "generation.results",
+    "GENERATOR_NAMES": "settings.options",
+    "GenerationOptions": "settings.options",
+    "GenerationResult": "generation.results",
+    "Generator": "generation.generator",
+    "MANIFEST": "contract.manifest",
+    "MAX_LOGPROBS": "settings.values",
+    "MAX_SEQUENCES": "settings.values",
+    "MODELS_DIR": "contract.models_dir",
+    "MODEL_FILE": "contract.manifest",
+    "Manifest": "contract.manifest",
+    "Precision": "contract.precision",
+    "PromptTooLong": "errors",
+    "SAMPLING_NAMES": "settings.sampling",
+    "Sampler": "sampling.sampler",
+    "SamplingSettings": "settings.sampling",
+    "ScoreResult": "generation.results",
+    "SettingError": "errors",
+    "StreamEvent": "generation.results",
+    "TOKENIZER_FILE": "contract.manifest",
+    "Timings": "generation.results",
+    "TokenLogprob": "generation.results",
+    "Tokenizer": "contract.tokenizer",
+    "VERSION_HELP": "cli.errors",
+    "bundles_in": "contract.models_dir",
+    "cache_dir": "contract.verified",
+    "check_runtime_arguments": "api",
     "load": "api",
-    "load_bundle": "bundle",
+    "load_bundle": "contract.bundle",
+    "pick_model": "api",
+    "sequence_rng": "sampling.sampler",
+    "sha256_of": "contract.files",
+    "show_version": "cli.errors",
+    "signals_as_interrupts": "cli.interrupts",
+    "user_errors": "cli.errors",
+    "verify_files": "contract.bundle",
 }
 
 __all__ = [
     "Bundle",
+    "DEFAULT_PROVIDER",
+    "EdgeCommand",
     "EdgeError",
+    "Engine",
+    "FinishReason",
+    "GENERATOR_NAMES",
     "GenerationOptions",
     "GenerationResult",
     "Generator",
+    "MANIFEST",
+    "MAX_LOGPROBS",
+    "MAX_SEQUENCES",
+    "MODELS_DIR",
+    "MODEL_FILE",
     "Manifest",
+    "Precision",
+    "PromptTooLong",
+    "SAMPLING_NAMES",
     "Sampler",
     "SamplingSettings",
     "ScoreResult",
+    "SettingError",
     "StreamEvent",
+    "TOKENIZER_FILE",
     "Timings",
     "TokenLogprob",
     "Tokenizer",
+    "VERSION_HELP",
+    "bundles_in",
+    "cache_dir",
+    "check_runtime_arguments",
     "load",
     "load_bundle",
+    "pick_model",
+    "sequence_rng",
+    "sha256_of",
+    "show_version",
+    "signals_as_interrupts",
+    "user_errors",
+    "verify_files",
 ]
 
 

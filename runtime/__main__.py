@@ -1,5 +1,5 @@
 """``python -m gpt2_edge.runtime``: the same as ``gpt2-generate``."""
 
-from .cli import main
+from .cli.generate import main
 
 main()

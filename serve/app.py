@@ -13,8 +13,7 @@ from contextlib import asynccontextmanager
 from importlib import resources
 from typing import Any
 
-from gpt2_edge.runtime.errors import EdgeError
-from gpt2_edge.runtime.generate import Generator
+from gpt2_edge.runtime import EdgeError, Generator
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException

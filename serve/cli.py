@@ -14,12 +14,16 @@ try:  # Ctrl-C while the libraries load ends the command as a later one does: 13
     from typing import Annotated
 
     import typer
-    from gpt2_edge.runtime.api import DEFAULT_PROVIDER, load
-    from gpt2_edge.runtime.cli_errors import VERSION_HELP, EdgeCommand, show_version, user_errors
-    from gpt2_edge.runtime.errors import EdgeError
-    from gpt2_edge.runtime.models_dir import MODELS_DIR, choice_notice, default_model, named_model
-    from gpt2_edge.runtime.session import resolve_provider
-    from gpt2_edge.runtime.settings import check_threads
+    from gpt2_edge.runtime import (
+        DEFAULT_PROVIDER,
+        VERSION_HELP,
+        EdgeCommand,
+        EdgeError,
+        load,
+        pick_model,
+        show_version,
+        user_errors,
+    )
 
     from .config import DEFAULT_HOST, DEFAULT_MAX_BATCH, DEFAULT_MAX_QUEUE, DEFAULT_PORT
 except KeyboardInterrupt:
@@ -150,7 +154,6 @@ def run(
         raise EdgeError(f"--max-queue must be 0 or more, got {max_queue}.")
     if not 0 <= port <= 65535:
         raise EdgeError(f"--port must be from 0 to 65535, got {port}.")
-    check_threads(threads)
     missing = [m for m in SERVE_MODULES if not _importable(m)]
     if missing:
         raise EdgeError(
@@ -161,13 +164,11 @@ def run(
     from .config import ServeConfig
     from .server import bind, exposure_warning, serve, url
 
-    cuda = resolve_provider(provider).name == "cuda"
-    path = named_model(model) if model is not None else default_model(MODELS_DIR, cuda)
-    gen = load(path, provider, threads)
-    notices = [choice_notice(path)] if model is None else []
-    for notice in [*notices, *gen.notices]:
-        if notice:
-            typer.echo(notice, err=True)
+    path, choice, notice = pick_model(model, provider)
+    gen = load(path, choice, threads)
+    for line in [notice, *gen.notices]:
+        if line:
+            typer.echo(line, err=True)
     sock = bind(host, port)
     warning = exposure_warning(sock, api_key)
     if warning:

@@ -1,7 +1,7 @@
 """Errors in OpenAI's shape: ``{"error": {"message", "type", "param", "code"}}``.
 
 A mistake a client can make is an :class:`ApiError` with one sentence and a 4xx status (the
-runtime's :class:`~gpt2_edge.runtime.errors.EdgeError` becomes a 400); anything else is a bug,
+runtime's :class:`~gpt2_edge.runtime.EdgeError` becomes a 400); anything else is a bug,
 logged with its traceback and answered with a 500.
 """
 

@@ -9,9 +9,7 @@ import json
 from collections.abc import AsyncIterator, Awaitable
 from typing import Any, TypeVar
 
-from gpt2_edge.runtime.generate import Generator, budget
-from gpt2_edge.runtime.sampling import Sampler, sequence_rng
-from gpt2_edge.runtime.steps import Logprobs
+from gpt2_edge.runtime import Generator, sequence_rng
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.types import Receive, Scope, Send
@@ -90,19 +88,18 @@ class Generation:
         return JSONResponse(body) if body is not None else Response(status_code=499)
 
     def _job(self, req: GenerationRequest) -> Job:
-        gen, options = self.gen, req.options
-        rows = []
-        for prompt in req.prompts:
-            allowed, reason = budget(prompt.size, gen.context_length, options)
-            if req.max_tokens == 0:
-                allowed, reason = 0, "length"
-            for j in range(req.n):  # the runtime's seeds: a choice's sample is its own
-                rows.append(RowSpec(prompt, allowed, reason, sequence_rng(req.sampling.seed, j)))
-        report = None if req.logprobs is None else Logprobs(req.logprobs, gen.tokenizer)
-        eos = None if options.ignore_eos else gen.eos_id
+        # The runtime's seeds: a choice's sample is its own whatever else shares the batch.
+        rows = [
+            RowSpec(prompt, sequence_rng(req.sampling.seed, j))
+            for prompt in req.prompts
+            for j in range(req.n)
+        ]
         score = req.echo and req.logprobs is not None
         loop = asyncio.get_running_loop()
-        return Job(loop, rows, Sampler(req.sampling), report, options.stop, eos, score, req.stream)
+        return Job(
+            loop, rows, req.sampling, req.options, req.max_tokens != 0, score, req.start,
+            req.stream,
+        )  # fmt: skip
 
     def _choices(self, req: GenerationRequest) -> list[ChoiceText]:
         def offsets(i: int) -> Offsets | None:

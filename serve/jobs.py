@@ -16,25 +16,19 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
-from gpt2_edge.runtime.results import FinishReason, TokenLogprob
-from gpt2_edge.runtime.sampling import Sampler
-from gpt2_edge.runtime.steps import Logprobs
+from gpt2_edge.runtime import FinishReason, GenerationOptions, SamplingSettings, TokenLogprob
 
 
 @dataclass(frozen=True)
 class RowSpec:
-    """One choice to generate: a prompt's ids, its budget and its random generator.
+    """One choice to generate: a prompt's ids and its random generator.
 
     Attributes:
         prompt: (T,) int64 prompt ids, already fitted to the context.
-        budget: most new tokens (0: generate nothing, as ``max_tokens=0`` with ``echo`` asks).
-        budget_reason: the finish reason when the budget runs out (``length`` or ``context``).
         rng: the row's own random generator, so its samples never depend on other rows.
     """
 
     prompt: np.ndarray
-    budget: int
-    budget_reason: FinishReason
     rng: np.random.Generator
 
 
@@ -82,11 +76,11 @@ class Job:
     Args:
         loop: the event loop the request's coroutine runs on.
         rows: the choices, in order.
-        sampler: picks every row's tokens (settings are per request).
-        logprobs: what to report per token (None: nothing).
-        stop: stop strings.
-        eos: the end-of-text id, or None to ignore it.
+        sampling: how every row's tokens are picked (settings are per request).
+        options: budget, stop strings, ``ignore_eos`` and ``logprobs``, as the runtime takes them.
+        generate: whether the rows generate at all (``max_tokens`` 0 with ``echo`` only scores).
         score: report the prompts' own log-probabilities first (``echo`` with ``logprobs``).
+        start: score each prompt's first token after the start token too.
         stream: the client reads the events as they come (only such jobs can stall).
     """
 
@@ -94,15 +88,15 @@ class Job:
         self,
         loop: asyncio.AbstractEventLoop,
         rows: list[RowSpec],
-        sampler: Sampler,
-        logprobs: Logprobs | None,
-        stop: tuple[str, ...],
-        eos: int | None,
+        sampling: SamplingSettings,
+        options: GenerationOptions,
+        generate: bool,
         score: bool,
+        start: bool,
         stream: bool,
     ):
-        self.rows, self.sampler, self.logprobs = rows, sampler, logprobs
-        self.stop, self.eos, self.score, self.stream = stop, eos, score, stream
+        self.rows, self.sampling, self.options = rows, sampling, options
+        self.generate, self.score, self.start, self.stream = generate, score, start, stream
         self.cancelled = threading.Event()
         self.submitted = time.monotonic()
         self.first_token: float | None = None  # set by the scheduler
@@ -114,8 +108,8 @@ class Job:
 
     @property
     def generating_rows(self) -> int:
-        """Rows this job takes in the batch (choices with a budget)."""
-        return sum(1 for r in self.rows if r.budget > 0)
+        """Rows this job takes in the batch."""
+        return len(self.rows) if self.generate else 0
 
     def post(self, event: Event) -> None:
         """Hand an event to the coroutine (from the scheduler's thread)."""

@@ -2,8 +2,9 @@
 into a :class:`GenerationRequest`.
 
 The sampling settings and stop strings are validated by the runtime itself
-(:func:`gpt2_edge.runtime.settings.resolve_settings`), so the server accepts what
-``gpt2-generate`` accepts and says so in the same sentences, and also settings the decoding mode
+(:meth:`gpt2_edge.runtime.Generator.resolve`), so the server accepts what ``gpt2-generate``
+accepts and says so in the same sentences (naming the wire field each is about), and also
+settings the decoding mode
 ignores (``top_p`` with temperature 0), as OpenAI's API does; this module checks the wire
 format's own fields (``prompt``, ``n``, ``stream``, ``echo``, ``logprobs``...). Unknown fields are
 ignored, as local OpenAI-compatible servers do, but a known OpenAI feature this server does not
@@ -20,22 +21,27 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from gpt2_edge.runtime.errors import EdgeError, PromptTooLong
-from gpt2_edge.runtime.generate import Generator
-from gpt2_edge.runtime.settings import (
+from gpt2_edge.runtime import (
     GENERATOR_NAMES,
     MAX_LOGPROBS,
     MAX_SEQUENCES,
     SAMPLING_NAMES,
+    EdgeError,
     GenerationOptions,
+    Generator,
+    PromptTooLong,
     SamplingSettings,
-    resolve_settings,
+    SettingError,
 )
 
 from .chat import TURN_STOPS, transcript
 from .errors import ApiError
 
 MAX_COMPLETION_LOGPROBS = 5  # OpenAI's bound for /v1/completions
+# An extra field of /v1/completions: echo's log-probabilities condition the prompt's first token
+# on the start token (<|endoftext|>), as lm-evaluation-harness's hf backend scores a text with no
+# context. Without it the first token's log-probability is null, as OpenAI's and vLLM's are.
+START_FIELD = "echo_start_token"
 # Settings the runtime has beyond OpenAI's, taken as extra body fields under the same names.
 EXTRA_SETTINGS = ("top_k", "min_p", "repetition_penalty", "no_repeat_ngram_size", "ignore_eos")
 # The runtime's names for the settings whose wire names differ.
@@ -60,6 +66,7 @@ class GenerationRequest:
         stream: answer with server-sent events.
         include_usage: end a stream with a usage chunk.
         echo: the prompt's text (and with logprobs, its tokens' log-probabilities) comes first.
+        start: echo's log-probabilities condition the first token on the start token too.
     """
 
     chat: bool
@@ -72,6 +79,7 @@ class GenerationRequest:
     stream: bool
     include_usage: bool
     echo: bool
+    start: bool = False
 
     @property
     def logprobs(self) -> int | None:
@@ -197,19 +205,18 @@ def _request(
     stream = _bool(body, "stream", False)
     include_usage = _stream_options(body, stream)
     echo = _bool(body, "echo", False)
+    start = _bool(body, START_FIELD, False)
+    if start and not (echo and logprobs is not None):
+        raise ApiError(400, f"{START_FIELD} needs echo and logprobs.", START_FIELD)
     n = 1 if body.get("n") is None else _int(body, "n", 1, MAX_SEQUENCES)
     max_tokens = None if body.get("max_tokens") is None else _int(body, "max_tokens", 0, None)
     stop = _stop(body.get("stop"))
     settings = {name: body.get(name) for name in (*SAMPLING_NAMES, "ignore_eos")}
     settings.update(max_new_tokens=max_tokens or None, logprobs=logprobs, stop=stop + turn_stops)
     try:
-        sampling, options = resolve_settings(gen.manifest.generation, **settings)
+        sampling, options = gen.resolve(strict=False, **settings)
     except EdgeError as exc:
-        raise _from_edge(exc, body) from None
-    if n > 1 and sampling.greedy:
-        raise ApiError(
-            400, "n > 1 needs sampling: greedy decoding (temperature 0) gives one answer.", "n"
-        )
+        raise _from_edge(exc) from None
     if max_tokens == 0 and not echo:
         raise ApiError(400, "max_tokens 0 generates nothing; it needs echo.", "max_tokens")
     count = len(texts) if given_ids is None else len(given_ids)
@@ -220,26 +227,27 @@ def _request(
             f"takes at most {max_batch} at once (--max-batch).",
             "n" if n > 1 else "prompt",
         )
-    scoring = max_tokens == 0  # (with echo) no new position: the prompt may fill the context
+    # Only scored (max_tokens 0 with echo), a prompt needs no position for a new token and may
+    # fill the context, but for the start token when it is asked for.
+    room = (1 if start else 0) if max_tokens == 0 else None
     try:
         if given_ids is None:
-            ids = [_fitted(gen, t, options, scoring) for t in texts]
+            ids = [_fitted(gen, t, options, room) for t in texts]
         else:
-            ids = [_fitted(gen, i, options, scoring) for i in given_ids]
+            ids = [_fitted(gen, i, options, room) for i in given_ids]
             texts = [gen.tokenizer.decode(i) for i in ids]
     except EdgeError as exc:
         raise _prompt_error(exc, "messages" if chat else "prompt") from None
     return GenerationRequest(
-        chat, ids, texts, n, sampling, options, max_tokens, stream, include_usage, echo
+        chat, ids, texts, n, sampling, options, max_tokens, stream, include_usage, echo, start
     )
 
 
 def _fitted(
-    gen: Generator, prompt: str | np.ndarray, options: GenerationOptions, scoring: bool
+    gen: Generator, prompt: str | np.ndarray, options: GenerationOptions, room: int | None
 ) -> np.ndarray:
-    """A prompt's ids fitted to the context: the runtime keeps a position for a new token,
-    which scoring alone does not need."""
-    room = 0 if scoring else None
+    """A prompt's ids fitted to the context, leaving ``room`` positions (None: the runtime's
+    rule, a position for a new token)."""
     if isinstance(prompt, np.ndarray):
         return gen.fit(prompt, options, room=room)
     return gen.prompt_ids(prompt, options, room=room)
@@ -322,20 +330,16 @@ def _is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-def _from_edge(exc: EdgeError, body: dict[str, Any]) -> ApiError:
-    """The runtime's sentence as a 400, naming the wire field it is about and showing the value
-    given as JSON (the runtime shows Python's repr)."""
-    message = str(exc)
-    first = message.split(" ", 1)[0]
-    for runtime, wire in RUNTIME_NAMES.items():
-        message = message.replace(runtime, wire)
-        first = wire if first == runtime else first
+def _from_edge(exc: EdgeError) -> ApiError:
+    """The runtime's refusal of a setting as a 400 naming the wire field it is about (the error
+    carries the field), with a refused value shown as JSON, as the client sent it."""
+    field = RUNTIME_NAMES.get(exc.field, exc.field) if exc.field else None
+    if isinstance(exc, SettingError):
+        message = f"{field} must be {exc.rule}, got {_value(exc.value)}."
+    else:
+        message = str(exc)
     known = {*SAMPLING_NAMES, *EXTRA_SETTINGS, "stop", "logprobs", "max_tokens", "n"}
-    if first in known and first in body:
-        shown = f", got {body[first]!r}."
-        if message.endswith(shown):
-            message = f"{message.removesuffix(shown)}, got {_value(body[first])}."
-    return ApiError(400, message, first if first in known else None)
+    return ApiError(400, message, field if field in known else None)
 
 
 def _kind(value: Any) -> str:

@@ -11,8 +11,7 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
-from gpt2_edge.runtime.results import TokenLogprob
-from gpt2_edge.runtime.tokenizer import Tokenizer
+from gpt2_edge.runtime import Tokenizer, TokenLogprob
 
 from .jobs import Piece
 

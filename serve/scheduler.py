@@ -1,13 +1,12 @@
-"""Continuous batching: one thread runs the model, and requests join the running batch between
-steps.
+"""Continuous batching: one thread runs the runtime's engine (the running batch), and requests
+join it between steps.
 
 Each turn of the loop admits the queued jobs that fit (at most ``max_batch`` rows in all), frees
-the rows of jobs whose clients left or stopped reading, then runs one step of
-:class:`gpt2_edge.runtime.steps.TokenSteps`: the new rows' prefill and one token for every other
-row. A row's tokens never depend on what else is in the batch: the decoder computes each row as
-if alone, every row has its own sampler settings and random generator, and rows with equal
-settings are only picked in one call. A job's events go back to its coroutine through
-:class:`.jobs.Job`.
+the rows of jobs whose clients left or stopped reading, then runs one step of the engine: the new
+rows' prefill and one token for every other row, each turned into text, stop strings and
+log-probabilities by the engine itself. This module adds only the queue, the jobs' channels and
+the metrics. A row's tokens never depend on what else is in the batch (the engine's promise). A
+job's events go back to its coroutine through :class:`.jobs.Job`.
 """
 
 from __future__ import annotations
@@ -18,24 +17,13 @@ import time
 from collections import deque
 from dataclasses import dataclass
 
-import numpy as np
-from gpt2_edge.runtime.decoder import open_decoder
-from gpt2_edge.runtime.generate import Generator, RowState
-from gpt2_edge.runtime.sampling import Sampler
-from gpt2_edge.runtime.scoring import score_ids
-from gpt2_edge.runtime.settings import SamplingSettings
-from gpt2_edge.runtime.steps import Step, TokenSteps
-from gpt2_edge.runtime.stream import RowText
+from gpt2_edge.runtime import Engine, Generator, StreamEvent
 
 from .config import DEFAULT_STALL_TIMEOUT_S
 from .jobs import Failed, Job, Piece, Scored
 from .metrics import Metrics
 
 log = logging.getLogger("gpt2_edge.serve")
-
-# Positions per row the KV buffers start with; they grow (doubling) when a row needs more, so a
-# short request does not pay for the whole context.
-CAPACITY_HINT = 256
 
 
 class QueueFull(Exception):
@@ -46,11 +34,10 @@ class ShuttingDown(Exception):
     """The scheduler no longer takes requests."""
 
 
-@dataclass
+@dataclass(frozen=True)
 class _Active:
     job: Job
     choice: int
-    state: RowState
 
 
 class Scheduler:
@@ -76,17 +63,11 @@ class Scheduler:
         self._metrics, self._stall_timeout = metrics, stall_timeout
         self._cond = threading.Condition()
         self._queue: deque[Job] = deque()
-        self._active: dict[int, _Active] = {}  # row id in the steps -> its job and text
+        self._active: dict[int, _Active] = {}  # the engine's row id -> its job and choice
         self._rows = 0  # len(self._active), for the event loop's thread
-        self._steps = self._new_steps()
+        self._engine: Engine = generator.engine()
         self._running = False
         self._thread: threading.Thread | None = None
-
-    def _new_steps(self) -> TokenSteps:
-        gen = self._gen
-        decoder = open_decoder(gen.session, gen.pad_id, CAPACITY_HINT)
-        # Every job brings its own sampler; this one is never used.
-        return TokenSteps(decoder, Sampler(SamplingSettings(temperature=0.0)), [], [])
 
     # --- the event loop's side ------------------------------------------------------------------
 
@@ -158,7 +139,7 @@ class Scheduler:
                     self._fail({a.job for a in self._active.values()} | set(admitted))
                     self._active.clear()
                     self._count_rows()
-                    self._steps = self._new_steps()
+                    self._engine = self._gen.engine()
         finally:
             with self._cond:
                 self._running = False
@@ -198,60 +179,26 @@ class Scheduler:
         self._count_rows()
         if not self._active:
             return
-        step = next(self._steps)
-        self._metrics.step_rows.observe(len(step.tokens))
-        self._deliver(step)
+        events = self._engine.step()
+        self._metrics.step_rows.observe(len({e.row for e in events}))
+        self._deliver(events)
 
     def _join(self, job: Job) -> None:
-        gen = self._gen
+        engine = self._engine
+        prompts = list({id(r.prompt): r.prompt for r in job.rows}.values())  # once per prompt
         if job.score:
-            job.post(Scored(self._score(job)))
-        self._metrics.prompt_tokens.inc(
-            sum({id(r.prompt): r.prompt.size for r in job.rows}.values())
-        )
-        rows = [(i, r) for i, r in enumerate(job.rows) if r.budget > 0]
-        empty = [
-            Piece(i, None, "", None, r.budget_reason)
-            for i, r in enumerate(job.rows)
-            if not r.budget
-        ]
-        if empty:  # max_tokens 0: nothing to generate
-            job.post(empty)
-        if not rows:
+            top = job.options.logprobs or 0
+            job.post(Scored(engine.score(prompts, top, job.start)))
+        self._metrics.prompt_tokens.inc(sum(p.size for p in prompts))
+        if not job.generate:  # max_tokens 0: nothing to generate
+            job.post([Piece(i, None, "", None, "length") for i in range(len(job.rows))])
             self._metrics.latency.observe(time.monotonic() - job.submitted)
             return
-        ids = self._steps.add(
-            [r.prompt for _, r in rows],
-            [r.budget for _, r in rows],
-            [r.rng for _, r in rows],
-            job.sampler,
-            job.logprobs,
+        ids = engine.add(
+            [r.prompt for r in job.rows], job.sampling, job.options, [r.rng for r in job.rows]
         )
-        for row_id, (choice, r) in zip(ids, rows, strict=True):
-            state = RowState(
-                r.prompt.size, r.budget, r.budget_reason, RowText(gen.tokenizer, job.stop)
-            )
-            self._active[row_id] = _Active(job, choice, state)
-
-    def _score(self, job: Job) -> list[list]:
-        """The prompts' own log-probabilities, each token after the ones before it."""
-        gen, top = self._gen, job.logprobs.top if job.logprobs is not None else 0
-        prompts = list({id(r.prompt): r.prompt for r in job.rows}.values())  # once per prompt
-        bos = gen.bos_id
-        pairs = []
-        # The start token conditions the first token, unless the prompt fills the context.
-        after_bos = [bos is not None and p.size < gen.context_length for p in prompts]
-        for p, first in zip(prompts, after_bos, strict=True):
-            context = np.array([bos], dtype=np.int64) if first else p[:1]
-            pairs.append((context, p if first else p[1:]))
-        scorable = [i for i, (_, target) in enumerate(pairs) if target.size]
-        results = score_ids(
-            gen.session, [pairs[i] for i in scorable], top, gen.tokenizer, gen.pad_id
-        )
-        out: list[list] = [[None] for _ in prompts]  # a lone token with no start token
-        for i, result in zip(scorable, results, strict=True):
-            out[i] = ([] if after_bos[i] else [None]) + list(result.logprobs)
-        return out
+        for choice, row_id in enumerate(ids):
+            self._active[row_id] = _Active(job, choice)
 
     def _drop_gone(self) -> None:
         """Free the rows of jobs whose client left or stopped reading."""
@@ -263,48 +210,34 @@ class Scheduler:
         }
         if not gone:
             return
-        positions = [p for p, r in enumerate(self._steps.rows) if self._active[r].job in gone]
-        self._steps.drop(positions)
-        for row in [r for r, a in self._active.items() if a.job in gone]:
+        rows = [r for r, a in self._active.items() if a.job in gone]
+        self._engine.cancel(rows)
+        for row in rows:
             del self._active[row]
-        self._metrics.cancelled_rows.inc(len(positions))
+        self._metrics.cancelled_rows.inc(len(rows))
         for job in gone:  # a stalled stream's coroutine is still there, waiting for events
             job.cancel()
             job.post(Failed(408, "The client stopped reading the stream; generation stopped."))
 
-    def _deliver(self, step: Step) -> None:
-        """Turn the step's tokens into text pieces per job; drop the rows that finished."""
+    def _deliver(self, events: list[StreamEvent]) -> None:
+        """Hand the step's events to their jobs; forget the rows that finished."""
         now = time.monotonic()
         pieces: dict[Job, list[Piece]] = {}
-        done: list[int] = []
-        count = 0
-        for position, (row, tokens) in enumerate(zip(self._steps.rows, step.tokens, strict=True)):
-            active = self._active[row]
-            job, state = active.job, active.state
-            reports = step.logprobs[position] if step.logprobs is not None else None
-            for k, token in enumerate(tokens):
-                count += 1
-                text, reason = state.add(token, job.eos)
-                logprob = reports[k] if reports is not None else None
-                pieces.setdefault(job, []).append(
-                    Piece(active.choice, token, text, logprob, reason)
-                )
-                if reason is not None:
-                    done.append(position)
-                    break
-        self._metrics.generated_tokens.inc(count)
+        for event in events:
+            active = self._active[event.row]
+            finish = event.result.finish_reason if event.result is not None else None
+            piece = Piece(active.choice, event.token, event.text, event.logprob, finish)
+            pieces.setdefault(active.job, []).append(piece)
+            if finish is not None:
+                del self._active[event.row]
+                if not any(a.job is active.job for a in self._active.values()):
+                    self._metrics.latency.observe(now - active.job.submitted)
+        self._metrics.generated_tokens.inc(len(events))
         for job, items in pieces.items():
             if job.first_token is None:
                 job.first_token = now
                 self._metrics.ttft.observe(now - job.submitted)
             job.post(items)
-        if done:
-            finished = [self._steps.rows[p] for p in done]
-            self._steps.drop(done)
-            for row in finished:
-                job = self._active.pop(row).job
-                if not any(a.job is job for a in self._active.values()):
-                    self._metrics.latency.observe(now - job.submitted)
         self._count_rows()
 
     def _count_rows(self) -> None:

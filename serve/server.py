@@ -10,7 +10,7 @@ import socket
 from collections.abc import Callable
 
 import uvicorn
-from gpt2_edge.runtime.errors import EdgeError
+from gpt2_edge.runtime import EdgeError
 from starlette.applications import Starlette
 
 # After Ctrl-C the scheduler stops and open streams end; a client that stopped reading gets

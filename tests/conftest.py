@@ -31,7 +31,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 @pytest.fixture(scope="session", autouse=True)
 def _verified_records_in_a_temp_folder(tmp_path_factory: pytest.TempPathFactory) -> None:
-    """The runtime remembers hashed files under ~/.cache (``runtime/verified.py``); tests keep
+    """The runtime remembers hashed files under ~/.cache (``runtime/contract/verified.py``);
+    tests keep
     those records (and every subprocess's, through the environment) in a folder of their own."""
     import os
 

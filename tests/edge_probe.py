@@ -14,8 +14,8 @@ import sys
 from pathlib import Path
 
 from gpt2_edge.runtime import Generator, load_bundle
-from gpt2_edge.runtime.evaluate import perplexity
-from gpt2_edge.runtime.session import Session
+from gpt2_edge.runtime.generation.evaluate import perplexity
+from gpt2_edge.runtime.graph.session import Session
 
 EVAL_TOKENS = 48  # short: the LM head over 50,257 words is most of the emulated time
 FEATURES = ("ASIMD", "ASIMDDP", "ASIMDHP", "AVX2", "AVX512F", "AVX512_SKX", "FMA3")

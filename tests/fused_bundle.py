@@ -41,11 +41,12 @@ def build_fused_bundle(
     folder: Path, tokenizer_json: Path, seed: int = 0, half_kv: bool = False
 ) -> Path:
     """Write a fused-graph bundle of a random 2-layer GPT-2 into ``folder``; ``half_kv``: with
-    the exporter's float16 KV cache (``exporter/kv_cache.py``)."""
+    the exporter's float16 KV cache (``exporter/edits/kv_cache.py``)."""
     import onnx
+    from gpt2_edge.exporter.edits.kv_cache import half_kv_cache
     from gpt2_edge.exporter.graphs.fused import FUSED_GRAPH, build_fused_decoder
-    from gpt2_edge.exporter.kv_cache import half_kv_cache
-    from gpt2_edge.runtime.bundle import Architecture, Manifest, file_entry, write_manifest
+    from gpt2_edge.runtime.contract.files import file_entry
+    from gpt2_edge.runtime.contract.manifest import Architecture, Manifest, write_manifest
 
     folder.mkdir(parents=True, exist_ok=True)
     config = {"n_layer": LAYERS, "n_head": HEADS, "n_embd": WIDTH, "vocab_size": VOCAB}

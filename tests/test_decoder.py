@@ -16,11 +16,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 from fused_bundle import build_fused_bundle
-from gpt2_edge.runtime.bundle import load_bundle
-from gpt2_edge.runtime.cache import PastDecoder
-from gpt2_edge.runtime.decoder import Decoder, open_decoder
-from gpt2_edge.runtime.session import Session
-from gpt2_edge.runtime.shared_cache import SharedKVDecoder
+from gpt2_edge.runtime.contract.bundle import load_bundle
+from gpt2_edge.runtime.decoders.interface import Decoder, open_decoder
+from gpt2_edge.runtime.decoders.past import PastDecoder
+from gpt2_edge.runtime.decoders.shared import SharedKVDecoder
+from gpt2_edge.runtime.graph.session import Session
 from test_runtime_units import FakeSession
 
 needs_onnx = pytest.mark.skipif(
@@ -131,7 +131,8 @@ def run_script(checker: Checker) -> None:
 
 @pytest.fixture(scope="module")
 def half_kv_session(gpt2_tokenizer_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Session:
-    """The same kind of graph with the exporter's float16 KV cache (``exporter/kv_cache.py``)."""
+    """The same kind of graph with the exporter's float16 KV cache
+    (``exporter/edits/kv_cache.py``)."""
     return tiny_session(tmp_path_factory, gpt2_tokenizer_dir, half_kv=True)
 
 

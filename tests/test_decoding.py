@@ -19,14 +19,14 @@ import numpy as np
 import pytest
 from fused_bundle import build_fused_bundle
 from gpt2_edge.runtime import EdgeError, Generator, Tokenizer, load
-from gpt2_edge.runtime import steps as steps_module
-from gpt2_edge.runtime.decoder import open_decoder
-from gpt2_edge.runtime.draft import accept_greedy, accept_sampled, propose
-from gpt2_edge.runtime.filters import log_softmax
-from gpt2_edge.runtime.sampling import Sampler
-from gpt2_edge.runtime.settings import SamplingSettings
-from gpt2_edge.runtime.shared_cache import SharedKVDecoder
-from gpt2_edge.runtime.steps import TokenSteps
+from gpt2_edge.runtime.decoders.interface import open_decoder
+from gpt2_edge.runtime.decoders.shared import SharedKVDecoder
+from gpt2_edge.runtime.generation import steps as steps_module
+from gpt2_edge.runtime.generation.draft import accept_greedy, accept_sampled, propose
+from gpt2_edge.runtime.generation.steps import TokenSteps
+from gpt2_edge.runtime.sampling.filters import log_softmax
+from gpt2_edge.runtime.sampling.sampler import Sampler
+from gpt2_edge.runtime.settings.sampling import SamplingSettings
 from test_runtime_units import FakeSession
 
 REPEATING = ["The cat sat on the mat. The cat sat on the", "a b c d e f g", "one two one two one"]
@@ -350,7 +350,12 @@ def test_beams_find_at_least_the_greedy_likelihood(gen: Generator) -> None:
 def test_perplexity_asks_logits_only_for_targets_and_agrees_with_full_windows(
     gen: Generator,
 ) -> None:
-    from gpt2_edge.runtime.evaluate import perplexity, plan_windows, window_logits, window_loss
+    from gpt2_edge.runtime.generation.evaluate import (
+        perplexity,
+        plan_windows,
+        window_logits,
+        window_loss,
+    )
 
     ids = gen.tokenizer.encode(" ".join(PROMPTS * 8))
     result = perplexity(gen.session, ids, context=32, stride=12)

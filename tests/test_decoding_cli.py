@@ -11,7 +11,8 @@ from typing import Any
 
 import pytest
 from fused_bundle import build_fused_bundle
-from gpt2_edge.runtime import EdgeError, Generator, Tokenizer, cli
+from gpt2_edge.runtime import EdgeError, Generator, Tokenizer
+from gpt2_edge.runtime.cli import generate as cli
 from test_hostile_runtime import assert_one_line, no_numpy_warnings
 from test_runtime_units import FakeSession
 from typer.testing import CliRunner, Result
@@ -171,7 +172,7 @@ def test_api_refuses_bad_decoding_settings(fake: Generator, call: Any, fragment:
 
 def test_no_greedy_samples_and_no_temperature_with_beams() -> None:
     """The same rules hold for a bundle's defaults: they are checked together on load."""
-    from gpt2_edge.runtime.settings import resolve_settings
+    from gpt2_edge.runtime.settings.resolve import resolve_settings
 
     sampling, options = resolve_settings({"temperature": 0.7}, num_beams=3)
     assert options.num_beams == 3 and sampling.temperature == 0.7  # unused by beam search
@@ -248,8 +249,7 @@ def test_the_bundles_defaults_are_never_refused(gpt2_tokenizer_dir: Path) -> Non
 def test_the_server_path_keeps_openais_convention() -> None:
     """``resolve_settings`` (what serve/ calls) accepts top_p and seed with temperature 0, as
     OpenAI's API does; only ``gpt2-generate`` and the Python API refuse them."""
-    from gpt2_edge.runtime.modes import resolve_user_settings
-    from gpt2_edge.runtime.settings import resolve_settings
+    from gpt2_edge.runtime.settings.resolve import resolve_settings, resolve_user_settings
 
     settings = {"temperature": 0, "top_p": 0.5, "seed": 1}
     sampling, _ = resolve_settings({"temperature": 0.7}, **settings)

@@ -159,7 +159,7 @@ def test_max_length_equals_transformers(graphs: dict, hf: Any, which: str) -> No
 def test_greedy_drafting_on_the_growing_past_equals_transformers(
     graphs: dict, hf: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from gpt2_edge.runtime import steps
+    from gpt2_edge.runtime.generation import steps
     from test_decoding import Spy
 
     gen: Generator = graphs["optimum"]

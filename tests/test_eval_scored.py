@@ -1,7 +1,7 @@
 """gpt2-eval asks the graph for logits only at the scored positions, and loses nothing by it.
 
 The reference is the path before issue 14: logits at every position of each window and a float64
-log-softmax, written out here independently of ``runtime/evaluate.py``.
+log-softmax, written out here independently of ``runtime/generation/evaluate.py``.
 """
 
 from __future__ import annotations
@@ -13,16 +13,16 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from gpt2_edge.runtime.bundle import load_bundle
-from gpt2_edge.runtime.eval_cli import app
-from gpt2_edge.runtime.evaluate import (
+from gpt2_edge.runtime.cli.evaluate import app
+from gpt2_edge.runtime.contract.bundle import load_bundle
+from gpt2_edge.runtime.generation.evaluate import (
     encode,
     negative_log_likelihood,
     perplexity,
     plan_windows,
     window_logits,
 )
-from gpt2_edge.runtime.session import Session
+from gpt2_edge.runtime.graph.session import Session
 from typer.testing import CliRunner
 
 runner = CliRunner()

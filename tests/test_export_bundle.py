@@ -19,9 +19,11 @@ import numpy as np
 import pytest
 from gpt2_edge.exporter import ExportError, export_bundle, onnx_files
 from gpt2_edge.exporter.checks.verify import verify_bundle
-from gpt2_edge.exporter.manifest import graph_io
-from gpt2_edge.runtime.bundle import load_bundle, sha256_of
-from gpt2_edge.runtime.session import Session
+from gpt2_edge.exporter.graphs.describe import graph_io
+from gpt2_edge.runtime.contract.bundle import load_bundle
+from gpt2_edge.runtime.contract.files import sha256_of
+from gpt2_edge.runtime.decoders.interface import open_decoder
+from gpt2_edge.runtime.graph.session import Session
 
 pytestmark = pytest.mark.export
 
@@ -112,14 +114,12 @@ def test_fp32_greedy_matches_transformers(fp32_bundle: Path, tiny_checkpoint: Pa
             do_sample=False,
             pad_token_id=0,
         )[:, ids.shape[1] :].numpy()
-    past, tokens, got = session.empty_past(2), ids, []
+    decoder = open_decoder(session, pad_id=0, capacity=ids.shape[1] + 8)
+    logits, got = decoder.prefill(list(ids)), []  # (B, V): the path generation runs
     for _ in range(8):
-        start = past[0][0].shape[2]
-        mask = np.ones((2, start + tokens.shape[1]), dtype=np.int64)
-        positions = np.arange(start, start + tokens.shape[1], dtype=np.int64)[None].repeat(2, 0)
-        logits, past = session.forward(tokens, mask, positions, past)
-        tokens = logits[:, -1].argmax(-1)[:, None].astype(np.int64)  # (B, 1)
-        got.append(tokens[:, 0])
+        tokens = logits.argmax(-1).astype(np.int64)  # (B,)
+        got.append(tokens)
+        logits = decoder.decode(tokens[:, None])[:, -1]
     np.testing.assert_array_equal(np.stack(got, 1), want)
 
 
@@ -342,7 +342,7 @@ def test_ortquantizer_reads_the_fused_graph_once_its_tensors_are_typed(
     """Why ``edits.type_intermediates`` exists: Optimum's ORTQuantizer stops on the fused graph
     as built (shape inference cannot type com.microsoft outputs), and quantizes it once typed."""
     import onnx
-    from gpt2_edge.exporter.edits import materialize_lm_head, type_intermediates
+    from gpt2_edge.exporter.edits.rewrites import materialize_lm_head, type_intermediates
     from gpt2_edge.exporter.recipes.int8 import OPERATORS, quantization_config
     from gpt2_edge.exporter.recipes.targets import TARGETS
     from optimum.onnxruntime import ORTQuantizer

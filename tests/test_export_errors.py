@@ -14,8 +14,8 @@ import sys
 from pathlib import Path
 
 import pytest
-from gpt2_edge.exporter import onnx_export
 from gpt2_edge.exporter.cli import app
+from gpt2_edge.exporter.graphs import optimum as onnx_export
 from typer.testing import CliRunner
 
 runner = CliRunner()
@@ -303,7 +303,7 @@ def test_abandoned_partial_folder_is_removed(tmp_path: Path, fake_gpt2: Path, mo
 def test_not_enough_free_space(tmp_path: Path, fake_gpt2: Path, monkeypatch) -> None:
     import shutil
 
-    from gpt2_edge.exporter import staging
+    from gpt2_edge.exporter.writing import staging
 
     usage = shutil.disk_usage(tmp_path)
     monkeypatch.setattr(staging.shutil, "disk_usage", lambda path: usage._replace(free=5))

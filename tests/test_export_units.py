@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 from gpt2_edge.exporter import ExportError
-from gpt2_edge.exporter.manifest import io_names
+from gpt2_edge.exporter.graphs.describe import io_names
 from gpt2_edge.exporter.pipeline import default_output
 from gpt2_edge.exporter.recipes.targets import cpu_flags, detect_target, resolve_target
 from gpt2_edge.exporter.source import model_name
-from gpt2_edge.exporter.tokenizer_files import build_tokenizer, write_tokenizer
+from gpt2_edge.exporter.writing.tokenizer_files import build_tokenizer, write_tokenizer
 from gpt2_edge.runtime.errors import EdgeError
 
 

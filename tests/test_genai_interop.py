@@ -17,7 +17,8 @@ from typing import Any
 import numpy as np
 import pytest
 from gpt2_edge.runtime import load
-from gpt2_edge.runtime.bundle import Architecture, Manifest, load_bundle
+from gpt2_edge.runtime.contract.bundle import load_bundle
+from gpt2_edge.runtime.contract.manifest import Architecture, Manifest
 from gpt2_edge.runtime.errors import EdgeError
 
 og = pytest.importorskip(
@@ -211,7 +212,7 @@ def test_search_options(kind: str, generation: dict, search: dict) -> None:
     """Greedy stays greedy; sampling writes our defaults where genai's differ (its top_k is 50);
     keys genai lacks (min_p, max_new_tokens) are left out rather than break its strict parser;
     only the fused graph shares past and present."""
-    from gpt2_edge.exporter.genai_config import genai_config
+    from gpt2_edge.exporter.writing.genai_config import genai_config
 
     config = genai_config(manifest_for(kind, generation))
     assert config["search"] == {"max_length": 64, **search}

@@ -19,10 +19,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from gpt2_edge.exporter import ExportError, onnx_export, pipeline, staging
+from gpt2_edge.exporter import ExportError, pipeline
 from gpt2_edge.exporter.checks import quality
 from gpt2_edge.exporter.cli import app
+from gpt2_edge.exporter.graphs import optimum as onnx_export
 from gpt2_edge.exporter.progress import human_size
+from gpt2_edge.exporter.writing import staging
 from typer.testing import CliRunner
 
 runner = CliRunner()
@@ -728,7 +730,7 @@ main({args!r})
     "target",
     [
         "typer",
-        "gpt2_edge.runtime.cli_errors",
+        "gpt2_edge.runtime.cli.errors",
         "gpt2_edge.exporter.command",
         "onnx",
         "onnxruntime",
@@ -833,7 +835,7 @@ def test_usage_error_through_the_entry_point() -> None:
 
 
 def test_version() -> None:
-    from gpt2_edge.runtime.cli_errors import package_version
+    from gpt2_edge.runtime.cli.errors import package_version
 
     result = runner.invoke(app, ["--version"])
     assert result.exit_code == 0

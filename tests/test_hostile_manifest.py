@@ -21,9 +21,11 @@ from typing import Any
 
 import pytest
 from gpt2_edge.runtime import EdgeError, load
-from gpt2_edge.runtime.bundle import file_entry, manifest_from_optimum, write_manifest
-from gpt2_edge.runtime.cli import app
-from gpt2_edge.runtime.graph_check import onnxruntime_reason
+from gpt2_edge.runtime.cli.generate import app
+from gpt2_edge.runtime.contract.bundle import manifest_from_optimum
+from gpt2_edge.runtime.contract.files import file_entry
+from gpt2_edge.runtime.contract.manifest import write_manifest
+from gpt2_edge.runtime.graph.check import onnxruntime_reason
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from typer.testing import CliRunner

@@ -18,20 +18,15 @@ from typing import Any
 
 import numpy as np
 import pytest
-from gpt2_edge.runtime import (
-    EdgeError,
-    GenerationOptions,
-    Generator,
-    Tokenizer,
-    cli,
-    eval_cli,
-    load,
-)
-from gpt2_edge.runtime.cli_errors import package_version
-from gpt2_edge.runtime.filters import apply_temperature
-from gpt2_edge.runtime.sampling import Sampler
-from gpt2_edge.runtime.settings import SamplingSettings, available_cpus
-from test_runtime_units import EOS, FakeSession
+from gpt2_edge.runtime import EdgeError, GenerationOptions, Generator, Tokenizer, load
+from gpt2_edge.runtime.cli import evaluate as eval_cli
+from gpt2_edge.runtime.cli import generate as cli
+from gpt2_edge.runtime.cli.errors import package_version
+from gpt2_edge.runtime.sampling.filters import apply_temperature
+from gpt2_edge.runtime.sampling.sampler import Sampler
+from gpt2_edge.runtime.settings.sampling import SamplingSettings
+from gpt2_edge.runtime.settings.threads import available_cpus
+from test_runtime_units import EOS, FakeSession, patch_cli_load
 from typer.testing import CliRunner, Result
 
 runner = CliRunner()
@@ -238,7 +233,7 @@ def test_left_truncation_without_room_is_refused(
 def test_left_truncation_through_the_cli_generates_max_new_tokens(
     monkeypatch: pytest.MonkeyPatch, tokenizer: Tokenizer
 ) -> None:
-    monkeypatch.setattr(cli, "load", lambda *_: fake(tokenizer, context=64))
+    patch_cli_load(monkeypatch, cli, lambda: fake(tokenizer, context=64))
     args = ["-", "--model", "m", "--truncate", "left", "--max-new-tokens", "50", "--json"]
     result = runner.invoke(cli.app, args, input="word " * 1500)
     assert result.exit_code == 0, result.output
@@ -327,11 +322,8 @@ def scripted(monkeypatch: pytest.MonkeyPatch, tokenizer: Tokenizer) -> list[Path
     asked: list[Path] = []
     script = dict(enumerate([*tokenizer.encode(WORDS).tolist(), EOS]))
 
-    def fake_load(path: Path, provider: str, threads: int | None) -> Generator:
-        asked.append(Path(path))
-        return Generator(FakeSession(script=script), tokenizer)  # type: ignore[arg-type]
-
-    monkeypatch.setattr(cli, "load", fake_load)
+    make = lambda: Generator(FakeSession(script=script), tokenizer)  # type: ignore[arg-type]  # noqa: E731
+    patch_cli_load(monkeypatch, cli, make, asked)
     return asked
 
 
@@ -466,8 +458,8 @@ def test_version(app: Any) -> None:
 
 
 def test_eval_usage_errors_and_help(tmp_path: Path) -> None:
-    missing = runner.invoke(eval_cli.app, ["--text", "t.txt"])
-    assert_one_line(missing, 2, "Missing option '--model'")
+    missing = runner.invoke(eval_cli.app, ["--model", "m"])
+    assert_one_line(missing, 2, "Missing option '--text'")
     threads = runner.invoke(eval_cli.app, ["--model", "m", "--text", "t", "--threads", "0"])
     assert_one_line(threads, 1, "threads must be from 1")
     shown = runner.invoke(eval_cli.app, ["--help"], env={"COLUMNS": "200"}).stdout
@@ -480,20 +472,17 @@ def test_eval_usage_errors_and_help(tmp_path: Path) -> None:
 class Interrupting(Generator):
     """Raises Ctrl-C in the middle of answering a prompt that contains "boom"."""
 
-    def stream(self, prompt: str, **settings: Any):  # noqa: ANN201
-        pieces = super().stream(prompt, **settings)
-        for n, piece in enumerate(pieces):
-            if "boom" in prompt and n == 1:
+    def events(self, prompts, sampling, options):  # noqa: ANN001, ANN201
+        for n, event in enumerate(super().events(prompts, sampling, options)):
+            if "boom" in prompts[0] and n == 1:
                 raise KeyboardInterrupt
-            yield piece
+            yield event
 
 
 @pytest.fixture()
 def interrupting(monkeypatch: pytest.MonkeyPatch, tokenizer: Tokenizer) -> None:
-    def fake_load(path: Path, provider: str, threads: int | None) -> Generator:
-        return Interrupting(FakeSession(), tokenizer)  # type: ignore[arg-type]
-
-    monkeypatch.setattr(cli, "load", fake_load)
+    make = lambda: Interrupting(FakeSession(), tokenizer)  # type: ignore[arg-type]  # noqa: E731
+    patch_cli_load(monkeypatch, cli, make)
 
 
 @pytest.mark.parametrize(
@@ -565,10 +554,10 @@ main()
 @pytest.mark.parametrize(
     ("entry", "module", "argv"),
     [
-        ("cli", "typer", ["hi"]),
-        ("cli", "onnxruntime", ["hi"]),
-        ("cli", "tokenizers", ["hi"]),
-        ("eval_cli", "numpy", ["--model", "m", "--text", "t"]),
+        ("cli.generate", "typer", ["hi"]),
+        ("cli.generate", "onnxruntime", ["hi"]),
+        ("cli.generate", "tokenizers", ["hi"]),
+        ("cli.evaluate", "numpy", ["--model", "m", "--text", "t"]),
     ],
 )
 def test_ctrl_c_during_imports_exits_130_quietly(entry: str, module: str, argv: list[str]) -> None:
@@ -606,7 +595,7 @@ def test_huge_stdin_through_a_real_bundle(tiny_optimum_export: Path) -> None:
 def test_a_large_batch_runs_in_bounded_batches_with_the_same_results(
     tokenizer: Tokenizer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from gpt2_edge.runtime import generate as generate_module
+    from gpt2_edge.runtime.generation import generator as generate_module
 
     prompts = [f"row {i} says" for i in range(7)]
     settings = {"max_new_tokens": 4, "temperature": 0.8, "seed": 3, "num_return_sequences": 2}

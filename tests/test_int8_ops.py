@@ -56,7 +56,7 @@ def quantized(tmp_path_factory) -> bytes:
 def _form(quantized: bytes, quantize_linear: bool, fused_product: bool):
     import onnx
     import onnxruntime as ort
-    from gpt2_edge.exporter.per_row import per_row_activations
+    from gpt2_edge.exporter.edits.per_row import per_row_activations
 
     model = onnx.load_from_string(quantized)
     assert per_row_activations(model, quantize_linear, fused_product) == 1
@@ -172,7 +172,7 @@ def test_shipped_form_has_seven_ops_a_projection(quantized: bytes) -> None:
 def test_shared_quantized_tensor_keeps_the_unfused_product(quantized: bytes) -> None:
     """A product whose int32 output has a second reader is left as MatMulInteger, Cast, Muls."""
     import onnx
-    from gpt2_edge.exporter.per_row import per_row_activations
+    from gpt2_edge.exporter.edits.per_row import per_row_activations
     from onnx import TensorProto, helper
 
     model = onnx.load_from_string(quantized)

@@ -1,4 +1,5 @@
-"""The float16 KV cache of quantized bundles (``exporter/kv_cache.py``), as the exporter ships it:
+"""The float16 KV cache of quantized bundles (``exporter/edits/kv_cache.py``), as the exporter
+ships it:
 the default ``--quantize`` export of the WikiText-2-trained fixture against the same recipe with
 ``--kv-cache float32``, at long context; and ``--kv-cache`` errors."""
 
@@ -53,7 +54,7 @@ def test_the_default_int8_export_keeps_its_cache_in_float16(int8_pair) -> None:
 def test_float16_cache_matches_float32_at_long_context(int8_pair, wikitext_dir: Path) -> None:
     """Perplexity over 1,024-token windows within 0.1 %, and the same greedy tokens after an
     880-token prompt (prefilled in chunks), as the float32 cache gives."""
-    from gpt2_edge.runtime.evaluate import perplexity
+    from gpt2_edge.runtime.generation.evaluate import perplexity
 
     shipped, wide = int8_pair
     ids = _long_ids(wikitext_dir, shipped.tokenizer, 3000, 0)

@@ -7,7 +7,7 @@ Where GPT-2 124M int8's memory goes is measured step by step by
 tokenizer). The embedding reads the head's own bytes, mapped from ``model.onnx.data``; a Reshape
 of them to 2-D (the exporter's earlier graph) became a 37 MiB anonymous copy when the session
 started: that graph needed a 228 MiB cgroup, this one 180 (``python benchmarks/bench_memory.py``;
-``exporter/edits.py``, ``share_embedding``).
+``exporter/edits/rewrites.py``, ``share_embedding``).
 
 The cgroup tests skip with the reason where no memory controller is writable. The 124M and 355M
 ones need those bundles (``python benchmarks/models.py --models 124m,355m --variants ours-int8``)

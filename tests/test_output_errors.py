@@ -3,7 +3,7 @@
 A full disk behind stdout (/dev/full) is one ``Error: ...`` line and exit 1 in every command; a
 closed pipe (``| head``) stays a silent exit 1; an OSError that is not stdout's keeps its
 traceback. SIGTERM ends ``gpt2-generate`` by the signal (the shell's 143), and a prompt starting
-with '-' gets a hint on how to pass it (``runtime/cli_errors.py``).
+with '-' gets a hint on how to pass it (``runtime/cli/errors.py``).
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ NO_SPACE = "Error: Cannot write to standard output (No space left on device).\n"
 # Each command as a module, so the tests run the installed code without its console script.
 COMMANDS = {
     "gpt2-generate": ["-m", "gpt2_edge.runtime"],
-    "gpt2-eval": ["-m", "gpt2_edge.runtime.eval_cli"],
+    "gpt2-eval": ["-m", "gpt2_edge.runtime.cli.evaluate"],
     "gpt2-export": ["-m", "gpt2_edge.exporter"],
     "gpt2-pack": ["-m", "gpt2_edge.pack"],
     "gpt2-serve": ["-m", "gpt2_edge.serve"],
@@ -117,7 +117,7 @@ def test_help_to_a_closed_pipe_exits_quietly() -> None:
 # A one-command program on EdgeCommand, around the body of its command.
 PROGRAM = """
 import errno, typer
-from gpt2_edge.runtime.cli_errors import EdgeCommand
+from gpt2_edge.runtime.cli.errors import EdgeCommand
 app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
 @app.command(cls=EdgeCommand)
 def command() -> None:
@@ -203,5 +203,5 @@ def test_a_command_without_free_text_gets_no_prompt_hint() -> None:
     assert proc.returncode == 2
     assert (
         proc.stderr
-        == "Error: No such option: -h. See 'python -m gpt2_edge.runtime.eval_cli --help'.\n"
+        == "Error: No such option: -h. See 'python -m gpt2_edge.runtime.cli.evaluate --help'.\n"
     )

@@ -31,7 +31,8 @@ from gpt2_edge.pack import wheels as wheels_module  # noqa: E402
 from gpt2_edge.pack.cli import app  # noqa: E402
 from gpt2_edge.pack.make import make_pack, notices  # noqa: E402
 from gpt2_edge.pack.platforms import MIN_ONNXRUNTIME, resolve_target  # noqa: E402
-from gpt2_edge.runtime.bundle import read_manifest, verify_files  # noqa: E402
+from gpt2_edge.runtime.contract.bundle import verify_files
+from gpt2_edge.runtime.contract.manifest import read_manifest
 from gpt2_edge.runtime.errors import EdgeError  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -1,4 +1,5 @@
-"""``runtime/pageout.py``: the mapped pages of a weight file leave the process's resident memory
+"""``runtime/graph/pageout.py``: the mapped pages of a weight file leave the process's resident
+memory
 and their data stays what the file holds."""
 
 from __future__ import annotations
@@ -9,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from gpt2_edge.runtime.pageout import release_file_pages
+from gpt2_edge.runtime.graph.pageout import release_file_pages
 
 SIZE = 8 << 20
 

@@ -1,7 +1,8 @@
 """A request's greedy tokens never depend on its batch or on the KV cache, for every precision
 the exporter ships, tested on the bundles `gpt2-export` writes with its default flags.
 
-The int8 recipe quantizes activations per row (exporter/per_row.py ``per_row_activations``); before
+The int8 recipe quantizes activations per row (exporter/edits/per_row.py
+``per_row_activations``); before
 it, ORTQuantizer's per-tensor ``DynamicQuantizeLinear`` changed 3 of these 8 rows in a batch.
 """
 
@@ -76,7 +77,7 @@ def test_one_token_prompt_paired_with_long_ones(shipped: Path, prompts: list[str
 
 def _recomputed(session, ids: list[int], n: int) -> list[int]:
     """Greedy without any KV cache: the whole sequence through the graph at every step."""
-    from gpt2_edge.runtime.evaluate import window_logits
+    from gpt2_edge.runtime.generation.evaluate import window_logits
 
     seq, out = list(ids), []
     for _ in range(n):
@@ -89,8 +90,8 @@ def _recomputed(session, ids: list[int], n: int) -> list[int]:
 @pytest.mark.export
 def test_cached_decoding_equals_recomputation(shipped: Path, prompts: list[str]) -> None:
     from gpt2_edge.exporter.checks.quality import greedy_tokens
-    from gpt2_edge.runtime.bundle import load_bundle
-    from gpt2_edge.runtime.session import Session
+    from gpt2_edge.runtime.contract.bundle import load_bundle
+    from gpt2_edge.runtime.graph.session import Session
 
     session = Session(load_bundle(shipped), provider="cpu", threads=1)
     for prompt in prompts:
@@ -100,6 +101,6 @@ def test_cached_decoding_equals_recomputation(shipped: Path, prompts: list[str])
 
 
 def session_ids(bundle: Path, prompt: str) -> list[int]:
-    from gpt2_edge.runtime.evaluate import encode
+    from gpt2_edge.runtime.generation.evaluate import encode
 
     return encode(bundle / "tokenizer.json", prompt).tolist()

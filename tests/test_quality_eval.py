@@ -8,8 +8,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from gpt2_edge.runtime.eval_cli import app
-from gpt2_edge.runtime.evaluate import plan_windows
+from gpt2_edge.runtime.cli.evaluate import app
+from gpt2_edge.runtime.generation.evaluate import plan_windows
 from typer.testing import CliRunner
 
 runner = CliRunner()
@@ -145,7 +145,7 @@ def test_text_comes_from_stdin_a_pipe_or_a_device_as_from_a_file(
 
     text = b"The quick brown fox jumps over the lazy dog. " * 8
     (tmp_path / "t.txt").write_bytes(text)
-    command = [sys.executable, "-m", "gpt2_edge.runtime.eval_cli", "--model"]
+    command = [sys.executable, "-m", "gpt2_edge.runtime.cli.evaluate", "--model"]
     command += [str(tiny_optimum_export), "--json", "--text"]
 
     def score(source: str, stdin: bytes | None = None) -> subprocess.CompletedProcess:

@@ -29,14 +29,14 @@ def _copy_bundle(src: Path, dst: Path) -> Path:
 
 
 def _session(folder: Path):
-    from gpt2_edge.runtime.bundle import load_bundle
-    from gpt2_edge.runtime.session import Session
+    from gpt2_edge.runtime.contract.bundle import load_bundle
+    from gpt2_edge.runtime.graph.session import Session
 
     return Session(load_bundle(folder), provider="cpu", threads=1)
 
 
 def _full_logits(session, ids: list[int]) -> np.ndarray:
-    from gpt2_edge.runtime.evaluate import window_logits
+    from gpt2_edge.runtime.generation.evaluate import window_logits
 
     return window_logits(session, np.asarray(ids, dtype=np.int64)).astype(np.float32)
 
@@ -47,7 +47,7 @@ IDS = [464, 2068, 286, 262, 1748, 373, 257, 1295, 287, 262, 1903, 1160, 400, 428
 @pytest.mark.export
 def test_gemm_to_matmul_and_constant_head_are_exact(tiny_optimum_export: Path, tmp_path: Path):
     import onnx
-    from gpt2_edge.exporter.edits import gemm_to_matmul, materialize_lm_head
+    from gpt2_edge.exporter.edits.rewrites import gemm_to_matmul, materialize_lm_head
 
     model = onnx.load(str(tiny_optimum_export / "model.onnx"))
     assert gemm_to_matmul(model) == 8  # 2 layers x (c_attn, c_proj, c_fc, mlp c_proj)
@@ -98,7 +98,7 @@ def _one_matmul_int8(tmp_path: Path, per_row: bool):
     """A (B, T, 64) x (64, 32) MatMul through onnxruntime's dynamic int8, optionally per row."""
     import onnx
     import onnxruntime as ort
-    from gpt2_edge.exporter.per_row import per_row_activations
+    from gpt2_edge.exporter.edits.per_row import per_row_activations
     from onnx import TensorProto, helper, numpy_helper
     from onnxruntime.quantization import QuantType, quantize_dynamic
 

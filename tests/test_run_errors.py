@@ -22,10 +22,13 @@ from typing import Any
 import numpy as np
 import pytest
 from fused_bundle import CONTEXT, build_fused_bundle
-from gpt2_edge.runtime import EdgeError, cli, graph_check, load
-from gpt2_edge.runtime.graph_check import onnxruntime_reason
-from gpt2_edge.runtime.onnx_wire import position_table
-from gpt2_edge.runtime.runners import BindingRunner, GraphNames, NumpyRunner
+from gpt2_edge.runtime import EdgeError, load
+from gpt2_edge.runtime.cli import generate as cli
+from gpt2_edge.runtime.decoders.runners import BindingRunner, NumpyRunner
+from gpt2_edge.runtime.graph import check as graph_check
+from gpt2_edge.runtime.graph.check import onnxruntime_reason
+from gpt2_edge.runtime.graph.names import GraphNames
+from gpt2_edge.runtime.graph.wire import position_table
 from onnxruntime.capi import onnxruntime_pybind11_state as ort_state
 from test_hostile_runtime import assert_one_line
 from typer.testing import CliRunner

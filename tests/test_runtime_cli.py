@@ -11,9 +11,11 @@ import shutil
 from pathlib import Path
 
 import pytest
-from gpt2_edge.runtime import EdgeError, Generator, Tokenizer, cli
-from gpt2_edge.runtime.bundle import Architecture, Manifest, file_entry, write_manifest
-from test_runtime_units import FakeSession
+from gpt2_edge.runtime import EdgeError, Generator, Tokenizer
+from gpt2_edge.runtime.cli import generate as cli
+from gpt2_edge.runtime.contract.files import file_entry
+from gpt2_edge.runtime.contract.manifest import Architecture, Manifest, write_manifest
+from test_runtime_units import FakeSession, patch_cli_load
 from typer.testing import CliRunner, Result
 
 runner = CliRunner()
@@ -37,12 +39,8 @@ def fake(monkeypatch: pytest.MonkeyPatch, gpt2_tokenizer_dir: Path) -> list[Path
     """Patch the CLI's ``load`` with a generator on the fake session; records the paths asked."""
     asked: list[Path] = []
     tokenizer = Tokenizer(gpt2_tokenizer_dir / "tokenizer.json")
-
-    def load(path: Path, provider: str, threads: int | None) -> Generator:
-        asked.append(Path(path))
-        return Generator(FakeSession(), tokenizer)  # type: ignore[arg-type]
-
-    monkeypatch.setattr(cli, "load", load)
+    make = lambda: Generator(FakeSession(), tokenizer)  # type: ignore[arg-type]  # noqa: E731
+    patch_cli_load(monkeypatch, cli, make, asked)
     return asked
 
 
@@ -145,8 +143,8 @@ def test_real_model_via_module_entry_point(tiny_optimum_export: Path) -> None:
 
 
 def test_default_model_ignores_hidden_staging_folders(tmp_path: Path) -> None:
-    from gpt2_edge.runtime.bundle import MANIFEST
-    from gpt2_edge.runtime.cli import default_model
+    from gpt2_edge.runtime.contract.manifest import MANIFEST
+    from gpt2_edge.runtime.contract.models_dir import default_model
 
     for name in ("gpt2-int8", ".gpt2.partial-123-abc"):
         (tmp_path / name).mkdir()
@@ -162,7 +160,7 @@ def test_user_errors_become_one_line_and_an_exit_code(
     raised: BaseException, code: int, line: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
     import typer
-    from gpt2_edge.runtime.cli_errors import user_errors
+    from gpt2_edge.runtime.cli.errors import user_errors
 
     with pytest.raises(typer.Exit) as exit_info, user_errors(interrupted="Stopped."):
         raise raised

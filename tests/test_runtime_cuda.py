@@ -19,9 +19,9 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 from gpt2_edge.runtime import load
-from gpt2_edge.runtime.evaluate import perplexity
-from gpt2_edge.runtime.session import FP32_ATTENTION_ON_CUDA
-from gpt2_edge.runtime.shared_cache import SharedKVDecoder
+from gpt2_edge.runtime.decoders.shared import SharedKVDecoder
+from gpt2_edge.runtime.generation.evaluate import perplexity
+from gpt2_edge.runtime.graph.session import FP32_ATTENTION_ON_CUDA
 
 if "CUDAExecutionProvider" not in ort.get_available_providers():
     pytest.skip("onnxruntime has no CUDA provider here", allow_module_level=True)

@@ -11,8 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 from gpt2_edge.runtime import Generator, load
-from gpt2_edge.runtime.runners import NumpyRunner
-from gpt2_edge.runtime.shared_cache import SharedKVDecoder
+from gpt2_edge.runtime.decoders.runners import NumpyRunner, runner_for
+from gpt2_edge.runtime.decoders.shared import SharedKVDecoder
 from test_runtime_parity import NEW, PROMPTS, reference
 
 pytestmark = pytest.mark.export
@@ -100,7 +100,7 @@ def test_graph_optimum_keeps_optimum_graph(
     assert result.exit_code == 0, result.output
     assert json.loads((out / "bundle.json").read_text())["graph"]["kind"] == "optimum"
     gen = load(out, provider="cpu", threads=1)
-    assert not gen.session.shared_kv and isinstance(gen.session.runner, NumpyRunner)
+    assert not gen.session.shared_kv and isinstance(runner_for(gen.session), NumpyRunner)
     for prompt in PROMPTS[:2]:
         ours = gen.generate(prompt, max_new_tokens=16, temperature=0).tokens
         assert ours == tiny_fused.generate(prompt, max_new_tokens=16, temperature=0).tokens
@@ -115,18 +115,16 @@ def test_prefill_computes_only_each_rows_last_logits(trained_fused: Generator) -
     decoder = SharedKVDecoder(session, pad_id=0, capacity=64)
     last = decoder.prefill(prompts)  # (B, V), from a (B, 1, V) output
     for row, ids in enumerate(prompts):
-        positions = np.arange(len(ids))[None]
-        full, _ = session.forward(
-            ids[None], np.ones_like(positions), positions, session.empty_past(1)
-        )
-        assert full.shape[1] == len(ids)  # forward() still returns every position
+        full = session.logits(ids[None])  # the forward from scratch, every position
+        assert full.shape[1] == len(ids)
         np.testing.assert_allclose(last[row], full[0, -1], atol=1e-4)
 
 
 def test_bundles_without_logits_index_still_generate(tiny_fused: Generator, tmp_path: Path) -> None:
     """A fused graph from before ``logits_index`` (format v1 too) computes every position."""
     import onnx
-    from gpt2_edge.runtime.bundle import file_entry, read_manifest, write_manifest
+    from gpt2_edge.runtime.contract.files import file_entry
+    from gpt2_edge.runtime.contract.manifest import read_manifest, write_manifest
 
     src = tiny_fused.session.bundle.path
     dst = tmp_path / "v1"

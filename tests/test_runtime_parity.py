@@ -13,9 +13,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 from gpt2_edge.runtime import EdgeError, Generator, load
-from gpt2_edge.runtime.bundle import file_entry, load_bundle, manifest_from_optimum, write_manifest
-from gpt2_edge.runtime.runners import BindingRunner
-from gpt2_edge.runtime.session import Session
+from gpt2_edge.runtime.contract.bundle import load_bundle, manifest_from_optimum
+from gpt2_edge.runtime.contract.files import file_entry
+from gpt2_edge.runtime.contract.manifest import write_manifest
+from gpt2_edge.runtime.decoders.runners import BindingRunner
+from gpt2_edge.runtime.graph.session import Session
 
 pytestmark = pytest.mark.export
 
@@ -156,7 +158,7 @@ def test_runtime_never_imports_torch(tiny_optimum_export: Path) -> None:
     code = BLOCKER + (
         "import json, sys\n"
         "from gpt2_edge.runtime import load\n"
-        "from gpt2_edge.runtime import cli  # the CLI's imports too\n"
+        "from gpt2_edge.runtime.cli import generate  # the CLI's imports too\n"
         f"r = load({str(tiny_optimum_export)!r}, provider='cpu').generate('Hi', max_new_tokens=4)\n"
         "blocked = {'torch', 'transformers', 'optimum'}\n"
         "heavy = [m for m in sys.modules if m.split('.')[0] in blocked]\n"

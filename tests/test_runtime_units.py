@@ -4,6 +4,7 @@ decoding, settings, the cache, IO binding against a fake binding, and bundle err
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -11,12 +12,15 @@ from typing import Any
 import numpy as np
 import pytest
 from gpt2_edge.runtime import EdgeError, GenerationOptions, Generator, Tokenizer
-from gpt2_edge.runtime.bundle import Architecture, Bundle, Manifest
-from gpt2_edge.runtime.cache import left_pad
-from gpt2_edge.runtime.runners import BindingRunner, GraphNames, NumpyRunner
-from gpt2_edge.runtime.session import is_int8
-from gpt2_edge.runtime.settings import resolve_settings
-from gpt2_edge.runtime.stream import StopFilter
+from gpt2_edge.runtime.contract.bundle import Bundle
+from gpt2_edge.runtime.contract.manifest import Architecture, Manifest
+from gpt2_edge.runtime.decoders.past import left_pad
+from gpt2_edge.runtime.decoders.runners import BindingRunner, NumpyRunner, runner_for
+from gpt2_edge.runtime.generation.text import StopFilter
+from gpt2_edge.runtime.graph import providers
+from gpt2_edge.runtime.graph.names import GraphNames
+from gpt2_edge.runtime.graph.session import is_int8
+from gpt2_edge.runtime.settings.resolve import resolve_settings
 
 VOCAB = 50257
 EOS = 50256
@@ -44,17 +48,23 @@ class FakeSession:
         manifest = Manifest("fake", self.arch, special_tokens={"eos": EOS, "bos": EOS, "pad": EOS})
         self.bundle = Bundle(Path("."), manifest)
         self.notices: list[str] = []
-        self.shared_kv = False  # Optimum's graph: the runner path, not the shared buffer
-        self.runner = NumpyRunner(None, GraphNames("i", "m", "p", ("k", "v"), ("l", "pk", "pv")))
+        self.shared_kv = False  # Optimum's graph: the growing-past decoder and its runner
+        self.provider, self.io_binding, self.kv_dtype = "cpu", False, np.dtype(np.float32)
+        self.names = GraphNames("i", "m", "p", ("k", "v"), ("l", "pk", "pv"))
+        self.ort = self  # the decoder's runner calls run(outputs, feeds) on it
         self.script = script or {}  # generated-count -> forced token, to plant EOS and words
         self.eos_at = eos_at or {}  # first prompt token -> generated-count where that row ends
         self.calls: list[dict[str, Any]] = []
 
-    def new_past(self, batch: int) -> list[np.ndarray]:
-        empty = np.zeros((batch, 1, 0, 2), dtype=np.float32)
-        return [empty, empty]
+    def run_failed(self, exc: Exception, position_ids: np.ndarray) -> EdgeError:
+        return EdgeError(f"the fake graph failed: {exc}")
 
-    def step(self, ids, mask, positions, past):  # noqa: ANN001, ANN201 (mirrors Session.step)
+    def run(self, outputs: list[str], feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+        """onnxruntime's ``InferenceSession.run`` as the numpy runner calls it."""
+        logits, present = self.step(feeds["i"], feeds["m"], feeds["p"], [feeds["k"], feeds["v"]])
+        return [logits, *present]
+
+    def step(self, ids, mask, positions, past):  # noqa: ANN001, ANN201 (one call of the graph)
         batch, width = ids.shape
         assert mask.shape == (batch, past[0].shape[2] + width)
         new = np.stack([ids, positions], axis=-1)[:, None].astype(np.float32)  # (B, 1, T, 2)
@@ -76,6 +86,23 @@ class FakeSession:
         logits = np.zeros((batch, width, VOCAB), dtype=np.float32)
         logits[np.arange(batch), -1, nxt] = 5.0
         return logits, [present, present.copy()]
+
+
+def patch_cli_load(
+    monkeypatch: pytest.MonkeyPatch,
+    cli_module: Any,
+    make: Callable[[], Generator],
+    asked: list[Path] | None = None,
+) -> None:
+    """Make ``gpt2-generate`` (``cli_module``) load ``make()``'s fake generator whatever --model
+    names; the paths it loads are appended to ``asked``."""
+
+    def load(path: Path, *_args: Any, **_kw: Any) -> Generator:
+        if asked is not None:
+            asked.append(Path(path))
+        return make()
+
+    monkeypatch.setattr(cli_module, "load", load)
 
 
 def fake_generator(tokenizer: Tokenizer, **kwargs: Any) -> Generator:
@@ -329,7 +356,7 @@ def test_int8_detection() -> None:
 
 def test_bundle_errors(tmp_path: Path) -> None:
     from gpt2_edge.runtime import load
-    from gpt2_edge.runtime.bundle import write_manifest
+    from gpt2_edge.runtime.contract.manifest import write_manifest
 
     with pytest.raises(EdgeError, match="does not exist"):
         load(tmp_path / "nope")
@@ -358,7 +385,7 @@ def fake_graph(
     monkeypatch: pytest.MonkeyPatch, inputs: tuple[str, ...], kv_type: str = "tensor(float)"
 ) -> Any:
     """Make Session see a CUDA-capable onnxruntime, a graph has ``inputs``; return the module."""
-    from gpt2_edge.runtime import session as session_mod
+    from gpt2_edge.runtime.graph import session as session_mod
 
     typed = [SimpleNamespace(name=n, type=kv_type) for n in inputs]
     fake_ort = SimpleNamespace(
@@ -376,7 +403,7 @@ def test_cuda_session_binds_and_warns_about_int8(monkeypatch: pytest.MonkeyPatch
     arch = Architecture(1, 1, 2, 2, 16, VOCAB)
     int8 = Bundle(Path("."), Manifest("q", arch, precision={"dtype": "int8"}))
     session = session_mod.Session(int8, provider="auto")
-    assert session.provider == "cuda" and isinstance(session.runner, BindingRunner)
+    assert session.provider == "cuda" and isinstance(runner_for(session), BindingRunner)
     assert session.notices == [session_mod.INT8_ON_CUDA]
     fp32 = session_mod.Session(Bundle(Path("."), Manifest("f", arch)), provider="cuda")
     assert fp32.notices == []
@@ -384,11 +411,11 @@ def test_cuda_session_binds_and_warns_about_int8(monkeypatch: pytest.MonkeyPatch
         session_mod.ort, "get_available_providers", lambda: ["CPUExecutionProvider"]
     )
     cpu = session_mod.Session(int8, provider="auto")
-    assert cpu.provider == "cpu" and isinstance(cpu.runner, NumpyRunner)
-    monkeypatch.setattr(session_mod, "gpu_build_installed", lambda: False)
+    assert cpu.provider == "cpu" and isinstance(runner_for(cpu), NumpyRunner)
+    monkeypatch.setattr(providers, "gpu_build_installed", lambda: False)
     assert session_mod.Session(int8, provider="auto").notices == []  # nobody expected CUDA
-    monkeypatch.setattr(session_mod, "gpu_build_installed", lambda: True)
-    assert session_mod.Session(int8, provider="auto").notices == [session_mod.CUDA_MISSING]
+    monkeypatch.setattr(providers, "gpu_build_installed", lambda: True)
+    assert session_mod.Session(int8, provider="auto").notices == [providers.CUDA_MISSING]
     with pytest.raises(EdgeError, match="CUDA provider is not available"):
         session_mod.Session(int8, provider="cuda")
 

@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 import pytest
 from gpt2_edge.runtime.errors import EdgeError
-from gpt2_edge.runtime.filters import (
+from gpt2_edge.runtime.sampling.filters import (
     _cumsum_search,
     apply_min_p,
     apply_temperature,
@@ -20,14 +20,15 @@ from gpt2_edge.runtime.filters import (
     apply_top_p,
     sample_categorical,
 )
-from gpt2_edge.runtime.penalties import (
+from gpt2_edge.runtime.sampling.penalties import (
     apply_no_repeat_ngram,
     apply_presence_frequency_penalty,
     apply_repetition_penalty,
     banned_ngram_tokens,
 )
-from gpt2_edge.runtime.sampling import Sampler
-from gpt2_edge.runtime.settings import DEFAULT_TOP_P, SamplingSettings
+from gpt2_edge.runtime.sampling.sampler import Sampler
+from gpt2_edge.runtime.settings.sampling import SamplingSettings
+from gpt2_edge.runtime.settings.values import DEFAULT_TOP_P
 
 NEG_INF = -np.inf
 

@@ -1,6 +1,7 @@
 """Cold start: what ``gpt2-generate`` skips or overlaps, and that each shortcut stays sound.
 
-- The verified-files record (``runtime/verified.py``): a file hashed once is not read again while
+- The verified-files record (``runtime/contract/verified.py``): a file hashed once is not read
+again while
   it is unchanged, and every way of changing it makes the next load hash it again.
 - ``Tokenizer.token_count`` counts every distinct token without copying the vocabulary.
 - The CLI imports nothing it does not need to generate (rich, onnx, torch, the exporter...).
@@ -18,18 +19,18 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from gpt2_edge.runtime import EdgeError, verified
-from gpt2_edge.runtime import bundle as bundle_mod
-from gpt2_edge.runtime.bundle import (
+from gpt2_edge.runtime import EdgeError
+from gpt2_edge.runtime.contract import files as bundle_mod
+from gpt2_edge.runtime.contract import verified
+from gpt2_edge.runtime.contract.bundle import check_hashes_of, load_bundle
+from gpt2_edge.runtime.contract.files import file_entry
+from gpt2_edge.runtime.contract.manifest import (
     Architecture,
     Manifest,
-    check_hashes_of,
-    file_entry,
-    load_bundle,
     read_manifest,
     write_manifest,
 )
-from gpt2_edge.runtime.tokenizer import Tokenizer
+from gpt2_edge.runtime.contract.tokenizer import Tokenizer
 from tiny_models import train_small_bpe
 from tokenizers import AddedToken
 from tokenizers import Tokenizer as HFTokenizer
@@ -371,13 +372,13 @@ HEAVY = (
     "optimum",
     "gpt2_edge.exporter",
     "gpt2_edge.serve",
-    "gpt2_edge.runtime.evaluate",
+    "gpt2_edge.runtime.generation.evaluate",
 )
 GENERATE_AND_LIST = """
 import atexit, json, sys
 atexit.register(lambda: print(json.dumps(sorted(sys.modules)), file=sys.stderr))
 sys.argv = ["gpt2-generate", *sys.argv[1:]]
-from gpt2_edge.runtime.cli import main
+from gpt2_edge.runtime.cli.generate import main
 main()
 """
 

@@ -12,16 +12,22 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from gpt2_edge.runtime.session import Session
+from gpt2_edge.runtime.graph.session import Session
+
+from ..errors import ExportError
+from ..graphs.fused import FUSED_GRAPH, OPTIMUM_GRAPH
+
+PARITY_TOLERANCE = 1e-3  # max |logit diff| of the fused fp32 graph against Optimum's
+PARITY_STEPS = 6  # decode steps after the prompt in the parity check
 
 
 def graph_session(model_path: Path, checkpoint: Path, graph: dict[str, Any]) -> Session:
     """The fp32 graph at ``model_path`` as a runtime Session, described in memory (no bundle.json:
     the manifest is derived from the checkpoint's config and the graph's tensor names). The parity
     check opens both graphs this way, and the quality gate its fp32 reference."""
-    from gpt2_edge.runtime.bundle import Bundle
+    from gpt2_edge.runtime.contract.bundle import Bundle
 
-    from ..manifest import graph_manifest
+    from ..graphs.describe import graph_manifest
 
     manifest = graph_manifest(model_path, checkpoint, graph)
     return Session(Bundle(model_path.parent, manifest), provider="cpu")
@@ -32,7 +38,7 @@ def parity(
 ) -> dict[str, float]:
     """The max |logit difference| over the prompt and ``steps`` greedy steps (the reference's
     picks fed to both), and the share of steps whose greedy picks agree."""
-    from gpt2_edge.runtime.decoder import open_decoder
+    from gpt2_edge.runtime.decoders.interface import open_decoder
 
     rng = np.random.default_rng(seed)
     ids = rng.integers(0, reference.arch.vocab_size, size=prompt_len, dtype=np.int64)
@@ -48,3 +54,32 @@ def parity(
         step = np.array([[picks[0]]], dtype=np.int64)  # (1, 1)
         last = [d.decode(step)[0, -1].copy() for d in decoders]
     return {"max_abs_logit_diff": max_diff, "greedy_agreement": agree / (steps + 1)}
+
+
+def check_fused(fused: Path, reference: Path, checkpoint: Path) -> dict[str, Any]:
+    """The fused graph at ``fused`` against Optimum's at ``reference``: the figures for
+    ``bundle.json``'s ``graph.parity_vs_optimum``.
+
+    Raises:
+        ExportError: the logits differ by more than ``PARITY_TOLERANCE`` (a bug to report;
+            ``--graph optimum`` exports without the fused graph).
+    """
+    sessions = (
+        graph_session(reference, checkpoint, OPTIMUM_GRAPH),
+        graph_session(fused, checkpoint, FUSED_GRAPH),
+    )
+    prompt_len = max(1, min(16, sessions[0].arch.context_length - PARITY_STEPS - 1))
+    figures = parity(*sessions, prompt_len=prompt_len, steps=PARITY_STEPS)
+    del sessions
+    if figures["max_abs_logit_diff"] > PARITY_TOLERANCE:
+        raise ExportError(
+            f"The fused graph's logits differ from the Optimum graph's by up to "
+            f"{figures['max_abs_logit_diff']:.3g} (limit {PARITY_TOLERANCE:g}); "
+            "export with --graph optimum."
+        )
+    return {
+        "reference": "Optimum export (onnxruntime CPU)",
+        "prompt_tokens": prompt_len,
+        "decode_steps": PARITY_STEPS,
+        **figures,
+    }

@@ -26,12 +26,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from gpt2_edge.runtime.bundle import load_bundle
-from gpt2_edge.runtime.evaluate import encode, plan_windows, window_logits, window_loss
-from gpt2_edge.runtime.session import Session
+from gpt2_edge.runtime.contract.bundle import load_bundle
+from gpt2_edge.runtime.generation.evaluate import encode, plan_windows, window_logits, window_loss
+from gpt2_edge.runtime.graph.session import Session
 
 from ..errors import ExportError
-from ..plan import DEFAULT_MAX_PPL_INCREASE, DEFAULT_MIN_GREEDY_AGREEMENT, GateOptions
+from .gate import DEFAULT_MAX_PPL_INCREASE, DEFAULT_MIN_GREEDY_AGREEMENT, GateOptions
 
 QUALITY_CONTEXT = (
     512  # built-in text: ~2,900 GPT-2 tokens, so 11 windows even on 1024-context models
@@ -121,10 +121,10 @@ def compare_on_ids(
 def greedy_tokens(session: Session, prompt_ids: list[int], new_tokens: int) -> list[int]:
     """Greedy decoding with the KV cache, batch 1, through the runtime's own decoder (the path a
     user's ``generate`` takes: prefill once, then one token per step)."""
-    from gpt2_edge.runtime.decoder import open_decoder
-    from gpt2_edge.runtime.sampling import Sampler
-    from gpt2_edge.runtime.settings import SamplingSettings
-    from gpt2_edge.runtime.steps import TokenSteps
+    from gpt2_edge.runtime.decoders.interface import open_decoder
+    from gpt2_edge.runtime.generation.steps import TokenSteps
+    from gpt2_edge.runtime.sampling.sampler import Sampler
+    from gpt2_edge.runtime.settings.sampling import SamplingSettings
 
     decoder = open_decoder(session, pad_id=0, capacity=len(prompt_ids) + new_tokens)
     greedy = Sampler(SamplingSettings(temperature=0.0))
@@ -181,7 +181,7 @@ def measure_quality(
         ``{"builtin": {...}, "user_text": {...} (if given), "greedy": {...}}``; the gate figure
         is ``["builtin"]["ppl_increase"]`` (and the user text's, when given).
     """
-    from gpt2_edge.runtime.evaluate import read_text
+    from gpt2_edge.runtime.generation.evaluate import read_text
 
     ref, cand = _as_session(reference, threads), _as_session(candidate, threads)
     tok = cand.bundle.tokenizer_path

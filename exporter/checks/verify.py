@@ -1,8 +1,9 @@
 """Check the finished bundle against the transformers model it came from.
 
-The bundle is run through the runtime's own ``Session`` (onnxruntime, not PyTorch), in three calls
-per prompt: a prefill with empty past, a chunk with past, and a one-token decode step, so both the
-first call and the cached path are covered. fp32 must match PyTorch to ``FP32_TOLERANCE``; int8 is
+The bundle is run through the runtime's own paths (onnxruntime, not PyTorch): the forward from
+scratch that scoring uses, and the decoder that generation uses (prefill, a chunk with past, a
+one-token decode step), so every path users run is covered. fp32 must match PyTorch to
+``FP32_TOLERANCE``; int8 is
 only measured (max logit difference, top-1 agreement, perplexity) and the figures are recorded.
 """
 
@@ -13,9 +14,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from gpt2_edge.runtime.bundle import load_bundle
-from gpt2_edge.runtime.evaluate import target_nll
-from gpt2_edge.runtime.session import Session
+from gpt2_edge.runtime.contract.bundle import load_bundle
+from gpt2_edge.runtime.decoders.interface import open_decoder
+from gpt2_edge.runtime.generation.evaluate import target_nll
+from gpt2_edge.runtime.graph.session import Session
 
 from ..errors import ExportError
 
@@ -62,20 +64,20 @@ class Tally:
         }
 
 
-def bundle_logits(session: Any, ids: list[int]) -> np.ndarray:
-    """Logits (T, V) for ``ids`` from three calls: empty past, a chunk with past, one token."""
+def bundle_logits(session: Session, ids: list[int]) -> np.ndarray:
+    """Logits (T, V) for ``ids`` through the paths users run: the forward from scratch that
+    scoring and evaluation use over the first half, then the decoder that generation uses:
+    its prefill of that half (its last position), a chunk of tokens with past (as drafted
+    tokens are verified), and a one-token decode step."""
     cut1, cut2 = max(1, len(ids) // 2), len(ids) - 1
-    past = session.empty_past(1)
-    pieces, done = [], 0
-    for end in (cut1, cut2, len(ids)):
-        if end <= done:
-            continue
-        chunk = np.asarray([ids[done:end]], dtype=np.int64)  # (1, t)
-        mask = np.ones((1, end), dtype=np.int64)  # (1, past_len + t)
-        positions = np.arange(done, end, dtype=np.int64)[None, :]  # (1, t)
-        logits, past = session.forward(chunk, mask, positions, past)
-        pieces.append(logits[0])
-        done = end
+    tokens = np.asarray(ids, dtype=np.int64)
+    first = session.logits(tokens[None, :cut1])[0]  # (cut1, V)
+    decoder = open_decoder(session, pad_id=0, capacity=len(ids))
+    first[-1] = decoder.prefill([tokens[:cut1]])[0]  # (V,) generation's prefill
+    pieces = [first]
+    for start, end in ((cut1, cut2), (cut2, len(ids))):
+        if end > start:
+            pieces.append(decoder.decode(tokens[None, start:end])[0].copy())  # (t, V)
     return np.concatenate(pieces, axis=0)
 
 
@@ -96,7 +98,7 @@ def verify_bundle(
     from tokenizers import Tokenizer
     from transformers import GPT2LMHeadModel
 
-    from ..onnx_export import quiet_libraries
+    from ..graphs.optimum import quiet_libraries
 
     if session is None:
         session = open_bundle(folder)
@@ -123,7 +125,12 @@ def verify_bundle(
     figures = {
         "reference": f"transformers {_version('transformers')} float32 (PyTorch)",
         "runtime": "gpt2_edge.runtime.Session on onnxruntime CPU",
-        "calls": ["prefill with empty past", "chunk with past", "one-token decode"],
+        "calls": [
+            "forward from scratch",
+            "decoder prefill",
+            "chunk with past",
+            "one-token decode",
+        ],
         "prompts": used,
         **tally.figures(),
     }

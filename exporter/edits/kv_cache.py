@@ -64,7 +64,7 @@ def half_kv_cache_file(path: Path) -> int:
 
     Only the graph is read and written: its external weights (``<path>.data``) stay as they are.
     """
-    from .onnx_files import save_model
+    from ..onnx_files import save_model
 
     model = onnx.load(str(path), load_external_data=False)
     count = half_kv_cache(model)

@@ -12,7 +12,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from .edits import MS_DOMAIN, attribute
+from .rewrites import MS_DOMAIN, attribute
 
 
 def per_row_activations(

@@ -1,4 +1,5 @@
-"""Graph builders: Optimum's export (``onnx_export.py``) and the fused decoder (``fused.py``)."""
+"""Graph builders: Optimum's export (``optimum.py``), the fused decoder (``fused.py``), and what a
+built graph is (``describe.py``)."""
 
 from .fused import FUSED_GRAPH, GRAPHS, OPTIMUM_GRAPH
 

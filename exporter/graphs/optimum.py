@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from .errors import ExportError
+from ..errors import ExportError
 
 TASK = "text-generation-with-past"
 # GPT-2's attention exports as scaled_dot_product_attention, which ONNX has from opset 14 on

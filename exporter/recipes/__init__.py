@@ -17,7 +17,7 @@ from dataclasses import dataclass, replace
 from importlib.metadata import version
 from pathlib import Path
 
-from gpt2_edge.runtime.precision import FLOAT32, Precision
+from gpt2_edge.runtime.contract.precision import FLOAT32, Precision
 
 from ..errors import ExportError
 from .nbits import DEFAULT_ACCURACY_LEVEL, DEFAULT_BLOCK_SIZE, NBitsSettings
@@ -25,7 +25,7 @@ from .targets import DEFAULT_TARGET, Target, resolve_target
 
 DTYPES = ("fp32", "fp16")
 # The KV cache's element type: auto = float16 for int8/int4 on the fused graph (see
-# ``exporter/kv_cache.py``), float32 for fp32 (exact), float16 for fp16.
+# ``exporter/edits/kv_cache.py``), float32 for fp32 (exact), float16 for fp16.
 KV_CACHES = ("auto", "float16", "float32")
 QUANTIZE_BITS = (8, 4)
 SUFFIXES = {"fp32": "", "int8": "-int8", "int4": "-int4", "fp16": "-fp16"}
@@ -146,7 +146,7 @@ def apply_precision(
     if choice.kind in ("int8", "int4"):
         path, precision = _quantize(choice, model_path, out_dir, graph_kind, size)
         if choice.half_kv(graph_kind):
-            from ..kv_cache import half_kv_cache_file
+            from ..edits.kv_cache import half_kv_cache_file
 
             half_kv_cache_file(path)
             precision = replace(precision, kv_dtype="float16")

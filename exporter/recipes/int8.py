@@ -31,10 +31,10 @@ from importlib.metadata import version
 from pathlib import Path
 
 import onnx
-from gpt2_edge.runtime.precision import Precision
+from gpt2_edge.runtime.contract.precision import Precision
 
-from ..edits import attention_matmuls, materialize_lm_head, type_intermediates
-from ..per_row import per_row_activations
+from ..edits.per_row import per_row_activations
+from ..edits.rewrites import attention_matmuls, materialize_lm_head, type_intermediates
 from .nbits import NBitsSettings, quantize_lm_head
 from .targets import Target
 
@@ -161,7 +161,7 @@ def ort_quantize(src: Path, out_dir: Path, config: object, external: bool) -> Pa
     recipes calls it too, so that each recipe is built as the exporter builds it."""
     from optimum.onnxruntime import ORTQuantizer
 
-    from ..onnx_export import quiet_libraries
+    from ..graphs.optimum import quiet_libraries
 
     with quiet_libraries():  # the quantizer logs advice the user cannot act on
         quantizer = ORTQuantizer.from_pretrained(src.parent, file_name=src.name)

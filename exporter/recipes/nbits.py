@@ -23,7 +23,12 @@ from typing import Any
 
 import onnx
 
-from ..edits import gemm_to_matmul, materialize_lm_head, quantize_embedding, share_embedding
+from ..edits.rewrites import (
+    gemm_to_matmul,
+    materialize_lm_head,
+    quantize_embedding,
+    share_embedding,
+)
 from ..errors import ExportError
 
 DEFAULT_BLOCK_SIZE = 32

@@ -32,8 +32,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from gpt2_edge.runtime.bundle import MODEL_FILE, TOKENIZER_FILE, Manifest
-from gpt2_edge.runtime.settings import DEFAULT_TEMPERATURE, DEFAULT_TOP_K, DEFAULT_TOP_P
+from gpt2_edge.runtime.contract.manifest import MODEL_FILE, TOKENIZER_FILE, Manifest
+from gpt2_edge.runtime.settings.values import DEFAULT_TEMPERATURE, DEFAULT_TOP_K, DEFAULT_TOP_P
 
 GENAI_CONFIG = "genai_config.json"
 TOKENIZER_CONFIG = "tokenizer_config.json"

@@ -12,47 +12,21 @@ the old bundle is swapped out, since the export can take minutes.
 
 from __future__ import annotations
 
-import errno
 import glob
 import json
 import os
-import re
 import shutil
 import signal
 import tempfile
-import threading
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
 
-from gpt2_edge.runtime.bundle import FORMAT_NAME, MANIFEST, MODEL_FILE, TOKENIZER_FILE
-from gpt2_edge.runtime.interrupts import signals_as_interrupts
+from gpt2_edge.runtime.cli.interrupts import signals_as_interrupts, signals_ignored
+from gpt2_edge.runtime.contract.manifest import FORMAT_NAME, MANIFEST, MODEL_FILE, TOKENIZER_FILE
 
-from .errors import ExportError
-from .progress import human_size
-
-# OS errors on the output path that the user can fix (space, permissions, a file in the way).
-USER_ERRNOS = {
-    errno.ENOSPC: "there is no space left on the device",
-    errno.EDQUOT: "the disk quota is exceeded",
-    errno.EACCES: "permission is denied",
-    errno.EPERM: "the operation is not permitted",
-    errno.EROFS: "the file system is read-only",
-    errno.ENOTDIR: "a part of the path is a file, not a folder",
-    errno.EEXIST: "a file is in the way",
-}
-# The ones a library may also report inside another exception (onnxruntime's C++ code raises a
-# RuntimeError whose text holds strerror), so they are recognised there too.
-RESOURCE_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EPERM, errno.EROFS)
-# A full disk seldom surfaces as ENOSPC from onnx and onnxruntime: their C++ writers fail
-# quietly and the next read of the truncated file raises protobuf's DecodeError, "Failed to
-# serialize", or a size mismatch. Such an error while this little space is left is a full disk.
-LOW_SPACE_BYTES = 64 * 2**20
-_WRITE_FAILURE = re.compile(
-    r"protobuf|serializ|pars(e|ing)|writ(e|ing)|sav(e|ing)|external data|truncat|size mismatch",
-    re.IGNORECASE,
-)
-_WRITE_FAILURE_MODULES = ("google.protobuf", "onnx", "onnxruntime")
+from ..disk_errors import absolute, os_error_sentence, write_error_sentence
+from ..errors import ExportError
 
 # What a bundle folder may hold: bundle files, and what an interrupted export leaves inside it.
 BUNDLE_FILES = frozenset(
@@ -61,11 +35,6 @@ BUNDLE_FILES = frozenset(
 )
 STAGING_LEFTOVERS = frozenset({".work"})
 NAMED_AT_MOST = 5  # unexpected files named in a refusal
-
-
-def absolute(out: Path) -> Path:
-    """``out`` made absolute without following links, so ``.`` or ``..`` get a real name."""
-    return Path(os.path.abspath(out))
 
 
 def check_output(out: Path, force: bool, checkpoint: Path | None = None) -> None:
@@ -157,80 +126,6 @@ def _bundle_entry(path: Path) -> bool:
     return path.name in BUNDLE_FILES and (path.is_symlink() or not path.is_dir())
 
 
-def check_free_space(out: Path, needed: int) -> None:
-    """Refuse up front when the output's file system clearly cannot hold the export's files."""
-    free = free_bytes(out)
-    if free is not None and free < needed:
-        raise ExportError(
-            f"Not enough free space for {out}: the export needs about {human_size(needed)} "
-            f"and {human_size(free)} is free."
-        )
-
-
-def free_bytes(path: Path) -> int | None:
-    """Free bytes on the file system of ``path`` or its nearest existing parent (None: unknown)."""
-    try:
-        existing = next((p for p in (path, *path.parents) if p.exists()), Path("."))
-        return shutil.disk_usage(existing).free
-    except OSError:
-        return None
-
-
-def os_error_sentence(exc: OSError, out: Path) -> str | None:
-    """The user's sentence for an OS error while writing ``out``; None when it is not theirs."""
-    reason = USER_ERRNOS.get(exc.errno or 0)
-    if reason is None:
-        return None
-    detail = exc.strerror or str(exc)
-    if exc.filename:
-        detail = f"{detail}: {exc.filename}"
-    return f"Cannot write the bundle to {out}: {reason} ({detail})."
-
-
-def write_error_sentence(exc: BaseException, out: Path) -> str | None:
-    """The sentence for any step's failure that a full disk or a permission caused, else None.
-
-    Looks at the whole chain of causes: an ``OSError`` with a user errno; a library error whose
-    text holds such an errno's message; or an onnx/onnxruntime/protobuf write or read failure
-    while the output's or the temporary folder's file system is nearly full.
-    """
-    chain = _causes(exc)
-    for link in chain:
-        if isinstance(link, OSError) and (link is exc or link.errno in RESOURCE_ERRNOS):
-            sentence = os_error_sentence(link, out)
-            if sentence is not None:
-                return sentence
-    for link in chain:
-        for code in RESOURCE_ERRNOS:
-            if os.strerror(code).lower() in str(link).lower():
-                reason = f"{USER_ERRNOS[code]} ({os.strerror(code)})"
-                return f"Cannot write the bundle to {out}: {reason}."
-    if not any(_looks_like_write_failure(link) for link in chain):
-        return None
-    for where in (absolute(out).parent, Path(tempfile.gettempdir())):
-        free = free_bytes(where)
-        if free is not None and free < LOW_SPACE_BYTES:
-            return (
-                f"Cannot write the bundle to {out}: {USER_ERRNOS[errno.ENOSPC]} "
-                f"(only {human_size(free)} free on {where}; {type(exc).__name__})."
-            )
-    return None
-
-
-def _causes(exc: BaseException) -> list[BaseException]:
-    chain: list[BaseException] = []
-    link: BaseException | None = exc
-    while link is not None and link not in chain:
-        chain.append(link)
-        link = link.__cause__ or link.__context__
-    return chain
-
-
-def _looks_like_write_failure(exc: BaseException) -> bool:
-    module = type(exc).__module__ or ""
-    return module.startswith(_WRITE_FAILURE_MODULES) or bool(_WRITE_FAILURE.search(str(exc)))
-
-
 @contextmanager
 def staging(out: Path, force: bool) -> Iterator[Path]:
     """Yield an empty hidden folder next to ``out``; on success rename it to ``out``.
@@ -241,8 +136,9 @@ def staging(out: Path, force: bool) -> Iterator[Path]:
     target = absolute(out)
     tmp = _make_partial(target, out)
     try:
-        with signals_as_interrupts(signal.SIGTERM):
+        with signals_as_interrupts(signal.SIGTERM, signal.SIGHUP) as pending:
             yield tmp
+            pending()  # a signal whose exception a finalizer swallowed stops it here
             _move_into_place(tmp, target, force)
     except ExportError:
         _discard(tmp)
@@ -259,8 +155,8 @@ def staging(out: Path, force: bool) -> Iterator[Path]:
 
 
 def _discard(tmp: Path) -> None:
-    """Remove the partial folder; a second Ctrl-C must not leave it half removed."""
-    with _sigint_ignored():
+    """Remove the partial folder; a second Ctrl-C or kill must not leave it half removed."""
+    with signals_ignored(signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         shutil.rmtree(tmp, ignore_errors=True)
 
 
@@ -332,15 +228,3 @@ def _move_into_place(tmp: Path, out: Path, force: bool) -> None:
         with suppress(OSError):
             old.rmdir()  # only when the old bundle is back at ``out``
     shutil.rmtree(old, ignore_errors=True)
-
-
-@contextmanager
-def _sigint_ignored() -> Iterator[None]:
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGINT, previous)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from .errors import ExportError
+from ..errors import ExportError
 
 EOS_TOKEN = "<|endoftext|>"
 

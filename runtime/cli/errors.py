@@ -20,7 +20,7 @@ from typing import IO, Any
 import typer
 from typer.core import TyperCommand
 
-from .errors import EdgeError, Terminated
+from ..errors import EdgeError, Terminated
 
 try:  # typer >= 0.2x carries its own click, whose errors derive from TyperException
     from typer import TyperException as _ClickError

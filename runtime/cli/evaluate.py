@@ -11,10 +11,9 @@ try:  # Ctrl-C while the libraries load ends the command as a later one does: 13
 
     import typer
 
-    from .cli_errors import VERSION_HELP, EdgeCommand, show_version, user_errors
-    from .evaluate import DEFAULT_STRIDE, PerplexityResult, evaluate_file
-    from .models_dir import named_model
-    from .settings import check_threads
+    from ..api import check_runtime_arguments, load, pick_model
+    from ..generation.evaluate import DEFAULT_STRIDE, PerplexityResult, evaluate_text, read_text
+    from .errors import VERSION_HELP, EdgeCommand, show_version, user_errors
 except KeyboardInterrupt:
     sys.stderr.write("\n")
     raise SystemExit(130) from None
@@ -69,15 +68,18 @@ def _print_table(result: PerplexityResult, model: Path, text: Path) -> None:
 
 @app.command(cls=EdgeCommand)
 def eval_command(
-    model: Annotated[
-        Path,
-        typer.Option(
-            "--model", help="Bundle folder, the name of one in models/, or an Optimum export."
-        ),
-    ],
     text: Annotated[
         Path, typer.Option("--text", help="UTF-8 text file to score ('-': standard input).")
     ],
+    model: Annotated[
+        Path | None,
+        typer.Option(
+            "--model",
+            "-m",
+            help="Bundle folder, the name of one in models/, or an Optimum export (default: the "
+            "bundle in models/ that gpt2-generate would take).",
+        ),
+    ] = None,
     context: Annotated[
         int | None,
         typer.Option(help="Window length in tokens (default: the model's context)."),
@@ -104,22 +106,19 @@ def eval_command(
 ) -> None:
     """Perplexity of MODEL on TEXT with the transformers guide's sliding window."""
     with user_errors(), _progress(sys.stderr.isatty()) as update:
-        check_threads(threads)
-        model = named_model(model)
-        result = evaluate_file(
-            model,
-            text,
-            context=context,
-            stride=stride,
-            max_tokens=max_tokens,
-            provider=provider,
-            threads=threads,
-            on_window=update,
+        choice = check_runtime_arguments(provider, threads)
+        body = read_text(text)
+        path, choice, notice = pick_model(model, choice)
+        if notice:
+            typer.echo(notice, err=True)
+        session = load(path, choice, threads).session
+        result = evaluate_text(
+            session, body, str(text), context, stride, max_tokens, on_window=update
         )
     if json_output:
-        typer.echo(json.dumps({"model": str(model), "text": str(text), **result.to_dict()}))
+        typer.echo(json.dumps({"model": str(path), "text": str(text), **result.to_dict()}))
     else:
-        _print_table(result, model, text)
+        _print_table(result, path, text)
 
 
 def main() -> None:

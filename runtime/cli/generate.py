@@ -18,14 +18,11 @@ try:  # Ctrl-C while the libraries load ends the command as a later one does: 13
 
     import typer
 
-    from .api import DEFAULT_PROVIDER, load
-    from .cli_errors import VERSION_HELP, EdgeCommand, report, show_version, user_errors
-    from .errors import EdgeError
-    from .generate import Generator
-    from .models_dir import MODELS_DIR, choice_notice, default_model, named_model
-    from .modes import resolve_user_settings
-    from .session import resolve_provider
-    from .settings import check_threads, resolve_settings
+    from ..api import DEFAULT_PROVIDER, check_runtime_arguments, load, pick_model
+    from ..errors import EdgeError
+    from ..generation.generator import Generator, Settings
+    from ..settings.resolve import resolve_user_settings
+    from .errors import VERSION_HELP, EdgeCommand, report, show_version, user_errors
 except KeyboardInterrupt:
     sys.stderr.write("\n")
     raise SystemExit(130) from None
@@ -183,11 +180,12 @@ def run(
     threads: int | None,
     interactive: bool,
 ) -> None:
-    """Check the cheap things first (settings, input), then load the model and generate."""
-    _, options = resolve_settings(None, **settings)  # invalid values fail before loading
+    """Check the cheap things first (the flags alone, the input), then load the model, resolve
+    the settings with its defaults into the typed objects generation takes, and generate."""
+    _, options = resolve_user_settings(None, **settings)  # a bad value fails before any loading
     if options.logprobs is not None and not json_output:
-        raise EdgeError("--logprobs shows in the --json output only; add --json.")
-    check_threads(threads)
+        raise EdgeError("--logprobs shows in the --json output only; add --json.", "logprobs")
+    choice = check_runtime_arguments(provider, threads)
     if interactive and prompt == STDIN_PROMPT:
         raise EdgeError(
             "--interactive reads its prompts from stdin, so the prompt cannot be '-' as well."
@@ -196,30 +194,28 @@ def run(
         prompt = read_prompt(prompt)
     elif prompt is not None:
         prompt = check_utf8(prompt, "The prompt")
-    cuda = resolve_provider(provider).name == "cuda"  # an unknown provider fails here, early
-    path = named_model(model) if model is not None else default_model(MODELS_DIR, cuda)
-    generator = load(path, provider, threads)
-    # With the bundle's defaults known, refuse a flag that their decoding mode would ignore.
-    resolve_user_settings(generator.manifest.generation, **settings)
-    notices = [choice_notice(path)] if model is None else []
-    for notice in [*notices, *generator.notices]:
-        if notice:
-            typer.echo(notice, err=True)
+    path, choice, notice = pick_model(model, choice)
+    generator = load(path, choice, threads)
+    resolved = generator.resolve(**settings)  # with the bundle's defaults: the one resolution
+    for line in [notice, *generator.notices]:
+        if line:
+            typer.echo(line, err=True)
     if interactive:
-        interact(generator, settings, json_output, prompt)
+        interact(generator, resolved, json_output, prompt)
     else:
-        answer(generator, prompt or "", settings, json_output)
+        answer(generator, prompt or "", resolved, json_output)
 
 
-def answer(generator: Generator, prompt: str, settings: dict[str, Any], json_output: bool) -> None:
+def answer(generator: Generator, prompt: str, settings: Settings, json_output: bool) -> None:
     """Generate for one prompt: stream the text, or print one JSON object.
 
     Several sequences (``--num-return-sequences``) print as ``{"choices": [...]}`` with one
     object per sequence, or as texts separated by a blank line; beam search prints at the end.
     """
-    several = (settings.get("num_return_sequences") or 1) > 1
-    if json_output or several or (settings.get("num_beams") or 1) > 1:
-        results = generator.generate_batch([prompt], **settings)
+    sampling, options = settings
+    several = options.num_return_sequences > 1
+    if json_output or several or options.beam_search:
+        results = generator.complete([prompt], sampling, options)
         if not json_output:
             typer.echo("\n\n".join(r.text for r in results))
         elif several:
@@ -228,15 +224,16 @@ def answer(generator: Generator, prompt: str, settings: dict[str, Any], json_out
         else:
             typer.echo(json.dumps(results[0].to_json(), ensure_ascii=False))
         return
-    for piece in generator.stream(prompt, **settings):
-        sys.stdout.write(piece)
-        sys.stdout.flush()
+    for event in generator.events([prompt], sampling, options):
+        if event.text:
+            sys.stdout.write(event.text)
+            sys.stdout.flush()
     sys.stdout.write("\n")
     sys.stdout.flush()
 
 
 def interact(
-    generator: Generator, settings: dict[str, Any], json_output: bool, first: str | None = None
+    generator: Generator, settings: Settings, json_output: bool, first: str | None = None
 ) -> None:
     """Answer ``first``, then prompts read line by line until end of input.
 
@@ -256,9 +253,7 @@ def interact(
         turn(generator, line, settings, json_output)
 
 
-def turn(
-    generator: Generator, line: str | bytes, settings: dict[str, Any], json_output: bool
-) -> None:
+def turn(generator: Generator, line: str | bytes, settings: Settings, json_output: bool) -> None:
     """One turn of the loop: a line in, an answer (or one error line) out."""
     try:
         text = line if isinstance(line, str) else drop_newline(decode_utf8(line, "The input"))

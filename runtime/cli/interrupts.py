@@ -3,29 +3,58 @@
 A plain ``kill`` (SIGTERM) or a closed terminal (SIGHUP) ends a process at once by default,
 leaving whatever it was writing half done; raised as :class:`.errors.Terminated` they run the
 same cleanup as Ctrl-C. gpt2-export and gpt2-pack write through it.
+
+Python drops an exception raised inside a finalizer (``__del__``) or a weakref callback with only
+a printed warning, so a signal that lands there would be lost and the work would go on: the
+context manager also gives a ``pending()`` check that raises for a signal that came, to call
+before anything that must not happen after one (renaming a finished folder into place), and the
+block's end raises for it too. :func:`signals_ignored` shields a cleanup from all of them.
 """
 
 from __future__ import annotations
 
 import signal
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
-from .errors import Terminated
+from ..errors import Terminated
 
 
 @contextmanager
-def signals_as_interrupts(*signums: int) -> Iterator[None]:
-    """Raise :class:`.errors.Terminated` for each of ``signums`` while the block runs."""
+def signals_as_interrupts(*signums: int) -> Iterator[Callable[[], None]]:
+    """Raise :class:`.errors.Terminated` for each of ``signums`` while the block runs; yields
+    ``pending()``, which raises it again for a signal whose exception was swallowed."""
+    received: list[int] = []
+
+    def pending() -> None:
+        if received:
+            raise Terminated(received[0])
+
     if threading.current_thread() is not threading.main_thread():
-        yield  # signal handlers can only be set from the main thread
+        yield pending  # signal handlers can only be set from the main thread
         return
 
     def interrupt(signum: int, frame: object) -> None:
+        received.append(signum)
         raise Terminated(signum)
 
     previous = {signum: signal.signal(signum, interrupt) for signum in signums}
+    try:
+        yield pending
+        pending()
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+
+@contextmanager
+def signals_ignored(*signums: int) -> Iterator[None]:
+    """Ignore ``signums`` while the block runs (a cleanup that must not stop half done)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {signum: signal.signal(signum, signal.SIG_IGN) for signum in signums}
     try:
         yield
     finally:

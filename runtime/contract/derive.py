@@ -12,7 +12,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from .bundle import (
+from ..errors import EdgeError
+from .files import read_json_object
+from .manifest import (
     CONFIG_FILE,
     DEFAULT_CONTEXT_LENGTH,
     DEFAULT_EOS,
@@ -20,16 +22,8 @@ from .bundle import (
     GENERATION_CONFIG_FILE,
     Architecture,
     Manifest,
-    read_json_object,
 )
-from .errors import EdgeError
-from .manifest_schema import (
-    MAX_CONTEXT_LENGTH,
-    check_generation,
-    check_token_ids,
-    positive_int,
-    shown,
-)
+from .schema import MAX_CONTEXT_LENGTH, check_generation, check_token_ids, positive_int, shown
 
 # Keys of transformers' generation_config.json that map onto our sampling settings.
 _GENERATION_KEYS = {

@@ -12,8 +12,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from .bundle import MANIFEST, MODEL_FILE
-from .errors import EdgeError
+from ..errors import EdgeError
+from .manifest import MANIFEST, MODEL_FILE
 
 MODELS_DIR = Path("models")
 # Precisions in order of preference per device: on a CPU int8 decodes fastest (README,

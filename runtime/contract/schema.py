@@ -18,8 +18,10 @@ from collections.abc import Callable, Mapping
 from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Any
 
-from .errors import EdgeError
-from .settings import GENERATOR_NAMES, SAMPLING_NAMES, resolve_settings
+from ..errors import EdgeError
+from ..settings.options import GENERATOR_NAMES
+from ..settings.resolve import resolve_settings
+from ..settings.sampling import SAMPLING_NAMES
 
 # Every size in a manifest is at most this: far above any GPT-2 (48 layers, 25 heads, 1600 wide,
 # vocabulary 50257), and a bound because buffers are allocated from these numbers before the model

@@ -15,7 +15,7 @@ import numpy as np
 from tokenizers import Tokenizer as _HFTokenizer
 from tokenizers.decoders import DecodeStream
 
-from .errors import EdgeError
+from ..errors import EdgeError
 
 # Special tokens stay in the text (as transformers' decode does by default), so that a run with
 # ignore_eos shows where the model wanted to stop.

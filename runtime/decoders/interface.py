@@ -1,7 +1,8 @@
 """One decoder interface over the two KV-cache backends, so that the loops need not know which.
 
 A :class:`Decoder` is a running batch: the graph, its KV cache, and where each row stands. The
-generation loop (``steps.py``), beam search (``beam.py``) and a server's scheduler drive it through
+generation loop (``generation/steps.py``), beam search (``generation/beam.py``) and a server's
+scheduler drive it through
 the same calls; :func:`open_decoder` picks the backend the bundle's graph wants:
 
 - :class:`.shared_cache.SharedKVDecoder`: the fused GroupQueryAttention graph (the exporter's
@@ -19,9 +20,9 @@ from typing import Protocol
 
 import numpy as np
 
-from .cache import PastDecoder
-from .session import Session
-from .shared_cache import SharedKVDecoder
+from ..graph.session import Session
+from .past import PastDecoder
+from .shared import SharedKVDecoder
 
 
 class Decoder(Protocol):

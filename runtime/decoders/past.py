@@ -6,7 +6,7 @@ real tokens only, so a padded row computes what it would compute alone. The inva
 then ones" per row of the mask: a row's real tokens are its last ``lengths[i]`` columns, which
 is what :meth:`PastDecoder.rollback` and :meth:`PastDecoder.add` keep by re-padding.
 
-This is one of the two backends of :class:`.decoder.Decoder`; the other is ``shared_cache.py``.
+This is one of the two backends of :class:`.decoder.Decoder`; the other is ``decoders/shared.py``.
 """
 
 from __future__ import annotations
@@ -15,8 +15,9 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from .runners import FlatPast
-from .session import Session
+from ..graph.names import FlatPast
+from ..graph.session import Session
+from .runners import runner_for
 
 MASK_DTYPE = np.int64  # what Optimum's GPT-2 graph takes for attention_mask and position_ids
 
@@ -48,7 +49,8 @@ class PastDecoder:
     """Past keys and values of a batch, their mask, and each row's length; see the module doc.
 
     Args:
-        session: the session whose runner holds the tensors (numpy on CPU, OrtValues on CUDA).
+        session: the model; the decoder's runner holds the tensors (numpy on CPU, OrtValues on
+            CUDA).
         pad_id: token id fed on padding (masked out).
 
     Attributes:
@@ -58,6 +60,7 @@ class PastDecoder:
 
     def __init__(self, session: Session, pad_id: int):
         self._session, self._pad_id = session, pad_id
+        self._runner = runner_for(session)
         self.past: FlatPast = []
         self.mask = np.zeros((0, 0), dtype=MASK_DTYPE)  # (B, L)
         self._next = np.zeros(0, dtype=np.int64)  # (B,) position of each row's next token
@@ -85,8 +88,10 @@ class PastDecoder:
         """Append rows for ``prompts`` (run alone, then joined); returns their last logits."""
         ids, new_mask = left_pad(prompts, self._pad_id)  # (n, T) each
         positions = np.maximum(np.cumsum(new_mask, axis=1) - 1, 0)  # padding gets 0 (masked)
-        past = self._session.new_past(len(prompts))
-        logits, present = self._session.step(ids, new_mask, positions, past)  # (n, T, V)
+        arch = self._session.arch
+        shape = (len(prompts), arch.heads, 0, arch.head_size)  # (n, nh, 0, hs): no past yet
+        past = self._runner.empty_past(shape, self._session.kv_dtype)
+        logits, present = self._runner.run(ids, new_mask, positions, past)  # (n, T, V)
         lengths = new_mask.sum(axis=1)
         if self.batch == 0:
             self.past, self.mask, self._next = present, new_mask, lengths
@@ -97,7 +102,7 @@ class PastDecoder:
 
     def _join(self, present: FlatPast, mask: np.ndarray, lengths: np.ndarray) -> None:
         """Stack new rows under the batch, left-padding the narrower side (through the host)."""
-        runner = self._session.runner
+        runner = self._runner
         width = max(self.length, mask.shape[1])
         old = [_pad_left(a, width) for a in runner.to_host(self.past)]
         new = [_pad_left(a, width) for a in runner.to_host(present)]
@@ -125,7 +130,7 @@ class PastDecoder:
             ones = np.ones((batch, count), dtype=MASK_DTYPE)
             mask = np.concatenate([self.mask, ones], axis=1)  # (B, L + K)
             positions = self._next[:, None] + np.arange(count)  # (B, K)
-        logits, present = self._session.step(tokens, mask, positions, self.past)
+        logits, present = self._runner.run(tokens, mask, positions, self.past)
         self.past, self.mask = present, mask
         self._next = self._next + count
         return _as_float32(logits)
@@ -151,7 +156,7 @@ class PastDecoder:
         mask = self.mask[index]  # (B', L)
         live = np.flatnonzero(mask.any(axis=0))
         start = int(live[0]) if live.size else mask.shape[1]
-        runner = self._session.runner
+        runner = self._runner
         arrays = [a[index, :, start:] for a in runner.to_host(self.past)]  # (B', nh, L', hs)
         self.past = runner.from_host(arrays)
         self.mask = np.ascontiguousarray(mask[:, start:])
@@ -165,7 +170,7 @@ class PastDecoder:
             return
         keep = self._next - counts  # (B,) tokens each row keeps
         width, old = int(keep.max()), self.length
-        runner = self._session.runner
+        runner = self._runner
         arrays = []
         for a in runner.to_host(self.past):  # (B, nh, L, hs) -> (B, nh, W, hs), re-padded
             out = np.zeros((a.shape[0], a.shape[1], width, a.shape[3]), dtype=a.dtype)

@@ -1,6 +1,7 @@
 """The shared-buffer decoder for fused GroupQueryAttention graphs (the exporter's default).
 
-One preallocated buffer per layer and kind (``kv_buffers.py``) is bound as both past and present,
+One preallocated buffer per layer and kind (``decoders/buffers.py``) is bound as both past and
+present,
 so GroupQueryAttention writes each call's key/values in place at each row's own length: nothing is
 re-allocated or copied per step (the Optimum graph concatenates the whole cache every step, an
 O(past) copy per layer per token).
@@ -34,9 +35,10 @@ from typing import Any
 import numpy as np
 from onnxruntime import OrtValue
 
-from .cache import MASK_DTYPE
-from .kv_buffers import KVBuffers
-from .session import ORT_RUN_ERRORS, Session
+from ..graph.names import ORT_RUN_ERRORS
+from ..graph.session import Session
+from .buffers import KVBuffers
+from .past import MASK_DTYPE
 
 # Tokens per prefill call for long prompts (see the module doc). GPT-2 124M int8, an 880-token
 # prompt, 2 threads: chunks of 512 / 256 / 128 gave a peak RSS of 345 / 304 / 286 MiB and the same

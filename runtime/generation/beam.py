@@ -18,9 +18,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .decoder import Decoder
-from .filters import log_softmax
-from .sampling import Sampler
+from ..decoders.interface import Decoder
+from ..sampling.filters import log_softmax
+from ..sampling.sampler import Sampler
 
 _NEG = np.float32(-1.0e9)  # transformers' "never" score for beams and candidates
 

@@ -25,7 +25,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
-from .filters import NEG_INF, draw
+from ..sampling.filters import NEG_INF, draw
 
 DRAFT_TOKENS = 10  # proposals per call at most, as transformers' prompt_lookup_num_tokens
 DRAFT_NGRAM = 3  # the longest n-gram matched (transformers' max_matching_ngram_size is 2)

@@ -26,10 +26,9 @@ from typing import Any
 
 import numpy as np
 
-from .bundle import load_bundle
-from .errors import EdgeError
-from .session import Session
-from .tokenizer import Tokenizer
+from ..contract.tokenizer import Tokenizer
+from ..errors import EdgeError
+from ..graph.session import Session
 
 DEFAULT_STRIDE = 512  # the guide's stride for GPT-2
 # Log-softmax this many rows at a time: a (16, 50257) float32 buffer is 3.2 MB, so the four passes
@@ -227,36 +226,31 @@ def encode(tokenizer_path: str | Path, text: str) -> np.ndarray:
     return Tokenizer(tokenizer_path).encode(text, add_special_tokens=False)
 
 
-def evaluate_file(
-    model: str | Path,
-    text: str | Path,
+def evaluate_text(
+    session: Session,
+    body: str,
+    name: str = "The text",
     context: int | None = None,
     stride: int | None = None,
     max_tokens: int | None = None,
-    provider: str = "cpu",
-    threads: int | None = None,
     on_window: Callable[[int, int], None] | None = None,
 ) -> PerplexityResult:
-    """Perplexity of the bundle at ``model`` on the UTF-8 file ``text``.
+    """Perplexity of ``session``'s model on ``body`` (what :func:`read_text` read).
 
     Args:
-        model: a bundle folder (or a plain Optimum export folder).
-        text: path of a UTF-8 text file (``-``: standard input).
+        session: the model.
+        body: the text.
+        name: what to call the text in a sentence (its file's name).
         context: window length (default: the model's context length).
         stride: window step (default ``min(512, context)``).
         max_tokens: evaluate only the first N tokens (default: all).
-        provider: ``cpu``, ``cuda`` or ``auto`` (default ``cpu``).
-        threads: intra-op threads (default: onnxruntime's choice).
         on_window: progress callback ``(done, total)``.
     """
     if max_tokens is not None and max_tokens < 2:
-        raise EdgeError(f"max-tokens must be at least 2, got {max_tokens}.")
-    body = read_text(text)
-    bundle = load_bundle(model)
-    ids = encode(bundle.tokenizer_path, body)
+        raise EdgeError(f"max-tokens must be at least 2, got {max_tokens}.", "max_tokens")
+    ids = encode(session.bundle.tokenizer_path, body)
     if max_tokens is not None:
         ids = ids[:max_tokens]
     if len(ids) < 2:
-        raise EdgeError(f"{text} is too short: it has {len(ids)} token(s), perplexity needs 2.")
-    session = Session(bundle, provider=provider, threads=threads)
+        raise EdgeError(f"{name} is too short: it has {len(ids)} token(s), perplexity needs 2.")
     return perplexity(session, ids, context=context, stride=stride, on_window=on_window)

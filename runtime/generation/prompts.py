@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 
-from .errors import EdgeError, PromptTooLong
-from .tokenizer import Tokenizer
+from ..contract.tokenizer import Tokenizer, token_id_array
+from ..errors import EdgeError, PromptTooLong
+from ..settings.options import GenerationOptions
+from .scoring import scored_pair
 
 
 def prompt_list(prompts: object) -> list[str]:
@@ -28,10 +32,74 @@ class PromptFitter:
         tokenizer: the bundle's tokenizer.
         context: the model's context length.
         bos_id: the start token, fed for an empty prompt (None: an empty prompt is an error).
+        vocab: ids the model has (the embedding's rows).
     """
 
-    def __init__(self, tokenizer: Tokenizer, context: int, bos_id: int | None):
-        self.tokenizer, self.context, self.bos_id = tokenizer, context, bos_id
+    def __init__(self, tokenizer: Tokenizer, context: int, bos_id: int | None, vocab: int):
+        self.tokenizer, self.context, self.bos_id, self.vocab = tokenizer, context, bos_id, vocab
+
+    def prompt_ids(
+        self, prompt: str, options: GenerationOptions, room: int | None = None
+    ) -> np.ndarray:
+        """A prompt's ids fitted to the context (:meth:`ids`) for ``options``; ``room`` as in
+        :meth:`fit_ids`."""
+        _check_options("prompt_ids", options)
+        if not isinstance(prompt, str):
+            raise EdgeError(f"A prompt must be a string, got {type(prompt).__name__}.")
+        return self.ids(prompt, options.truncate, self.room(options, room))
+
+    def fit_ids(
+        self, ids: np.ndarray | Sequence[int], options: GenerationOptions, room: int | None = None
+    ) -> np.ndarray:
+        """Given prompt ids fitted to the context for ``options``.
+
+        ``room``: positions to leave free for new tokens; default what ``options`` need (1, or
+        ``max_new_tokens`` with ``truncate="left"``); 0 for a prompt that is only scored.
+
+        Raises:
+            EdgeError: ``ids`` is not a non-empty list or 1-D array of ids the model has, or
+                ``options`` is not a :class:`GenerationOptions`, or the ids do not fit.
+        """
+        _check_options("fit", options)
+        rule = f"Prompt ids must be a non-empty list of integers from 0 to {self.vocab - 1}"
+        array = token_id_array(ids, self.vocab, rule)
+        if not array.size:
+            raise EdgeError(f"{rule}, got none.")
+        return self.fit(array, options.truncate, self.room(options, room))
+
+    def room(self, options: GenerationOptions, room: int | None = None) -> int:
+        """Positions a prompt leaves free: ``room`` when given; else, left-truncated,
+        ``max_new_tokens`` of them, so that they all fit (1 without truncation, which never cuts
+        a prompt that fits)."""
+        if room is not None:
+            return room
+        if options.truncate != "left":
+            return 1
+        if options.max_length is not None:  # prompt plus new tokens: no room to cut the prompt to
+            raise EdgeError(
+                "Left truncation needs max_new_tokens (the room to leave for new tokens), not "
+                "max_length.",
+                field="truncate",
+            )
+        if options.max_new_tokens >= self.context:
+            raise EdgeError(
+                "Left truncation keeps the last (context - max_new_tokens) prompt tokens, so "
+                f"max_new_tokens must be below the model's context of {self.context} tokens, "
+                f"got {options.max_new_tokens}.",
+                field="max_new_tokens",
+            )
+        return options.max_new_tokens
+
+    def fitted(self, prompt: str, options: GenerationOptions) -> np.ndarray:
+        """:meth:`prompt_ids` with room for ``options``'s ``max_length``."""
+        ids = self.prompt_ids(prompt, options)
+        if options.max_length is not None and options.max_length <= ids.size:
+            raise EdgeError(
+                f"max_length {options.max_length} leaves no room for new tokens after a "
+                f"{ids.size}-token prompt; raise it or give max_new_tokens instead.",
+                field="max_length",
+            )
+        return ids
 
     @property
     def max_chars(self) -> int | None:
@@ -100,18 +168,26 @@ class PromptFitter:
             f"so at most {keep} fit"
         )
 
-    def score_row(self, text: str, context: str | None) -> tuple[np.ndarray, np.ndarray]:
-        """(context ids, text ids) to score: the start token stands for no context."""
+    def score_row(
+        self, text: str, context: str | None, start: bool = False
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """(context ids, text ids) to score, by :func:`.scoring.scored_pair`'s rule: after the
+        context (if any), after the start token too when ``start``."""
         if not isinstance(text, str):
-            raise EdgeError(f"A text to score must be a string, got {type(text).__name__}.")
+            raise EdgeError(
+                f"A text to score must be a string, got {type(text).__name__}.", field="text"
+            )
         target = self.tokenizer.encode(text)
         if not target.size:
-            raise EdgeError("Nothing to score: the text is empty.")
-        before = self.encode(context if context is not None else "")
-        total = before.size + target.size
-        if total > self.context:
-            raise EdgeError(
-                f"Context and text are {total} tokens long but the model's context is "
-                f"{self.context}; score a shorter text."
-            )
-        return before, target
+            raise EdgeError("Nothing to score: the text is empty.", field="text")
+        if start and self.bos_id is None:
+            raise EdgeError("The bundle names no start token to score after.", field="start")
+        before = self.tokenizer.encode(context) if context else np.zeros(0, dtype=np.int64)
+        return scored_pair(before, target, self.bos_id if start else None, self.context)
+
+
+def _check_options(method: str, options: object) -> None:
+    if not isinstance(options, GenerationOptions):
+        raise EdgeError(
+            f"{method}() takes GenerationOptions as its options, got {type(options).__name__}."
+        )

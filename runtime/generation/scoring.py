@@ -13,11 +13,12 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from .filters import log_softmax
+from ..contract.tokenizer import Tokenizer
+from ..decoders.shared import right_pad
+from ..errors import EdgeError
+from ..graph.session import Session
+from ..sampling.filters import log_softmax
 from .results import ScoreResult, TokenLogprob, TopLogprob
-from .session import Session
-from .shared_cache import right_pad
-from .tokenizer import Tokenizer
 
 # Logits one scoring call may hold (rows x scored positions x vocabulary, float32): 256 MiB.
 SCORE_LOGITS_BUDGET = 1 << 26
@@ -46,6 +47,40 @@ def token_logprobs(
             best = tuple(TopLogprob(int(i), text([int(i)]), float(row[i])) for i in ids)
         out.append(TokenLogprob(int(token), text([int(token)]), float(row[token]), best))
     return out
+
+
+def scored_pair(
+    before: np.ndarray, target: np.ndarray, start_id: int | None, context: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """The one rule of what conditions what when given tokens are scored: the (context, target)
+    pair for ``target`` after ``before`` (may be empty).
+
+    With ``start_id`` the start token comes first, so every target token is scored (what
+    lm-evaluation-harness's hf backend does for a text with no context). Without it, and with
+    nothing before, the target's first token conditions the rest and is not scored itself (its
+    log-probability is null, as OpenAI's and vLLM's ``echo`` report it).
+
+    Raises:
+        EdgeError: nothing is left to score, or the tokens do not fit the model's context.
+    """
+    if start_id is not None:
+        before = np.concatenate([np.array([start_id], dtype=np.int64), before])
+    if not before.size:
+        before, target = target[:1], target[1:]
+    if not target.size:
+        raise EdgeError(
+            "Nothing to score: a text of one token, with nothing before it, has no token "
+            "conditioned on another; give a context or score after the start token.",
+            field="text",
+        )
+    total = before.size + target.size
+    if total > context:
+        raise EdgeError(
+            f"Scoring needs {total} positions (the start token, context and text) but the "
+            f"model's context is {context}; score a shorter text.",
+            field="text",
+        )
+    return before, target
 
 
 def score_ids(

@@ -9,18 +9,18 @@ sampler and its own logprobs request, so requests with different settings share 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
-from .decoder import Decoder
+from ..contract.tokenizer import Tokenizer
+from ..decoders.interface import Decoder
+from ..sampling.sampler import Sampler, sequence_rng
+from ..settings.sampling import SamplingSettings
 from .draft import DRAFT_TOKENS, accept_greedy, accept_sampled, next_limit, pad_drafts, propose
 from .results import TokenLogprob
-from .sampling import Sampler, sequence_rng
 from .scoring import token_logprobs
-from .settings import SamplingSettings
-from .tokenizer import Tokenizer
 
 
 @dataclass(frozen=True)
@@ -266,6 +266,13 @@ class TokenSteps:
             else token_logprobs(r, t, report.top, report.tokenizer)
             for r, t, report in zip(raw, tokens, self._reports, strict=True)
         ]  # fmt: skip
+
+    def forget(self, ids: Collection[int]) -> None:
+        """Remove rows by id, live or still waiting to join."""
+        self._waiting = [w for w in self._waiting if w.row not in ids]
+        positions = [p for p, row in enumerate(self.rows) if row in ids]
+        if positions:
+            self.drop(positions)
 
     def drop(self, positions: Sequence[int]) -> None:
         """Remove the rows at these batch positions (indices into :attr:`rows`)."""

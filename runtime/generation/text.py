@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from .tokenizer import TextStream, Tokenizer
+from ..contract.tokenizer import TextStream, Tokenizer
 
 
 class StopFilter:

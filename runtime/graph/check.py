@@ -18,12 +18,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .errors import EdgeError
-from .manifest_schema import LAYER_ROLES, shown
-from .onnx_wire import position_table
+from ..contract.schema import LAYER_ROLES, shown
+from ..errors import EdgeError
+from .wire import position_table
 
 if TYPE_CHECKING:
-    from .bundle import Manifest
+    from ..contract.manifest import Manifest
 
 # The fused GQA graph says what it is in its metadata (the exporter's FUSED_GRAPH_TAG).
 GRAPH_TAG_KEY = "gpt2_edge_graph"

@@ -1,140 +1,35 @@
-"""The onnxruntime session around a bundle's decoder graph: provider choice, threads, one forward.
+"""The onnxruntime session around a bundle's decoder graph: the graph opened and checked against
+its manifest, its tensor names resolved, and the one forward from scratch (:meth:`Session.logits`)
+that scoring, evaluation and the exporter's checks share.
 
-One graph serves prefill and decode: the first call passes past tensors of length 0.
-
-Two ways to run a step, chosen by provider:
-
-- CPU: ``InferenceSession.run`` with numpy feeds; present arrays come back as numpy and are fed
-  as-is. On GPT-2 124M (random weights, 256-token past, median step, a 2-core machine shared with
-  other jobs) it measured 19 tok/s against 14-15 for OrtValue feeds and IO binding in one run, and
-  16 against 16-18 in another: within the noise, so the plainer path is the CPU default and
-  ``io_binding=True`` selects the other for benchmarks to settle it.
-- CUDA: IO binding. Present tensors stay on the device as ``OrtValue`` s and are bound as the next
-  past, so only the small ids/mask/positions go up and only the logits come down each step.
+One graph serves prefill and decode: the first call passes past tensors of length 0. How a
+step with a KV cache runs is the decoders' business (``decoders/``): each owns its runner.
 """
 
 from __future__ import annotations
 
-import functools
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import onnxruntime as ort
 
-from .bundle import Architecture, Bundle
-from .errors import EdgeError
-from .graph_check import GraphFacts, check_graph, graph_facts, onnxruntime_reason
+from ..contract.bundle import Bundle
+from ..contract.manifest import Architecture
+from ..contract.precision import Precision
+from ..errors import EdgeError
+from .check import GraphFacts, check_graph, graph_facts, onnxruntime_reason
+from .names import ORT_RUN_ERRORS, every_position, graph_names, kv_dtype
 from .pageout import release_file_pages
-from .precision import Precision
-from .runners import (
-    ORT_RUN_ERRORS,
-    BindingRunner,
-    FlatPast,
-    NumpyRunner,
-    Runner,
-    every_position,
-    graph_names,
-    kv_dtype,
-)
-from .settings import check_threads
+from .providers import ProviderChoice, ort_providers, resolve_provider, session_options
 
-PROVIDERS = ("auto", "cpu", "cuda")
-_ORT_NAMES = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider"}
-
-# Per layer (key, value), each (B, heads, past_len, head_size): what forward() takes and returns.
-KV = list[tuple[np.ndarray, np.ndarray]]
 INT8_ON_CUDA = (
     "This bundle is quantized to int8 for CPUs; on CUDA it will be slower than an fp32 or fp16 "
     "bundle of the same model."
-)
-CUDA_MISSING = (
-    "onnxruntime-gpu is installed but the onnxruntime Python loaded has no CUDA provider (is the "
-    "CPU package onnxruntime installed beside it?); running on CPU."
 )
 FP32_ATTENTION_ON_CUDA = (
     "onnxruntime has no float32 CUDA kernel for this bundle's fused attention, so attention runs "
     "on the CPU; export with --dtype fp16 for a GPU."
 )
-
-
-@dataclass(frozen=True)
-class ProviderChoice:
-    name: str  # "cpu" or "cuda"
-    notice: str | None  # a one-line message for the user when "auto" fell back
-
-
-# Distributions that ship onnxruntime with CUDA; with one of them installed, a user expects CUDA.
-GPU_DISTRIBUTIONS = ("onnxruntime-gpu",)
-
-
-@functools.cache
-def gpu_build_installed() -> bool:
-    """Whether a GPU build of onnxruntime is installed (whichever onnxruntime Python imported).
-
-    Asked once per process; ``importlib.metadata`` is imported here because it costs 15-30 ms
-    at start-up and only ``--provider auto`` on a machine without CUDA needs it.
-    """
-    from importlib import metadata
-
-    for name in GPU_DISTRIBUTIONS:
-        try:
-            metadata.distribution(name)
-        except metadata.PackageNotFoundError:
-            continue
-        return True
-    return False
-
-
-def resolve_provider(requested: str) -> ProviderChoice:
-    """Map ``cpu|cuda|auto`` to what this onnxruntime build offers, or raise a sentence.
-
-    ``auto`` falls back to the CPU silently on a CPU build of onnxruntime, where nobody could
-    have expected CUDA, and with a notice where a GPU build is installed but CUDA is missing.
-    """
-    if not isinstance(requested, str) or requested not in PROVIDERS:
-        raise EdgeError(f"Unknown provider {requested!r}; choose one of {', '.join(PROVIDERS)}.")
-    available = ort.get_available_providers()
-    has_cuda = _ORT_NAMES["cuda"] in available
-    if requested == "cuda" and not has_cuda:
-        raise EdgeError(
-            "The CUDA provider is not available in this onnxruntime build "
-            f"(available: {', '.join(available)}); install onnxruntime-gpu or use --provider cpu."
-        )
-    if requested == "auto":
-        if has_cuda:
-            return ProviderChoice("cuda", None)
-        notice = CUDA_MISSING if gpu_build_installed() else None
-        return ProviderChoice("cpu", notice)
-    return ProviderChoice(requested, None)
-
-
-def session_options(threads: int | None) -> ort.SessionOptions:
-    """onnxruntime's options: full graph optimization, ``threads`` intra-op threads.
-
-    Raises:
-        EdgeError: ``threads`` is not None or an integer from 1 to the CPUs available.
-    """
-    threads = check_threads(threads)
-    opts = ort.SessionOptions()
-    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    if threads is not None:
-        opts.intra_op_num_threads = threads
-    opts.inter_op_num_threads = 1
-    opts.log_severity_level = 3  # onnxruntime's own warnings are not the user's business
-    return opts
-
-
-def ort_providers(provider: str) -> list[Any]:
-    """onnxruntime's provider list; CUDA keeps CPU behind it for the few ops it does not run.
-
-    TF32 is off: onnxruntime's CUDA provider enables it by default, which moved fp32 logits by
-    1e-2 against the CPU on an H100 (6.7e-6 with it off); an fp32 bundle should compute in fp32.
-    fp16 bundles are unaffected.
-    """
-    if provider == "cuda":
-        return [(_ORT_NAMES["cuda"], {"use_tf32": "0"}), _ORT_NAMES["cpu"]]
-    return [_ORT_NAMES[provider]]
 
 
 def is_int8(precision: dict[str, Any]) -> bool:
@@ -145,7 +40,7 @@ def is_int8(precision: dict[str, Any]) -> bool:
 def create_inference_session(
     bundle: Bundle, provider: str, threads: int | None
 ) -> tuple[ort.InferenceSession, GraphFacts]:
-    """Open the bundle's graph and check that its manifest describes it (``graph_check.py``);
+    """Open the bundle's graph and check that its manifest describes it (``graph/check.py``);
     returns the session and the facts it was checked against.
 
     Raises:
@@ -175,12 +70,20 @@ class Session:
 
     Args:
         bundle: an opened bundle.
-        provider: ``cpu``, ``cuda`` or ``auto`` (default ``auto``: CUDA when available, else CPU).
-        threads: intra-op threads; ``None`` lets onnxruntime choose.
-        io_binding: keep the KV cache in onnxruntime between steps (default ``None``: on CUDA
-            only; CUDA always uses it).
+        provider: a resolved :class:`.providers.ProviderChoice`, or ``cpu``, ``cuda`` or
+            ``auto`` (default ``auto``: CUDA when available, else CPU).
+        threads: intra-op threads, already checked (:func:`..api.load` checks them); ``None``
+            lets onnxruntime choose.
+        io_binding: decoders keep the KV cache in onnxruntime between steps (default ``None``:
+            on CUDA only; CUDA always does).
 
     Attributes:
+        ort: the onnxruntime ``InferenceSession`` (the graph the decoders run).
+        names: the graph's tensor names by role (:class:`.names.GraphNames`).
+        arch: the manifest's architecture.
+        kv_dtype: the past/present element type the graph takes.
+        shared_kv: whether the graph appends to preallocated KV buffers in place (fused graph).
+        kv_device: where shared KV buffers live (``cpu`` or ``cuda``).
         notices: one-line messages for the user (CPU fallback, int8 on CUDA, fp32 attention on the
             CPU under CUDA); the library does not print them, the CLI does.
     """
@@ -188,16 +91,17 @@ class Session:
     def __init__(
         self,
         bundle: Bundle,
-        provider: str = "auto",
+        provider: str | ProviderChoice = "auto",
         threads: int | None = None,
         io_binding: bool | None = None,
     ):
-        if threads is not None and threads < 1:
-            raise EdgeError(f"threads must be a positive integer, got {threads}.")
         self.bundle = bundle
         self.arch: Architecture = bundle.manifest.architecture
-        choice = resolve_provider(provider)
+        # load() checks threads and resolves the provider once; a Session built directly (the
+        # exporter's checks, benchmarks) resolves a provider's name here.
+        choice = provider if isinstance(provider, ProviderChoice) else resolve_provider(provider)
         self.provider = choice.name
+        self.io_binding = self.provider == "cuda" or bool(io_binding)
         self.notices: list[str] = [choice.notice] if choice.notice else []
         if self.provider == "cuda" and is_int8(bundle.manifest.precision):
             self.notices.append(INT8_ON_CUDA)
@@ -211,8 +115,8 @@ class Session:
         defaults = {i.name for i in self.ort.get_overridable_initializers()}
         self.names = graph_names(bundle.manifest.io, self.arch.layers, set(input_types) | defaults)
         self.kv_dtype = kv_dtype(input_types, self.names.past)
-        # Fused GQA graphs append to one preallocated buffer in place (``shared_cache.py``); the
-        # generation loop then drives them through SharedKVDecoder instead of the runner.
+        # Fused GQA graphs append to one preallocated buffer in place (``decoders/shared.py``);
+        # Optimum's graphs grow their past each call (``decoders/past.py``).
         self.shared_kv = (
             bundle.manifest.graph.get("kv_cache") == "shared-buffer"
             and self.names.attention_mask is not None
@@ -221,11 +125,6 @@ class Session:
         self.kv_device = self._kv_device()
         if self.shared_kv and self.provider == "cuda" and self.kv_device == "cpu":
             self.notices.append(FP32_ATTENTION_ON_CUDA)
-        self.runner: Runner = NumpyRunner(self.ort, self.names, self.run_failed)
-        if self.provider == "cuda" or io_binding:
-            self.runner = BindingRunner(
-                self.ort, self.names, device=self.provider, failed=self.run_failed
-            )
 
     def _kv_device(self) -> str:
         """Where the shared KV buffers live: on the device that runs GroupQueryAttention.
@@ -261,29 +160,6 @@ class Session:
             )
         return EdgeError(message + ".")
 
-    def empty_past(self, batch: int) -> KV:
-        shape = (batch, self.arch.heads, 0, self.arch.head_size)  # (B, nh, 0, hs)
-        empty = np.zeros(shape, dtype=self.kv_dtype)
-        return [(empty, empty) for _ in range(self.arch.layers)]
-
-    def forward(
-        self,
-        input_ids: np.ndarray,  # (B, T) int64
-        attention_mask: np.ndarray,  # (B, past_len + T) int64
-        position_ids: np.ndarray,  # (B, T) int64
-        past: KV,
-    ) -> tuple[np.ndarray, KV]:
-        """One call of the graph with numpy in and out; returns logits (B, T, V) and present KV.
-
-        Generation drives a :class:`.decoder.Decoder` instead, and a forward from scratch is
-        :meth:`logits`.
-        """
-        flat = [tensor for pair in past for tensor in pair]
-        # numpy in and out whatever the provider
-        runner = NumpyRunner(self.ort, self.names, self.run_failed)
-        logits, present = runner.run(input_ids, attention_mask, position_ids, flat)
-        return logits, list(zip(present[0::2], present[1::2], strict=True))
-
     def logits(
         self,
         input_ids: np.ndarray,  # (B, T) int64, right-padded
@@ -315,18 +191,3 @@ class Session:
         if not self.names.logits_index:  # every position came back
             out = out[np.arange(batch)[:, None], want]
         return out if out.dtype == np.float32 else out.astype(np.float32)
-
-    def new_past(self, batch: int) -> FlatPast:
-        """An empty flat KV cache (length 0) in the runner's form, for the first :meth:`step`."""
-        shape = (batch, self.arch.heads, 0, self.arch.head_size)  # (B, nh, 0, hs)
-        return self.runner.empty_past(shape, self.kv_dtype)
-
-    def step(
-        self,
-        input_ids: np.ndarray,  # (B, T) int64
-        attention_mask: np.ndarray,  # (B, past_len + T) int64
-        position_ids: np.ndarray,  # (B, T) int64
-        past: FlatPast,
-    ) -> tuple[np.ndarray, FlatPast]:
-        """One call of the graph; returns logits (B, T, V) on the host and the flat present."""
-        return self.runner.run(input_ids, attention_mask, position_ids, past)

@@ -14,6 +14,7 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
+from ..settings.sampling import SamplingSettings
 from .filters import apply_min_p, apply_temperature, apply_top_k, apply_top_p, sample_categorical
 from .penalties import (
     apply_no_repeat_ngram,
@@ -21,7 +22,6 @@ from .penalties import (
     apply_repetition_penalty,
 )
 from .rng import LazyRng
-from .settings import SamplingSettings
 
 LogitsProcessor = Callable[[np.ndarray, Sequence[np.ndarray], Sequence[np.ndarray]], np.ndarray]
 """(logits (B, V), prompts, generated) -> logits (B, V)."""

@@ -25,9 +25,11 @@ openai = pytest.importorskip("openai")
 httpx = pytest.importorskip("httpx")
 
 import numpy as np  # noqa: E402
-from gpt2_edge.runtime import Generator  # noqa: E402
-from gpt2_edge.runtime.sampling import Sampler  # noqa: E402
-from gpt2_edge.serve import generation  # noqa: E402
+from gpt2_edge.runtime import (
+    Engine,  # noqa: E402
+    Generator,  # noqa: E402
+)
+from gpt2_edge.runtime.sampling.sampler import Sampler  # noqa: E402
 from gpt2_edge.serve.chat import TURN_STOPS, transcript  # noqa: E402
 from gpt2_edge.serve.server import exposure_warning  # noqa: E402
 from serve_support import Server, openai_client, running  # noqa: E402
@@ -122,7 +124,7 @@ def test_streaming_never_splits_a_character_or_leaks_a_stop(
     characters, and a stop string split over tokens never shows."""
     SCRIPT[:] = gen.tokenizer.encode(SCRIPT_TEXT).tolist()
     assert any("\ufffd" in gen.tokenizer.decode([t]) for t in SCRIPT)  # some token splits one
-    monkeypatch.setattr(generation, "Sampler", ScriptedSampler)
+    monkeypatch.setattr(Engine, "_sampler", lambda self, settings: ScriptedSampler(settings))
     body = {
         "prompt": "x",
         "max_tokens": len(SCRIPT),
@@ -163,28 +165,47 @@ def test_logprobs_are_the_runtimes(client: Any, gen: Generator) -> None:
     assert lp.text_offset == [sum(len(t) for t in lp.tokens[:i]) for i in range(6)]
 
 
+def test_n_above_one_under_greedy_decoding_gives_equal_choices(client: Any) -> None:
+    """OpenAI accepts n > 1 at any temperature (langchain's ChatOpenAI(n=2) sends it)."""
+    answer = client.completions.create(model="tiny", prompt="Hello", max_tokens=5, n=3, **GREEDY)
+    texts = [c.text for c in answer.choices]
+    assert (
+        len(texts) == 3 and len(set(texts)) == 1 and [c.index for c in answer.choices] == [0, 1, 2]
+    )
+
+
 def test_echo_with_logprobs_scores_the_prompt(client: Any, gen: Generator) -> None:
-    """What evaluation harnesses send: max_tokens 0, echo, logprobs."""
+    """What evaluation harnesses send: max_tokens 0, echo, logprobs. The prompt's own
+    log-probabilities as sent: the first token's is null, as OpenAI and vLLM report it."""
     text = " The quick brown fox"
-    scored = gen.score(text, logprobs=1)
+    scored = gen.score(text, logprobs=1)  # the first token conditions the rest
     answer = client.completions.create(
         model="tiny", prompt=text, max_tokens=0, echo=True, logprobs=1
     )
     lp = answer.choices[0].logprobs
     assert answer.choices[0].text == text
-    assert lp.token_logprobs == pytest.approx([t.logprob for t in scored.logprobs], abs=1e-4)
+    assert lp.token_logprobs[0] is None and lp.top_logprobs[0] in (None, {})
+    assert lp.token_logprobs[1:] == pytest.approx([t.logprob for t in scored.logprobs], abs=1e-4)
     greedy = all(
         max(top, key=top.get) == token
-        for top, token in zip(lp.top_logprobs, lp.tokens, strict=True)
+        for top, token in zip(lp.top_logprobs[1:], lp.tokens[1:], strict=True)
     )
     assert greedy == scored.greedy
+    started = gen.score(text, logprobs=1, start=True)  # the documented extra field asks for it
+    after = client.completions.create(
+        model="tiny", prompt=text, max_tokens=0, echo=True, logprobs=1,
+        extra_body={"echo_start_token": True},
+    )  # fmt: skip
+    assert after.choices[0].logprobs.token_logprobs == pytest.approx(
+        [t.logprob for t in started.logprobs], abs=1e-4
+    )
     assert answer.usage.completion_tokens == 0
     both = client.completions.create(
         model="tiny", prompt=text, max_tokens=3, echo=True, logprobs=0, **GREEDY
     )
     generated = gen.generate(text, max_new_tokens=3, **GREEDY)
     assert both.choices[0].text == text + generated.text
-    assert len(both.choices[0].logprobs.tokens) == len(scored.tokens) + 3
+    assert len(both.choices[0].logprobs.tokens) == len(scored.tokens) + 1 + 3
 
 
 def test_text_offsets_count_characters_split_over_tokens_once(
@@ -328,7 +349,6 @@ BAD_SETTINGS = [
     ({"temperature": -1}, "temperature"),
     ({"top_p": 0}, "top_p"),
     ({"n": 0}, "n"),
-    ({"n": 2, "temperature": 0}, "n"),
     ({"logprobs": 6}, "logprobs"),
     ({"max_tokens": -1}, "max_tokens"),
     ({"max_tokens": 0}, "max_tokens"),

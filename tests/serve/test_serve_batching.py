@@ -23,11 +23,14 @@ pytest.importorskip("uvicorn")
 openai = pytest.importorskip("openai")
 httpx = pytest.importorskip("httpx")
 
-from gpt2_edge.runtime import Generator  # noqa: E402
-from gpt2_edge.runtime.decoder import open_decoder  # noqa: E402
-from gpt2_edge.runtime.sampling import Sampler, sequence_rng  # noqa: E402
-from gpt2_edge.runtime.settings import SamplingSettings  # noqa: E402
-from gpt2_edge.runtime.steps import Logprobs, TokenSteps  # noqa: E402
+from gpt2_edge.runtime import (
+    GenerationOptions,  # noqa: E402
+    Generator,  # noqa: E402
+)
+from gpt2_edge.runtime.decoders.interface import open_decoder  # noqa: E402
+from gpt2_edge.runtime.generation.steps import Logprobs, TokenSteps  # noqa: E402
+from gpt2_edge.runtime.sampling.sampler import Sampler, sequence_rng  # noqa: E402
+from gpt2_edge.runtime.settings.sampling import SamplingSettings  # noqa: E402
 from gpt2_edge.serve.jobs import Job, RowSpec  # noqa: E402
 from gpt2_edge.serve.metrics import Metrics  # noqa: E402
 from gpt2_edge.serve.scheduler import Scheduler  # noqa: E402
@@ -248,8 +251,10 @@ def test_a_stream_left_unread_is_dropped_after_the_stall_timeout(gen: Generator)
     scheduler = Scheduler(slowed(gen, 0.02), 4, 4, metrics, stall_timeout=0.2)
     loop = asyncio.new_event_loop()  # never run: nothing reads the job's events
     prompt = gen.encode("Hello")
-    rows = [RowSpec(prompt, 100, "length", sequence_rng(0))]
-    job = Job(loop, rows, Sampler(SamplingSettings(temperature=0)), None, (), None, False, True)
+    rows = [RowSpec(prompt, sequence_rng(0))]
+    options = GenerationOptions(max_new_tokens=100)
+    greedy = SamplingSettings(temperature=0)
+    job = Job(loop, rows, greedy, options, generate=True, score=False, start=False, stream=True)
     scheduler.start()
     try:
         scheduler.submit(job)
