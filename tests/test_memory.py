@@ -1,7 +1,7 @@
 """Memory: generation inside a memory cgroup, and the LM head's bytes held once.
 
 Where GPT-2 124M int8's memory goes is measured step by step by
-``python benchmarks/memory_stages.py`` (README, "Deploying to a device"): while it decodes,
+``python benchmarks/memory_stages.py`` (docs/deploying.md, "Memory"): while it decodes,
 ~117 MiB of anonymous memory is onnxruntime's repacked weights (the projections' int8 and the
 8-bit LM head's blocks) and ~55 MiB the Python process (interpreter, numpy, onnxruntime, the
 tokenizer). The embedding reads the head's own bytes, mapped from ``model.onnx.data``; a Reshape
@@ -99,7 +99,7 @@ def test_gpt2_int8_generates_inside_its_cgroup(
 
 @pytest.mark.export
 def test_memory_stages_measures_each_step_of_a_generation(int8_bundle: Path) -> None:
-    """``benchmarks/memory_stages.py`` (the README's table of where memory goes) on a bundle."""
+    """``benchmarks/memory_stages.py`` (docs/deploying.md, where memory goes) on a bundle."""
     if not Path("/proc/self/status").is_file():
         pytest.skip("memory_stages reads /proc/self/status (Linux)")
     import importlib.util
