@@ -114,8 +114,8 @@ def make_web_pack(
     web = assets()
     packages = {name: npm_package(name, web, say) for name in VENDORED}
     staging = out.parent / f".{out.name}.partial-{uuid.uuid4().hex[:8]}"
-    with signals_as_interrupts(signal.SIGTERM, signal.SIGHUP):
-        pack = _assemble(source, manifest, web, packages, out, staging, say)
+    with signals_as_interrupts(signal.SIGTERM, signal.SIGHUP) as pending:
+        pack = _assemble(source, manifest, web, packages, out, staging, say, pending)
     say(f"Wrote {out}: serve it (cd {out} && python3 serve.py) and open http://127.0.0.1:8000/")
     return pack
 
@@ -133,8 +133,12 @@ def _assemble(
     out: Path,
     staging: Path,
     say: Callable[[str], None],
+    pending: Callable[[], None],
 ) -> WebPack:
-    """Write the pack in ``staging`` and rename it to ``out``; remove ``staging`` on any failure."""
+    """Write the pack in ``staging`` and rename it to ``out``; remove ``staging`` on any failure.
+
+    ``pending()`` raises for a signal that came while the pack was written (its exception may
+    have been swallowed), so that no pack is renamed into place after one."""
     try:
         staging.mkdir(parents=True)
         say(f"Copying the page, the runtime and {ORT} {packages[ORT].version}")

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 from gpt2_edge.pack.npm_files import npm_package
-from gpt2_edge.runtime.errors import EdgeError
+from gpt2_edge.runtime import EdgeError
 from web_support import static_server
 
 MODULE = b"export const answer = 42;\n"
