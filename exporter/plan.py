@@ -14,6 +14,8 @@ from pathlib import Path
 from typing import TypeVar
 
 from gpt2_edge.runtime import MODELS_DIR
+from gpt2_edge.runtime.contract.files import MAX_TEXT_BYTES, mib, read_bounded
+from gpt2_edge.runtime.errors import EdgeError
 
 from .checks.gate import DEFAULT_MAX_PPL_INCREASE, DEFAULT_MIN_GREEDY_AGREEMENT, GateOptions
 from .errors import ExportError
@@ -177,8 +179,14 @@ def check_eval_text(path: Path) -> None:
         raise ExportError(f"The --eval-text file {path} does not exist.")
     if not path.is_file():
         raise ExportError(f"The --eval-text {path} is not a file.")
+    too_long = (
+        f"The --eval-text file {path} holds more than {mib(MAX_TEXT_BYTES)}, more than the "
+        "quality gate scores; pass a part of it."
+    )
     try:
-        text = path.read_bytes().decode("utf-8")
+        text = read_bounded(path, MAX_TEXT_BYTES, too_long).decode("utf-8")
+    except EdgeError as exc:
+        raise ExportError(str(exc)) from None
     except OSError as exc:
         raise ExportError(f"The --eval-text file {path} cannot be read ({exc.strerror}).") from None
     except UnicodeDecodeError as exc:

@@ -7,12 +7,14 @@ local folder.
 
 from __future__ import annotations
 
-import json
 import re
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from gpt2_edge.runtime.contract.files import read_json
+from gpt2_edge.runtime.errors import EdgeError
 
 from .disk_errors import RESOURCE_ERRNOS, USER_ERRNOS
 from .errors import ExportError
@@ -99,12 +101,20 @@ def read_config(folder: Path, model: str) -> dict[str, Any]:
         raise ExportError(
             f"{model} is not a transformers checkpoint folder (it has no config.json)."
         )
-    try:
-        config = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ExportError(f"{path} cannot be read as JSON ({exc}).") from None
+    config = checkpoint_json(path)
     check_gpt2(config, model)
     return config
+
+
+def checkpoint_json(path: Path) -> Any:
+    """A JSON file of the checkpoint, read as the runtime reads a bundle's: a regular file of at
+    most 16 MiB (a FIFO or a link to /dev/zero is one sentence, not a hang)."""
+    try:
+        return read_json(path, "a checkpoint")
+    except FileNotFoundError:
+        raise ExportError(f"{path} does not exist.") from None
+    except EdgeError as exc:
+        raise ExportError(str(exc)) from None
 
 
 def check_gpt2(config: Any, model: str) -> None:
@@ -145,9 +155,9 @@ def check_weights(folder: Path) -> None:
 
 def _index_shards(index: Path) -> list[Path]:
     try:
-        weight_map = json.loads(index.read_text(encoding="utf-8"))["weight_map"]
+        weight_map = checkpoint_json(index)["weight_map"]
         names = sorted(set(weight_map.values()))
-    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+    except (ExportError, KeyError, TypeError, AttributeError):
         raise ExportError(f"{index} is not a readable index of weight shards.") from None
     missing = [n for n in names if not (index.parent / n).is_file()]
     if missing:

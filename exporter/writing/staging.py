@@ -13,7 +13,6 @@ the old bundle is swapped out, since the export can take minutes.
 from __future__ import annotations
 
 import glob
-import json
 import os
 import shutil
 import signal
@@ -23,7 +22,9 @@ from contextlib import contextmanager, suppress
 from pathlib import Path
 
 from gpt2_edge.runtime.cli.interrupts import signals_as_interrupts, signals_ignored
+from gpt2_edge.runtime.contract.files import read_json
 from gpt2_edge.runtime.contract.manifest import FORMAT_NAME, MANIFEST, MODEL_FILE, TOKENIZER_FILE
+from gpt2_edge.runtime.errors import EdgeError
 
 from ..disk_errors import absolute, os_error_sentence, write_error_sentence
 from ..errors import ExportError
@@ -112,9 +113,9 @@ def check_replaceable(out: Path) -> None:
 
 
 def _is_bundle_manifest(path: Path) -> bool:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):  # ValueError: bad JSON or bad UTF-8
+    try:  # bounded, regular files only: a FIFO or a link to /dev/zero there is no manifest
+        data = read_json(path)
+    except (OSError, EdgeError):
         return False
     return isinstance(data, dict) and data.get("format") == FORMAT_NAME
 

@@ -19,6 +19,8 @@ try:  # Ctrl-C while the libraries load ends the command as a later one does: 13
     import typer
 
     from ..api import DEFAULT_PROVIDER, check_runtime_arguments, load, pick_model
+    from ..contract.files import MAX_PROMPT_BYTES, mib, read_bounded, read_line_bounded
+    from ..contract.models_dir import MODELS_DIR, listing
     from ..errors import EdgeError
     from ..generation.generator import Generator, Settings
     from ..settings.resolve import resolve_user_settings
@@ -140,6 +142,15 @@ def generate(
             "argument is the first turn.",
         ),
     ] = False,
+    list_bundles: Annotated[
+        bool,
+        typer.Option(
+            "--list",
+            callback=show_bundles,
+            is_eager=True,
+            help="List the bundles in models/ (name, precision, size, context) and exit.",
+        ),
+    ] = False,
     version: Annotated[
         bool, typer.Option("--version", callback=show_version, is_eager=True, help=VERSION_HELP)
     ] = False,
@@ -169,6 +180,25 @@ def generate(
             draft=draft,
         )
         run(prompt, model, settings, json_output, provider, threads, interactive)
+
+
+def show_bundles(value: bool) -> None:
+    """``--list``: the bundles in models/ as a table, then exit."""
+    if not value:
+        return
+    found = listing(MODELS_DIR)
+    if not found:
+        typer.echo(f"{MODELS_DIR}/ holds no bundle; export one with gpt2-export.")
+        raise typer.Exit()
+    rows = [("NAME", "PRECISION", "SIZE", "CONTEXT")] + [
+        (b.name, b.precision, f"{b.size / 2**20:,.1f} MiB", str(b.context or "?")) for b in found
+    ]
+    widths = [max(len(r[i]) for r in rows) for i in range(4)]
+    for row in rows:
+        cells = [row[0].ljust(widths[0]), row[1].ljust(widths[1])]
+        cells += [row[2].rjust(widths[2]), row[3].rjust(widths[3])]
+        typer.echo("  ".join(cells).rstrip())
+    raise typer.Exit()
 
 
 def run(
@@ -237,16 +267,23 @@ def interact(
 ) -> None:
     """Answer ``first``, then prompts read line by line until end of input.
 
-    Blank lines are skipped. A user error in one turn (a line that is too long, or not UTF-8)
-    is reported and the loop goes on; Ctrl-C stops the answer being written and returns to the
-    prompt, and Ctrl-C at the prompt ends the loop (exit 130), as does Ctrl-D (exit 0).
+    Blank lines are skipped. A user error in one turn (a line with more tokens than the context,
+    or not UTF-8) is reported and the loop goes on; Ctrl-C stops the answer being written and
+    returns to the prompt, and Ctrl-C at the prompt ends the loop (exit 130), as does Ctrl-D
+    (exit 0). A line longer than :data:`MAX_PROMPT_BYTES` ends the loop with one sentence (exit
+    1): its rest cannot be skipped without reading it, and it may never end (``/dev/zero``).
     """
     if first is not None and first.strip():
         turn(generator, first, settings, json_output)
     while True:
         sys.stderr.write(INTERACTIVE_PROMPT)
         sys.stderr.flush()
-        line = sys.stdin.buffer.readline()
+        line = read_line_bounded(
+            sys.stdin.buffer,
+            MAX_PROMPT_BYTES,
+            f"An input line is longer than {mib(MAX_PROMPT_BYTES)}, more than any prompt can "
+            "use; give shorter lines.",
+        )
         if not line:
             sys.stderr.write("\n")
             return
@@ -267,12 +304,18 @@ def turn(generator: Generator, line: str | bytes, settings: Settings, json_outpu
 
 
 def read_prompt(prompt: str | None) -> str:
-    """The prompt argument, or stdin for '-' without its trailing newline; UTF-8 only."""
+    """The prompt argument, or stdin for '-' without its trailing newline; UTF-8 only, and from
+    stdin at most :data:`MAX_PROMPT_BYTES`."""
     if prompt is None:
         raise EdgeError("No prompt given; pass one, or '-' to read it from stdin.")
     if prompt != STDIN_PROMPT:
         return check_utf8(prompt, "The prompt")
-    return drop_newline(decode_utf8(sys.stdin.buffer.read(), "Standard input"))
+    too_long = (
+        f"Standard input holds more than {mib(MAX_PROMPT_BYTES)}, more than any prompt can use; "
+        f"pass a shorter prompt (with --truncate left, its end: tail -c {MAX_PROMPT_BYTES >> 20}M)."
+    )
+    data = read_bounded(sys.stdin.buffer, MAX_PROMPT_BYTES, too_long)
+    return drop_newline(decode_utf8(data, "Standard input"))
 
 
 def drop_newline(text: str) -> str:

@@ -1,5 +1,8 @@
-"""Reading a bundle's files with bounds: JSON of at most :data:`MAX_JSON_BYTES`, regular files
-only, and SHA-256 hashes (remembered per user for unchanged files, see ``verified.py``).
+"""Reading with bounds: a bundle's JSON files (at most :data:`MAX_JSON_BYTES`, regular files only),
+SHA-256 hashes (remembered per user for unchanged files, see ``verified.py``), and every input a
+command reads whole (:func:`read_bounded`: a prompt on standard input, a text to score), so that
+an endless input (``/dev/zero``, a pipe that never ends) costs no more than the largest one that
+can be used, and ends in one sentence.
 """
 
 from __future__ import annotations
@@ -10,7 +13,7 @@ import os
 import stat
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from ..errors import EdgeError
 from . import verified
@@ -18,6 +21,47 @@ from .schema import shown
 
 # bundle.json, config.json and generation_config.json are a few kilobytes.
 MAX_JSON_BYTES = 16 << 20
+# A prompt read from a stream (gpt2-generate's stdin, a line of --interactive). GPT-2's context
+# holds at most 131,072 characters of prompt (1,024 tokens of at most 128 bytes), 512 KiB of
+# UTF-8 at worst; 4 MiB (gpt2-serve's largest body too) leaves room for longer contexts and for
+# the tail that truncate="left" keeps.
+MAX_PROMPT_BYTES = 4 << 20
+# A text gpt2-eval scores: three times WikiText-2's training set (10.8 MB, 2.4M GPT-2 tokens,
+# about a minute to tokenize on two cores); WikiText-103's test set is 1.3 MB.
+MAX_TEXT_BYTES = 32 << 20
+
+
+def read_bounded(source: str | os.PathLike[str] | BinaryIO, limit: int, too_long: str) -> bytes:
+    """All of a file or binary stream, when it holds at most ``limit`` bytes.
+
+    At most ``limit + 1`` bytes are read, so an endless input stops there.
+
+    Raises:
+        EdgeError: ``too_long``, for an input longer than ``limit``.
+        OSError: the file cannot be opened or read.
+    """
+    if isinstance(source, (str, os.PathLike)):
+        with open(source, "rb") as fh:
+            data = fh.read(limit + 1)
+    else:
+        data = source.read(limit + 1)
+    if len(data) > limit:
+        raise EdgeError(too_long)
+    return data
+
+
+def read_line_bounded(stream: BinaryIO, limit: int, too_long: str) -> bytes:
+    """One line of ``stream`` (with its newline; b"" at the end of input), at most ``limit``
+    bytes before the newline; EdgeError ``too_long`` past that (the rest of the line unread)."""
+    line = stream.readline(limit + 1)
+    if len(line) > limit and not line.endswith(b"\n"):
+        raise EdgeError(too_long)
+    return line
+
+
+def mib(size: int) -> str:
+    """``size`` bytes in MiB, as the sentences above show a bound ("4 MiB")."""
+    return f"{size / (1 << 20):g} MiB"
 
 
 def sha256_of(path: Path, chunk: int = 1 << 20) -> str:
@@ -33,24 +77,22 @@ def file_entry(path: Path) -> dict[str, Any]:
     return {"size": path.stat().st_size, "sha256": sha256_of(path)}
 
 
-def read_json(path: Path) -> Any:
+def read_json(path: Path, owner: str = "a bundle") -> Any:
     """A JSON file's value, or a sentence saying why it cannot be read.
 
     Only a regular file of at most :data:`MAX_JSON_BYTES` is read: a FIFO in its place would
     block the load for ever, and a link to ``/dev/zero`` would fill the memory.
+
+    Args:
+        path: the file.
+        owner: what it belongs to, for the sentence on a file that is too large.
     """
     try:
         not_regular = not_a_regular_file(path)
         if not_regular:
             raise EdgeError(not_regular)
-        with open(path, "rb") as fh:
-            data = fh.read(MAX_JSON_BYTES + 1)
-        if len(data) > MAX_JSON_BYTES:
-            raise EdgeError(
-                f"{path} is larger than {MAX_JSON_BYTES >> 20} MiB, which no JSON file of a bundle "
-                "is."
-            )
-        return json.loads(data.decode("utf-8"))
+        too_long = f"{path} is larger than {mib(MAX_JSON_BYTES)}, which no JSON file of {owner} is."
+        return json.loads(read_bounded(path, MAX_JSON_BYTES, too_long).decode("utf-8"))
     except FileNotFoundError:
         raise
     # ValueError: bad JSON, or an integer over Python's digit limit; RecursionError: nesting.

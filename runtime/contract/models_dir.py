@@ -9,10 +9,11 @@ on a CPU, fp16 on CUDA; then by name), and says which on stderr.
 
 from __future__ import annotations
 
-import json
+from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import EdgeError
+from .files import read_json
 from .manifest import MANIFEST, MODEL_FILE
 
 MODELS_DIR = Path("models")
@@ -41,21 +42,65 @@ def bundles_in(models: Path) -> list[Path]:
 
 def named_model(model: Path, models: Path = MODELS_DIR) -> Path:
     """``model`` itself, or ``models/<model>`` when ``model`` is a bare name that is not a folder
-    here but is a bundle there (``--model gpt2-int8``)."""
+    here but is a bundle there (``--model gpt2-int8``).
+
+    Raises:
+        EdgeError: a bare name that is neither; the sentence names the bundles there are.
+    """
     if model.exists() or len(model.parts) != 1:
         return model
     candidate = models / model
-    return candidate if is_bundle(candidate) else model
+    if is_bundle(candidate):
+        return candidate
+    found = bundles_in(models)
+    there = ", ".join(p.name for p in found) if found else "none"
+    raise EdgeError(
+        f"There is no bundle {str(model)!r}: no such folder here, and {models}/ holds {there} "
+        "(gpt2-generate --list shows them).",
+        field="model",
+    )
+
+
+@dataclass(frozen=True)
+class Listed:
+    """One bundle of ``models/`` as ``gpt2-generate --list`` shows it."""
+
+    name: str
+    precision: str
+    size: int  # bytes of its files
+    context: int | None  # tokens; None when the manifest cannot be read
+
+
+def listing(models: Path = MODELS_DIR) -> list[Listed]:
+    """The bundles in ``models``: name, precision, size on disk and context length."""
+    return [
+        Listed(p.name, precision_of(p) or "unknown", _size(p), _context(p))
+        for p in bundles_in(models)
+    ]
+
+
+def _size(folder: Path) -> int:
+    return sum(f.stat().st_size for f in folder.iterdir() if f.is_file())
+
+
+def _context(folder: Path) -> int | None:
+    """The context length from bundle.json (or an Optimum folder's config.json)."""
+    try:  # bounded reads, as precision_of
+        if (folder / MANIFEST).is_file():
+            return int(read_json(folder / MANIFEST)["architecture"]["context_length"])
+        return int(read_json(folder / "config.json").get("n_positions", 1024))
+    except (OSError, EdgeError, KeyError, TypeError, ValueError, AttributeError):
+        return None
 
 
 def precision_of(folder: Path) -> str:
     """The manifest's ``precision.dtype`` ("float32" for an Optimum export; "" if unreadable)."""
     if not (folder / MANIFEST).is_file():
         return "float32"
-    try:
-        data = json.loads((folder / MANIFEST).read_text(encoding="utf-8"))
+    try:  # bounded: a link to /dev/zero in models/ must not fill the memory
+        data = read_json(folder / MANIFEST)
         return str(data["precision"]["dtype"])
-    except (OSError, ValueError, KeyError, TypeError):
+    except (OSError, EdgeError, KeyError, TypeError):
         return ""  # loading it will say what is wrong, if it is chosen
 
 

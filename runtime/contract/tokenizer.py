@@ -25,6 +25,10 @@ _CUT_SEARCH = 1024
 # An ASCII whitespace character followed by a non-whitespace one (Python's \S is narrower than
 # the tokenizer's, so this never finds a place the tokenizer would not split at).
 _WORD_START = re.compile(r"[ \t\n\r\f\v](?=\S)")
+# :meth:`Tokenizer.encode_long` tokenizes a long text in pieces of about this many characters:
+# one call on WikiText-2's training set (10.8 MB) peaks at 1.6 GB (the Encoding keeps offsets and
+# token strings), in 64K pieces at 0.2 GB, in the same 19 s and to the same ids.
+_PIECE_CHARS = 1 << 16
 
 
 class Tokenizer:
@@ -83,6 +87,39 @@ class Tokenizer:
             raise EdgeError("The prompt is not valid UTF-8 text.") from None
         ids = self._tok.encode(text, add_special_tokens=add_special_tokens).ids
         return np.asarray(ids, dtype=np.int64)
+
+    def encode_long(self, text: str) -> np.ndarray:
+        """:meth:`encode` without special tokens, in pieces cut only where GPT-2's pre-tokenizer
+        starts a piece anyway (as :meth:`tail` cuts), so the ids are the same at a tenth of the
+        memory; a tokenizer that may not split there (a normalizer, another pre-tokenizer) gets
+        one call.
+        """
+        if len(text) <= _PIECE_CHARS or not self._splits_at_word_starts:
+            return self.encode(text, add_special_tokens=False)
+        pieces, start = [], 0
+        while start < len(text):
+            end = start + _PIECE_CHARS
+            if end < len(text):  # the last word start before ``end``, else the first after it
+                cuts = [m.start() for m in _WORD_START.finditer(text, end - _CUT_SEARCH, end)]
+                later = None if cuts else _WORD_START.search(text, end)
+                end = cuts[-1] if cuts else (later.start() if later else len(text))
+            pieces.append(self.encode(text[start:end], add_special_tokens=False))
+            start = end
+        return np.concatenate(pieces)
+
+    @cached_property
+    def _splits_at_word_starts(self) -> bool:
+        """Whether the pre-tokenizer is GPT-2's: byte-level with its regex, no prefix space
+        added, no normalizer before it."""
+        from tokenizers.pre_tokenizers import ByteLevel
+
+        pre = self._tok.pre_tokenizer
+        return (
+            self._tok.normalizer is None
+            and isinstance(pre, ByteLevel)
+            and pre.use_regex
+            and not pre.add_prefix_space
+        )
 
     def tail(self, text: str, size: int) -> str:
         """The end of ``text`` to tokenize when only its last tokens are wanted.
