@@ -120,6 +120,18 @@ def gone(pids: list[int]) -> bool:
     return False
 
 
+def end_all(pids: list[int]) -> None:
+    """Kill what is left of the test's own worker processes (after a failed check): those still
+    running multiprocessing's spawned worker, so that a pid used again is left alone."""
+    for pid in pids:
+        try:
+            command = Path(f"/proc/{pid}/cmdline").read_bytes()
+        except OSError:
+            continue
+        if b"multiprocessing" in command and not _zombie(pid):
+            os.kill(pid, signal.SIGKILL)
+
+
 def _zombie(pid: int) -> bool:
     try:
         return (Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]) == "Z"
@@ -145,6 +157,7 @@ def check_resumed(job: Path, out: Path, bundle: Path, before: bytes) -> None:
 def test_kill_9_mid_run_repeats_nothing_and_leaves_no_worker(tmp_path: Path, bundle: Path) -> None:
     job, out = long_job(tmp_path), tmp_path / "out.jsonl"
     proc = start(job, out, bundle, "--workers", "2", "--max-batch", "2")
+    workers: list[int] = []
     try:
         wait_for_lines(out, 3, proc)
         workers = children(proc.pid)
@@ -152,10 +165,11 @@ def test_kill_9_mid_run_repeats_nothing_and_leaves_no_worker(tmp_path: Path, bun
         time.sleep(0.3)  # mid-run, at no particular moment
         proc.kill()
         proc.wait(timeout=WAIT_S)
+        assert gone(workers), "a worker outlived its driver"
     finally:
         proc.kill()
         proc.wait()
-    assert gone(workers), "a worker outlived its driver"
+        end_all(workers)
     check_resumed(job, out, bundle, out.read_bytes())
 
 
@@ -178,13 +192,15 @@ def test_ctrl_c_exits_130_with_output_whole(tmp_path: Path, bundle: Path) -> Non
 def test_sigterm_stops_the_workers_and_exits_143(tmp_path: Path, bundle: Path) -> None:
     job, out = long_job(tmp_path), tmp_path / "out.jsonl"
     proc = start(job, out, bundle, "--workers", "2", "--max-batch", "2")
+    workers: list[int] = []
     try:
         wait_for_lines(out, 3, proc)
         workers = children(proc.pid)
         os.kill(proc.pid, signal.SIGTERM)
         assert proc.wait(timeout=WAIT_S) == 143
+        assert gone(workers)
     finally:
         proc.kill()
         proc.wait()
-    assert gone(workers)
+        end_all(workers)
     check_resumed(job, out, bundle, out.read_bytes())

@@ -23,6 +23,7 @@ import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -119,17 +120,22 @@ class Replica:
         command = [sys.executable, "-m", "gpt2_edge.serve", "--model", str(bundle)]
         command += ["--port", str(port), "--threads", "1", "--max-batch", "8", "--provider", "cpu"]
         self.proc = subprocess.Popen(command, stderr=subprocess.PIPE, text=True)
+        try:
+            self.port = self._started()
+            self.warm()
+        except BaseException:
+            self.stop()
+            raise
+
+    def _started(self) -> int:
         assert self.proc.stderr is not None
         deadline = time.monotonic() + START_TIMEOUT_S
         for line in self.proc.stderr:
             if "http://" in line:
-                self.port = int(line.split("http://", 1)[1].split("/", 1)[0].rsplit(":", 1)[1])
-                break
+                threading.Thread(target=self.proc.stderr.read, daemon=True).start()  # drained
+                return int(line.split("http://", 1)[1].split("/", 1)[0].rsplit(":", 1)[1])
             assert time.monotonic() < deadline
-        else:
-            raise AssertionError(f"gpt2-serve did not start (exit code {self.proc.wait()})")
-        threading.Thread(target=self.proc.stderr.read, daemon=True).start()  # keep it drained
-        self.warm()
+        raise AssertionError(f"gpt2-serve did not start (exit code {self.proc.wait()})")
 
     def warm(self) -> None:
         """One short request straight to the replica: its first steps take a second or more (as
@@ -238,11 +244,20 @@ def test_replicas_behind_nginx_survive_a_replica_that_dies(
         p: gen.generate(p, max_new_tokens=MAX_TOKENS, temperature=0, ignore_eos=True).text
         for p in PROMPTS
     }
-    a, b = Replica(bundle), Replica(bundle)
-    ports = {"balancer": free_port(), "a": a.port, "b": b.port}
-    nginx = start_nginx(tmp_path, nginx_config(tmp_path, ports), ports["balancer"])
-    base = f"http://127.0.0.1:{ports['balancer']}"
-    try:
+    replicas: list[Replica] = []
+
+    def replica(port: int = 0) -> Replica:
+        replicas.append(Replica(bundle, port))
+        return replicas[-1]
+
+    with ExitStack() as running:  # whatever started is stopped, however the test ends
+        running.callback(lambda: [r.stop() for r in replicas])
+        a, b = replica(), replica()
+        ports = {"balancer": free_port(), "a": a.port, "b": b.port}
+        nginx = start_nginx(tmp_path, nginx_config(tmp_path, ports), ports["balancer"])
+        running.callback(lambda: (nginx.terminate(), nginx.wait(timeout=30)))
+        base = f"http://127.0.0.1:{ports['balancer']}"
+
         # 1. SIGKILL: a crash. Requests in flight on it are retried on b; its streams are cut.
         crashed = phase(base, a.port, a.stop)
         check_answers(crashed, expected)
@@ -253,7 +268,7 @@ def test_replicas_behind_nginx_survive_a_replica_that_dies(
         assert any(x.startswith("POST 200") for x in retried), "no request was retried on b"
 
         # 2. SIGTERM: a clean stop. Once nginx sends to the new a again, stop b.
-        a = Replica(bundle, a.port)
+        a = replica(a.port)
         logged = len((tmp_path / "access.log").read_text().splitlines())
         wait_until_used(base, tmp_path, a.port, logged)
         stopped = phase(base, b.port, lambda: b.proc.send_signal(signal.SIGTERM))
@@ -263,11 +278,6 @@ def test_replicas_behind_nginx_survive_a_replica_that_dies(
         assert ended and set(ended) == {"The server is shutting down."}
         # uvicorn ends by re-raising the signal once its graceful shutdown is done
         assert b.proc.wait(timeout=30) in (0, -signal.SIGTERM)
-    finally:
-        for replica in (a, b):
-            replica.stop()
-        nginx.terminate()
-        nginx.wait(timeout=30)
 
 
 def check_answers(outcomes: list[Outcome], expected: dict[str, str]) -> None:
