@@ -1,18 +1,24 @@
-"""Shared fixtures: tiny random GPT-2 checkpoints, their exports, and paths into ../shared.
+"""Shared fixtures: paths into ../shared, tiny random GPT-2 checkpoints, and the bundles
+``gpt2-export`` ships (the trained fixture at each precision, exported once per session).
 
 Everything that needs torch/transformers/optimum skips when the export extra is missing, and
-everything that needs ../shared skips with a reason when that folder is absent.
+everything that needs ../shared skips with a reason when that folder is absent. Helpers that test
+modules import live in ``tests/support/``.
 """
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
-from tiny_models import HAS_EXPORT_EXTRA, make_checkpoint
+from support.shipped import ShippedBundles
+from support.tiny_models import HAS_EXPORT_EXTRA, make_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"
+NEEDS_EXPORT_EXTRA = "needs the export extra: pip install '.[export]'"
+SHIPPED_KEY = pytest.StashKey[ShippedBundles]()
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -21,7 +27,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     skip_slow = pytest.mark.skip(reason="slow: pass --runslow to run")
-    skip_export = pytest.mark.skip(reason="needs the export extra: pip install '.[export]'")
+    skip_export = pytest.mark.skip(reason=NEEDS_EXPORT_EXTRA)
     for item in items:
         if "slow" in item.keywords and not config.getoption("--runslow"):
             item.add_marker(skip_slow)
@@ -31,17 +37,21 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 @pytest.fixture(scope="session", autouse=True)
 def _verified_records_in_a_temp_folder(tmp_path_factory: pytest.TempPathFactory) -> None:
-    """The runtime remembers hashed files under ~/.cache (``runtime/contract/verified.py``);
-    tests keep
-    those records (and every subprocess's, through the environment) in a folder of their own."""
-    import os
-
+    """The runtime remembers hashed files under ~/.cache (``runtime/contract/verified.py``); tests
+    keep those records (and every subprocess's, through the environment) in a folder of their
+    own."""
     os.environ["GPT2_EDGE_CACHE_DIR"] = str(tmp_path_factory.mktemp("verified-records"))
 
 
+def _absent(path: Path) -> str | None:
+    """Why ``path`` cannot be used here, or None."""
+    return None if path.exists() else f"{path} is absent (../shared is not beside the checkout)"
+
+
 def _need(path: Path) -> Path:
-    if not path.exists():
-        pytest.skip(f"{path} is absent (../shared is not beside the checkout)")
+    reason = _absent(path)
+    if reason:
+        pytest.skip(reason)
     return path
 
 
@@ -68,10 +78,40 @@ def wikitext_dir() -> Path:
 
 
 @pytest.fixture(scope="session")
+def shipped_bundles(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> ShippedBundles:
+    """The trained fixture as ``gpt2-export`` ships it: ``shipped_bundles["int8"]`` is the
+    folder of ``gpt2-export FIXTURE --quantize`` (see ``support/shipped.py`` for the names),
+    exported on first use; a test that uses one skips, with the reason, without ../shared or
+    the export extra."""
+    source = SHARED / "fixtures" / "gpt2-wikitext-tiny"
+    missing = _absent(source) or (None if HAS_EXPORT_EXTRA else NEEDS_EXPORT_EXTRA)
+    shipped = ShippedBundles(source, tmp_path_factory.mktemp("shipped"), missing)
+    request.config.stash[SHIPPED_KEY] = shipped
+    return shipped
+
+
+@pytest.fixture(scope="session")
+def trained_optimum_folder(
+    trained_fixture_dir: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Path:
+    """The trained fixture as a plain Optimum ``text-generation-with-past`` export (no
+    bundle.json: the runtime derives its description), the folder users bring from Optimum."""
+    if not HAS_EXPORT_EXTRA:
+        pytest.skip(NEEDS_EXPORT_EXTRA)
+    from optimum.exporters.onnx import main_export
+
+    out = tmp_path_factory.mktemp("trained-optimum") / "gpt2-wikitext-tiny-onnx"
+    main_export(str(trained_fixture_dir), output=out, task="text-generation-with-past")
+    return out
+
+
+@pytest.fixture(scope="session")
 def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A random 2-layer, 64-wide GPT-2 checkpoint folder (transformers format)."""
     if not HAS_EXPORT_EXTRA:
-        pytest.skip("needs the export extra: pip install '.[export]'")
+        pytest.skip(NEEDS_EXPORT_EXTRA)
     return make_checkpoint(tmp_path_factory.mktemp("ckpt") / "tiny-gpt2")
 
 
@@ -83,3 +123,11 @@ def tiny_optimum_export(tiny_checkpoint: Path, tmp_path_factory: pytest.TempPath
     out = tmp_path_factory.mktemp("optimum") / "tiny-gpt2-onnx"
     main_export(str(tiny_checkpoint), output=out, task="text-generation-with-past")
     return out
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """How long each shipped bundle took to export (the CI budget's biggest fixed cost)."""
+    shipped = terminalreporter.config.stash.get(SHIPPED_KEY, None)
+    if shipped is not None and shipped.seconds:
+        times = ", ".join(f"{name} {s:.0f} s" for name, s in shipped.seconds.items())
+        terminalreporter.write_line(f"shipped bundles exported: {times}")

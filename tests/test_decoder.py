@@ -3,7 +3,7 @@ several tokens, rollback, reorder, drop, add, growth) must leave each row's logi
 forward over that row's whole history from scratch.
 
 The fused graph (the default path) is built from random weights with onnx and numpy; the
-growing-past backend runs on the fake session of ``test_runtime_units``, whose logits can only
+growing-past backend runs on the fake session of ``support/fakes.py``, whose logits can only
 come out right when past, mask and positions agree.
 """
 
@@ -15,13 +15,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from fused_bundle import build_fused_bundle
 from gpt2_edge.runtime.contract.bundle import load_bundle
 from gpt2_edge.runtime.decoders.interface import Decoder, open_decoder
 from gpt2_edge.runtime.decoders.past import PastDecoder
 from gpt2_edge.runtime.decoders.shared import SharedKVDecoder
 from gpt2_edge.runtime.graph.session import Session
-from test_runtime_units import FakeSession
+from support.fakes import FakeSession
+from support.fused_bundle import build_fused_bundle
 
 needs_onnx = pytest.mark.skipif(
     importlib.util.find_spec("onnx") is None, reason="building the fused graph needs onnx"
@@ -29,7 +29,7 @@ needs_onnx = pytest.mark.skipif(
 
 
 def tiny_session(tmp_path_factory: pytest.TempPathFactory, tokenizer_dir: Path, **kw) -> Session:
-    """The random 2-layer fused bundle of ``fused_bundle.py``, opened on the CPU."""
+    """The random 2-layer fused bundle of ``support/fused_bundle.py``, opened on the CPU."""
     if importlib.util.find_spec("onnx") is None:
         pytest.skip("building the fused graph needs onnx")
     folder = tmp_path_factory.mktemp("fused") / "tiny"

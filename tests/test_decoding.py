@@ -2,8 +2,8 @@
 greedy against a from-scratch forward, rows joining a running batch, prompt-lookup drafting,
 several samples per prompt, logprobs, scoring, max_length and beam search's own arithmetic.
 
-The model is a random 2-layer GPT-2 built with onnx and numpy (``fused_bundle.py``); the
-growing-past backend runs on the fake session of ``test_runtime_units``. Agreement with
+The model is a random 2-layer GPT-2 built with onnx and numpy (``support/fused_bundle.py``); the
+growing-past backend runs on the fake session of ``support/fakes.py``. Agreement with
 transformers is in ``test_decoding_parity.py``.
 """
 
@@ -17,7 +17,6 @@ from typing import Any
 
 import numpy as np
 import pytest
-from fused_bundle import build_fused_bundle
 from gpt2_edge.runtime import EdgeError, Generator, Tokenizer, load
 from gpt2_edge.runtime.decoders.interface import open_decoder
 from gpt2_edge.runtime.decoders.shared import SharedKVDecoder
@@ -27,7 +26,8 @@ from gpt2_edge.runtime.generation.steps import TokenSteps
 from gpt2_edge.runtime.sampling.filters import log_softmax
 from gpt2_edge.runtime.sampling.sampler import Sampler
 from gpt2_edge.runtime.settings.sampling import SamplingSettings
-from test_runtime_units import FakeSession
+from support.fakes import FakeSession
+from support.fused_bundle import build_fused_bundle
 
 REPEATING = ["The cat sat on the mat. The cat sat on the", "a b c d e f g", "one two one two one"]
 PROMPTS = ["Hello world", "The quick brown fox jumps over", *REPEATING]

@@ -10,11 +10,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from fused_bundle import build_fused_bundle
 from gpt2_edge.runtime import EdgeError, Generator, Tokenizer
 from gpt2_edge.runtime.cli import generate as cli
-from test_hostile_runtime import assert_one_line, no_numpy_warnings
-from test_runtime_units import FakeSession
+from support.fakes import FakeSession
+from support.fused_bundle import build_fused_bundle
+from support.sentences import assert_one_line, no_numpy_warnings
 from typer.testing import CliRunner, Result
 
 runner = CliRunner()

@@ -325,7 +325,7 @@ def test_int8_export_of_odd_widths(
     n_embd: int, n_head: int, graph_kind: str, embedding: str | None, tmp_path: Path
 ) -> None:
     from gpt2_edge.runtime import load
-    from tiny_models import make_checkpoint
+    from support.tiny_models import make_checkpoint
 
     checkpoint = make_checkpoint(tmp_path / "ckpt", n_embd=n_embd, n_head=n_head)
     out = export_bundle(str(checkpoint), tmp_path / "int8", quantize=True, progress=False)

@@ -1,7 +1,7 @@
 """Hostile input to the runtime's commands and Python API: every case ends in one sentence (or a
 clean result), the right exit code, no traceback and no numpy RuntimeWarning.
 
-The model is the fake session of ``test_runtime_units`` (no torch); one test at the end runs a real
+The model is the fake session of ``support/fakes.py`` (no torch); one test at the end runs a real
 tiny export through ``python -m gpt2_edge.runtime`` (export extra).
 """
 
@@ -26,12 +26,11 @@ from gpt2_edge.runtime.sampling.filters import apply_temperature
 from gpt2_edge.runtime.sampling.sampler import Sampler
 from gpt2_edge.runtime.settings.sampling import SamplingSettings
 from gpt2_edge.runtime.settings.threads import available_cpus
-from test_runtime_units import EOS, FakeSession, patch_cli_load
+from support.fakes import EOS, FakeSession, patch_cli_load
+from support.sentences import assert_one_line, no_numpy_warnings
 from typer.testing import CliRunner, Result
 
 runner = CliRunner()
-# numpy reports overflow and invalid values as RuntimeWarning; any of them fails these tests.
-no_numpy_warnings = pytest.mark.filterwarnings("error::RuntimeWarning")
 EMPTY = np.array([], dtype=np.int64)
 
 
@@ -42,17 +41,6 @@ def tokenizer(gpt2_tokenizer_dir: Path) -> Tokenizer:
 
 def fake(tokenizer: Tokenizer, **kwargs: Any) -> Generator:
     return Generator(FakeSession(**kwargs), tokenizer)  # type: ignore[arg-type]
-
-
-def assert_one_line(result: Result, code: int, *fragments: str) -> str:
-    """The command failed with ``code`` and said one ``Error:`` line holding ``fragments``."""
-    assert result.exit_code == code, result.output
-    message = result.stderr.strip()
-    assert message.startswith("Error: ") and "\n" not in message, message
-    assert "Traceback" not in result.output and "╭" not in result.output
-    for fragment in fragments:
-        assert fragment in message, message
-    return message
 
 
 # --- Sampling numerics ---------------------------------------------------------------------------

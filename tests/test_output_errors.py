@@ -16,8 +16,8 @@ import time
 from pathlib import Path
 
 import pytest
-from fused_bundle import build_fused_bundle
-from tiny_models import HAS_EXPORT_EXTRA
+from support.fused_bundle import build_fused_bundle
+from support.tiny_models import HAS_EXPORT_EXTRA
 
 FULL = Path("/dev/full")
 needs_dev_full = pytest.mark.skipif(not FULL.exists(), reason="no /dev/full on this system")

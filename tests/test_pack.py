@@ -125,7 +125,7 @@ def test_pip_failures_are_one_sentence(output: str, says: str) -> None:
 @pytest.fixture(scope="module")
 def bundle(gpt2_tokenizer_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     pytest.importorskip("onnx", reason="building the fused test graph needs onnx")
-    from fused_bundle import build_fused_bundle
+    from support.fused_bundle import build_fused_bundle
 
     tokenizer = gpt2_tokenizer_dir / "tokenizer.json"
     return build_fused_bundle(tmp_path_factory.mktemp("pack") / "tiny-int8", tokenizer)

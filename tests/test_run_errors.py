@@ -6,7 +6,7 @@
 - ``architecture.kv_dtype``: a value the runtime knows, and the graph's.
 - ``files``: a bundle.json that lists nothing cannot be checked, so it is refused.
 
-Torch-free: the fused bundle is built from random weights (``fused_bundle.py``).
+Torch-free: the fused bundle is built from random weights (``support/fused_bundle.py``).
 """
 
 from __future__ import annotations
@@ -21,7 +21,6 @@ from typing import Any
 
 import numpy as np
 import pytest
-from fused_bundle import CONTEXT, build_fused_bundle
 from gpt2_edge.runtime import EdgeError, load
 from gpt2_edge.runtime.cli import generate as cli
 from gpt2_edge.runtime.decoders.runners import BindingRunner, NumpyRunner
@@ -30,7 +29,8 @@ from gpt2_edge.runtime.graph.check import onnxruntime_reason
 from gpt2_edge.runtime.graph.names import GraphNames
 from gpt2_edge.runtime.graph.wire import position_table
 from onnxruntime.capi import onnxruntime_pybind11_state as ort_state
-from test_hostile_runtime import assert_one_line
+from support.fused_bundle import CONTEXT, build_fused_bundle
+from support.sentences import assert_one_line
 from typer.testing import CliRunner
 
 LONG_PROMPT = "word " * (CONTEXT + 40)  # more tokens than the graph has positions

@@ -15,7 +15,7 @@ from gpt2_edge.runtime import EdgeError, Generator, Tokenizer
 from gpt2_edge.runtime.cli import generate as cli
 from gpt2_edge.runtime.contract.files import file_entry
 from gpt2_edge.runtime.contract.manifest import Architecture, Manifest, write_manifest
-from test_runtime_units import FakeSession, patch_cli_load
+from support.fakes import FakeSession, patch_cli_load
 from typer.testing import CliRunner, Result
 
 runner = CliRunner()

@@ -31,7 +31,7 @@ from gpt2_edge.runtime.contract.manifest import (
     write_manifest,
 )
 from gpt2_edge.runtime.contract.tokenizer import Tokenizer
-from tiny_models import train_small_bpe
+from support.tiny_models import train_small_bpe
 from tokenizers import AddedToken
 from tokenizers import Tokenizer as HFTokenizer
 
@@ -386,7 +386,7 @@ main()
 @pytest.fixture(scope="module")
 def tiny_bundle(tmp_path_factory: pytest.TempPathFactory, gpt2_tokenizer_dir: Path) -> Path:
     pytest.importorskip("onnx")  # the test's graph builder, not the runtime, needs it
-    from fused_bundle import build_fused_bundle
+    from support.fused_bundle import build_fused_bundle
 
     folder = tmp_path_factory.mktemp("startup") / "tiny"
     return build_fused_bundle(folder, gpt2_tokenizer_dir / "tokenizer.json")

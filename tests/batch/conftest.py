@@ -20,7 +20,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "serve"))
 def bundle(gpt2_tokenizer_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     if importlib.util.find_spec("onnx") is None:
         pytest.skip("building the fused graph needs onnx")
-    from fused_bundle import build_fused_bundle
+    from support.fused_bundle import build_fused_bundle
 
     folder = tmp_path_factory.mktemp("batch") / "tiny"
     return build_fused_bundle(folder, gpt2_tokenizer_dir / "tokenizer.json")

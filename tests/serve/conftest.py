@@ -1,4 +1,4 @@
-"""The server's tests share one model: the random 2-layer fused bundle of ``fused_bundle.py``
+"""The server's tests share one model: the random 2-layer fused bundle of ``support/fused_bundle.py``
 (onnx and numpy, no torch), built once per module, and a generator on it."""
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from gpt2_edge.runtime import Generator, load
 def bundle(gpt2_tokenizer_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     if importlib.util.find_spec("onnx") is None:
         pytest.skip("building the fused graph needs onnx")
-    from fused_bundle import build_fused_bundle
+    from support.fused_bundle import build_fused_bundle
 
     folder = tmp_path_factory.mktemp("serve") / "tiny"
     return build_fused_bundle(folder, gpt2_tokenizer_dir / "tokenizer.json")

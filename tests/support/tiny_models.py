@@ -1,7 +1,7 @@
 """Tiny GPT-2 checkpoints and tokenizers for tests, built from scratch (needs the export extra).
 
-A plain module, not conftest.py: test modules import these by name, and ``conftest`` is a name
-that every conftest.py in the tree (``tests/serve/`` has one) would claim.
+A plain module, not conftest.py: test modules import these (``from support.tiny_models import
+...``), and ``conftest`` is a name that every conftest.py in the tree would claim.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import importlib.util
 import json
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 SHARED = ROOT.parent / "shared"
 HAS_EXPORT_EXTRA = all(
     importlib.util.find_spec(m) is not None for m in ("torch", "transformers", "optimum", "onnx")

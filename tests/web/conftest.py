@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 
 import pytest
-from tiny_models import HAS_EXPORT_EXTRA
+from support.tiny_models import HAS_EXPORT_EXTRA
 from web_support import build_reference, export_bundles
 
 

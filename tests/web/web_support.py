@@ -2,7 +2,7 @@
 session), the Python runtime's figures on them for the JavaScript runtime to match, and a static
 file server with the headers that make a page cross-origin isolated (for WASM threads).
 
-A plain module, not conftest.py (see tests/tiny_models.py for why).
+A plain module, not conftest.py (see tests/support/tiny_models.py for why).
 """
 
 from __future__ import annotations
