@@ -29,7 +29,7 @@ from .recipes import apply_precision
 from .source import Source, check_weights, local_folder, resolve_source
 from .writing.genai_config import write_genai_files
 from .writing.manifest import build_manifest, bundle_files
-from .writing.staging import check_output, staging
+from .writing.staging import check_output, mark, staging
 from .writing.tokenizer_files import check_tokenizer, write_tokenizer
 
 __all__ = ["DEFAULT_MODEL", "default_output", "export_bundle", "run_plan"]
@@ -90,6 +90,8 @@ def run_plan(plan: ExportPlan, steps: Steps) -> Path:
 
 def _build(plan: ExportPlan, source: Source, folder: Path, steps: Steps) -> None:
     work = folder / ".work"
+    work.mkdir()
+    mark(work)  # an export's own leftover, should one ever be found in a bundle folder
     fp32, graph = _fp32_graph(plan, source, work, steps)
     model_path, precision = fp32, FLOAT32
     if plan.precision.reduced:

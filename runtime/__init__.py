@@ -12,7 +12,8 @@ Its public names (``__all__``) are all that the project's other halves (``serve`
   :class:`Timings`), :func:`sequence_rng`;
 - errors: :class:`EdgeError` (with its ``field``), :class:`SettingError`, :class:`PromptTooLong`;
 - commands: what every command of the project shares (:class:`EdgeCommand`, :func:`user_errors`,
-  :func:`show_version`, :func:`signals_as_interrupts`).
+  :func:`show_version`, :func:`signals_as_interrupts`, :func:`signals_ignored`, and
+  :func:`make_parents` / :func:`remove_made` for the folders an output needs).
 
 The names are imported on first use (PEP 562), so that importing a submodule, as the
 ``gpt2-generate`` entry point does, does not load onnxruntime and numpy before the command can
@@ -27,7 +28,8 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from .api import DEFAULT_PROVIDER, check_runtime_arguments, load, pick_model
     from .cli.errors import VERSION_HELP, EdgeCommand, show_version, user_errors
-    from .cli.interrupts import signals_as_interrupts
+    from .cli.folders import make_parents, remove_made
+    from .cli.interrupts import signals_as_interrupts, signals_ignored
     from .contract.bundle import Bundle, load_bundle, verify_files
     from .contract.files import sha256_of
     from .contract.manifest import MANIFEST, MODEL_FILE, TOKENIZER_FILE, Manifest
@@ -86,11 +88,14 @@ _WHERE = {
     "check_runtime_arguments": "api",
     "load": "api",
     "load_bundle": "contract.bundle",
+    "make_parents": "cli.folders",
     "pick_model": "api",
+    "remove_made": "cli.folders",
     "sequence_rng": "sampling.sampler",
     "sha256_of": "contract.files",
     "show_version": "cli.errors",
     "signals_as_interrupts": "cli.interrupts",
+    "signals_ignored": "cli.interrupts",
     "user_errors": "cli.errors",
     "verify_files": "contract.bundle",
 }
@@ -130,11 +135,14 @@ __all__ = [
     "check_runtime_arguments",
     "load",
     "load_bundle",
+    "make_parents",
     "pick_model",
+    "remove_made",
     "sequence_rng",
     "sha256_of",
     "show_version",
     "signals_as_interrupts",
+    "signals_ignored",
     "user_errors",
     "verify_files",
 ]

@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 from gpt2_edge.exporter.cli import app
 from gpt2_edge.exporter.graphs import optimum as onnx_export
+from gpt2_edge.exporter.writing import staging
 from typer.testing import CliRunner
 
 runner = CliRunner()
@@ -292,6 +293,7 @@ def test_abandoned_partial_folder_is_removed(tmp_path: Path, fake_gpt2: Path, mo
     out = tmp_path / "out"
     abandoned = tmp_path / f".out.partial-{dead.pid}-abc"
     abandoned.mkdir()
+    staging.mark(abandoned)  # only a folder the export marked as its own is removed
     alive = tmp_path / f".out.partial-{os.getpid()}-xyz"  # a live export: leave it alone
     alive.mkdir()
     _export_fails_with(monkeypatch, OSError(errno.ENOSPC, "No space left on device"))

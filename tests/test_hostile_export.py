@@ -309,7 +309,11 @@ def test_without_force_a_bundle_is_not_replaced(
         {},
         {"bundle.json": BUNDLE_MANIFEST, "model.onnx": "g", "model.onnx.data": "w"},
         {"bundle.json": BUNDLE_MANIFEST, "tokenizer.json": "{}", "genai_config.json": "{}"},
-        {"bundle.json": BUNDLE_MANIFEST, ".work/fp32/model.onnx": "left by a killed export"},
+        {
+            "bundle.json": BUNDLE_MANIFEST,
+            ".work/fp32/model.onnx": "left by a killed export",
+            f".work/{staging.MARKER}": staging.MARKER_TEXT,  # the export's own: marked
+        },
     ],
     ids=["empty", "bundle", "bundle-genai", "bundle-with-staging-leftover"],
 )

@@ -1,8 +1,10 @@
 """Build a bundle in a hidden folder beside the output and rename it into place only when complete.
 
 A bundle on disk is either complete and verified or absent: an error, Ctrl-C or SIGTERM removes the
-partial folder, and even SIGKILL leaves only a hidden ``.<name>.partial-<pid>-*`` folder, which the
-next export into the same place removes.
+partial folder (and the folders made above the output for it), and even SIGKILL leaves only a
+hidden ``.<name>.partial-<pid>-*`` folder, which the next export into the same place removes. The
+export marks the folders it makes (:data:`MARKER`) and removes no folder without that mark: a
+user's folder that happens to be named like one is never deleted.
 
 ``--force`` replaces only what an export made: an empty folder, or a gpt2-edge bundle that holds
 nothing but bundle files. Anything else (someone's files, the working directory, the folder that
@@ -16,11 +18,14 @@ import glob
 import os
 import shutil
 import signal
+import stat
 import tempfile
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
 
+from gpt2_edge.runtime.cli.folders import make_parents, remove_made
 from gpt2_edge.runtime.cli.interrupts import signals_as_interrupts, signals_ignored
 from gpt2_edge.runtime.contract.files import read_json
 from gpt2_edge.runtime.contract.manifest import FORMAT_NAME, MANIFEST, MODEL_FILE, TOKENIZER_FILE
@@ -35,6 +40,12 @@ BUNDLE_FILES = frozenset(
     | {"tokenizer_config.json"}  # onnxruntime-genai's tokenizer reads it (genai_config.py)
 )
 STAGING_LEFTOVERS = frozenset({".work"})
+# The file an export writes into each folder it makes (the hidden staging folder, its .work):
+# only a folder holding it is ever removed as an export's leftover.
+MARKER = ".gpt2-export-made-this"
+MARKER_TEXT = "gpt2-export made this folder and removes it when the export ends.\n"
+# What ends an export early; the cleanup must survive a second one of any.
+SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 NAMED_AT_MOST = 5  # unexpected files named in a refusal
 
 
@@ -121,58 +132,89 @@ def _is_bundle_manifest(path: Path) -> bool:
 
 
 def _bundle_entry(path: Path) -> bool:
-    """A bundle file (a file or a link, never a folder) or an export's leftover folder."""
+    """A bundle file (a file or a link, never a folder) or an export's leftover folder (one that
+    holds the export's mark: a user's files put in a folder of that name are theirs)."""
     if path.name in STAGING_LEFTOVERS:
-        return path.is_dir() and not path.is_symlink()
+        return is_marked(path)
     return path.name in BUNDLE_FILES and (path.is_symlink() or not path.is_dir())
 
 
 @contextmanager
 def staging(out: Path, force: bool) -> Iterator[Path]:
-    """Yield an empty hidden folder next to ``out``; on success rename it to ``out``.
+    """Yield an empty hidden folder next to ``out``, marked as the export's; on success rename it
+    to ``out``.
 
     Any step's failure that a full disk or a permission caused becomes one :class:`ExportError`
-    sentence (see :func:`write_error_sentence`); the hidden folder is removed in every case.
+    sentence (see :func:`write_error_sentence`). The hidden folder, and the folders above ``out``
+    that were made for it, are removed in every other case, with the signal handlers still in
+    place: a second signal is only recorded (:func:`signals_as_interrupts`), so it can stop
+    neither the way to the cleanup nor the cleanup.
     """
     target = absolute(out)
-    tmp = _make_partial(target, out)
-    try:
-        with signals_as_interrupts(signal.SIGTERM, signal.SIGHUP) as pending:
+    with signals_as_interrupts(*SIGNALS) as pending:
+        made: list[Path] = []
+        # Named before it exists, so that a signal cannot come between making it and knowing it.
+        tmp = target.parent / f"{_partial_prefix(target)}{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        try:
+            _make_partial(tmp, target, out, made)
             yield tmp
             pending()  # a signal whose exception a finalizer swallowed stops it here
-            _move_into_place(tmp, target, force)
-    except ExportError:
-        _discard(tmp)
-        raise
-    except Exception as exc:
-        sentence = write_error_sentence(exc, out)  # before the discard frees the space again
-        _discard(tmp)
-        if sentence is None:
+            with signals_ignored(*SIGNALS):  # milliseconds: a signal now comes too late
+                unmark(tmp)
+                _move_into_place(tmp, target, force)
+        except ExportError:
+            _discard(tmp, made)
             raise
-        raise ExportError(sentence) from None
-    except BaseException:
-        _discard(tmp)
-        raise
+        except Exception as exc:
+            sentence = write_error_sentence(exc, out)  # before the discard frees the space again
+            _discard(tmp, made)
+            if sentence is None:
+                raise
+            raise ExportError(sentence) from None
+        except BaseException:
+            _discard(tmp, made)
+            raise
 
 
-def _discard(tmp: Path) -> None:
-    """Remove the partial folder; a second Ctrl-C or kill must not leave it half removed."""
-    with signals_ignored(signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+def _discard(tmp: Path, made: list[Path]) -> None:
+    """Remove the partial folder and the parents made for it; no signal stops this half done."""
+    with signals_ignored(*SIGNALS):
         shutil.rmtree(tmp, ignore_errors=True)
+        remove_made(made)
+
+
+def mark(folder: Path) -> None:
+    """Mark ``folder`` as one the export made, so that a later export may remove it."""
+    (folder / MARKER).write_text(MARKER_TEXT, encoding="utf-8")
+
+
+def unmark(folder: Path) -> None:
+    """Remove the mark (a finished bundle holds bundle files only)."""
+    (folder / MARKER).unlink(missing_ok=True)
+
+
+def is_marked(folder: Path) -> bool:
+    """Whether ``folder`` is a real folder holding the export's mark as a regular file."""
+    try:
+        return (
+            not folder.is_symlink()
+            and folder.is_dir()
+            and stat.S_ISREG(os.lstat(folder / MARKER).st_mode)
+        )
+    except OSError:
+        return False
 
 
 def _partial_prefix(out: Path) -> str:
     return f".{out.name}.partial-"
 
 
-def _make_partial(target: Path, out: Path) -> Path:
+def _make_partial(tmp: Path, target: Path, out: Path, made: list[Path]) -> None:
     try:
-        target.parent.mkdir(parents=True, exist_ok=True)
+        make_parents(target, made)
         _remove_abandoned(target)
-        prefix = f"{_partial_prefix(target)}{os.getpid()}-"
-        tmp = Path(tempfile.mkdtemp(prefix=prefix, dir=target.parent))
-        tmp.chmod(0o777 & ~_umask())  # mkdtemp makes it private; the bundle should not be
-        return tmp
+        tmp.mkdir(mode=0o777)  # as the umask allows: the bundle should not be private
+        mark(tmp)
     except OSError as exc:
         sentence = os_error_sentence(exc, out)
         if sentence is None:
@@ -180,18 +222,13 @@ def _make_partial(target: Path, out: Path) -> Path:
         raise ExportError(sentence) from None
 
 
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
 def _remove_abandoned(out: Path) -> None:
-    """Remove partial folders of exports whose process is gone (killed with SIGKILL)."""
+    """Remove partial folders of exports whose process is gone (killed with SIGKILL): only
+    those that hold the export's mark, so that a user's folder of the same name stays."""
     prefix = _partial_prefix(out)
     for path in out.parent.glob(glob.escape(prefix) + "*"):
         pid = path.name[len(prefix) :].split("-", 1)[0]
-        if pid.isdigit() and not _alive(int(pid)):
+        if pid.isdigit() and not _alive(int(pid)) and is_marked(path):
             shutil.rmtree(path, ignore_errors=True)
 
 

@@ -8,7 +8,11 @@ Python drops an exception raised inside a finalizer (``__del__``) or a weakref c
 a printed warning, so a signal that lands there would be lost and the work would go on: the
 context manager also gives a ``pending()`` check that raises for a signal that came, to call
 before anything that must not happen after one (renaming a finished folder into place), and the
-block's end raises for it too. :func:`signals_ignored` shields a cleanup from all of them.
+block's end raises for it too. Only the first signal raises: a second one (two kills 5 ms apart,
+Ctrl-C pressed twice) would otherwise land in the first one's cleanup, on its way there or
+inside it, and stop it half done; later ones are only recorded. Run the cleanup inside the block,
+so that no signal finds the default handler back before it ends; :func:`signals_ignored` shields
+the cleanup itself.
 """
 
 from __future__ import annotations
@@ -23,8 +27,9 @@ from ..errors import Terminated
 
 @contextmanager
 def signals_as_interrupts(*signums: int) -> Iterator[Callable[[], None]]:
-    """Raise :class:`.errors.Terminated` for each of ``signums`` while the block runs; yields
-    ``pending()``, which raises it again for a signal whose exception was swallowed."""
+    """Raise :class:`.errors.Terminated` (KeyboardInterrupt for SIGINT) for the first of
+    ``signums`` that comes while the block runs; yields ``pending()``, which raises it again
+    for a signal whose exception was swallowed."""
     received: list[int] = []
 
     def pending() -> None:
@@ -37,7 +42,8 @@ def signals_as_interrupts(*signums: int) -> Iterator[Callable[[], None]]:
 
     def interrupt(signum: int, frame: object) -> None:
         received.append(signum)
-        raise Terminated(signum)
+        if len(received) == 1:  # the first one interrupts; later ones must not stop its cleanup
+            raise KeyboardInterrupt if signum == signal.SIGINT else Terminated(signum)
 
     previous = {signum: signal.signal(signum, interrupt) for signum in signums}
     try:
