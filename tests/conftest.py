@@ -116,6 +116,16 @@ def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def tiny_bundle(tiny_checkpoint: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """``tiny_checkpoint`` through gpt2-export's default recipe (the fused graph, fp32), without
+    the verification step (the exporter's own tests run that)."""
+    from gpt2_edge.exporter import export_bundle
+
+    out = tmp_path_factory.mktemp("tiny-bundle") / "tiny-gpt2"
+    return export_bundle(str(tiny_checkpoint), out, verify=False, progress=False)
+
+
+@pytest.fixture(scope="session")
 def tiny_optimum_export(tiny_checkpoint: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A plain Optimum text-generation-with-past export of ``tiny_checkpoint``."""
     from optimum.exporters.onnx import main_export

@@ -1,6 +1,6 @@
-"""A fake model for the runtime's tests that need no onnxruntime graph: :class:`FakeSession`
-stands in for ``Session`` (the growing-past decoder drives it), and :func:`patch_cli_load`
-makes ``gpt2-generate`` load a fake generator whatever ``--model`` names."""
+"""Stand-ins for the runtime's tests: :class:`FakeSession` for ``Session`` (the growing-past
+decoder drives it; no onnxruntime graph), :func:`patch_cli_load` makes ``gpt2-generate`` load a
+fake generator whatever ``--model`` names, and :class:`Spy` counts drafted tokens."""
 
 from __future__ import annotations
 
@@ -95,3 +95,25 @@ def patch_cli_load(
 
 def fake_generator(tokenizer: Tokenizer, **kwargs: Any) -> Generator:
     return Generator(FakeSession(**kwargs), tokenizer)  # type: ignore[arg-type]
+
+
+class Spy:
+    """Counts drafted tokens fed and accepted through a decoder's rollback (``steps``: the
+    module ``gpt2_edge.runtime.generation.steps``, whose ``TokenSteps._verify`` it wraps)."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch, steps: Any) -> None:
+        self.fed = self.rejected = 0
+        original = steps.TokenSteps._verify
+
+        def verify(this: Any, drafts: list[np.ndarray]) -> Any:  # this: a TokenSteps
+            tokens, raw = original(this, drafts)
+            width = 1 + max(d.size for d in drafts)
+            self.fed += (width - 1) * len(tokens)
+            self.rejected += sum(width - len(t) for t in tokens)
+            return tokens, raw
+
+        monkeypatch.setattr(steps.TokenSteps, "_verify", verify)
+
+    @property
+    def accepted(self) -> int:
+        return self.fed - self.rejected

@@ -1,6 +1,7 @@
 """Bundles with the fused GQA graph (the exporter's default) driven through the shared KV buffer:
-greedy parity with transformers, right-padded batches, the context end, and the ``--graph
-optimum`` path that keeps Optimum's graph."""
+its manifest, the context end, logits at each row's last position only, bundles from before
+``logits_index``, and the ``--graph optimum`` path that keeps Optimum's graph. (Greedy parity with
+transformers: test_parity.py; batches: test_batch_invariance.py.)"""
 
 from __future__ import annotations
 
@@ -13,28 +14,20 @@ import pytest
 from gpt2_edge.runtime import Generator, load
 from gpt2_edge.runtime.decoders.runners import NumpyRunner, runner_for
 from gpt2_edge.runtime.decoders.shared import SharedKVDecoder
-from test_runtime_parity import NEW, PROMPTS, reference
+from support.reference import PROMPTS
 
 pytestmark = pytest.mark.export
 
 
-def _export(checkpoint: Path, out: Path, **kwargs: object) -> Path:
-    from gpt2_edge.exporter.pipeline import export_bundle
-
-    # verify=False: test_export_bundle covers verification; these tests check generation.
-    return export_bundle(str(checkpoint), out, verify=False, progress=False, **kwargs)
+@pytest.fixture(scope="module")
+def tiny_fused(tiny_bundle: Path) -> Generator:
+    return load(tiny_bundle, provider="cpu", threads=1)
 
 
 @pytest.fixture(scope="module")
-def tiny_fused(tiny_checkpoint: Path, tmp_path_factory: pytest.TempPathFactory) -> Generator:
-    folder = _export(tiny_checkpoint, tmp_path_factory.mktemp("fused") / "tiny")
-    return load(folder, provider="cpu", threads=1)
-
-
-@pytest.fixture(scope="module")
-def trained_fused(trained_fixture_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Generator:
-    folder = _export(trained_fixture_dir, tmp_path_factory.mktemp("fused") / "trained")
-    return load(folder, provider="cpu", threads=1)
+def trained_fused(shipped_bundles) -> Generator:
+    """The shipped fp32 bundle (gpt2-export's defaults) of the trained fixture."""
+    return shipped_bundles.load("fp32")
 
 
 def test_manifest_says_shared_buffer(tiny_fused: Generator) -> None:
@@ -43,34 +36,6 @@ def test_manifest_says_shared_buffer(tiny_fused: Generator) -> None:
     assert graph["padding"] == "right"
     assert graph["parity_vs_optimum"]["max_abs_logit_diff"] <= 1e-3
     assert tiny_fused.session.shared_kv
-
-
-@pytest.mark.parametrize("which", ["trained", "tiny"])
-def test_greedy_equals_transformers(
-    which: str, request: pytest.FixtureRequest, trained_fixture_dir: Path, tiny_checkpoint: Path
-) -> None:
-    gen: Generator = request.getfixturevalue(f"{which}_fused")
-    checkpoint = trained_fixture_dir if which == "trained" else tiny_checkpoint
-    for prompt in [*PROMPTS[:3], ""]:
-        result = gen.generate(prompt, max_new_tokens=NEW, temperature=0)
-        assert result.tokens == reference(checkpoint, gen.encode(prompt), NEW), prompt
-
-
-def test_batch_of_different_lengths_equals_each_alone(trained_fused: Generator) -> None:
-    gen = trained_fused
-    alone = [gen.generate(p, max_new_tokens=24, temperature=0) for p in PROMPTS]
-    assert len({len(gen.encode(p)) for p in PROMPTS}) > 1  # really different lengths
-    batch = gen.generate_batch(PROMPTS, max_new_tokens=24, temperature=0)
-    assert [r.tokens for r in batch] == [r.tokens for r in alone]
-    # A row that stops early stays in the batch, frozen; the others must not notice.
-    stop = gen.tokenizer.decode(alone[0].tokens[3:5])
-    settings = {"max_new_tokens": 24, "temperature": 0, "stop": stop}
-    expected = [gen.generate(p, **settings) for p in PROMPTS]
-    batch = gen.generate_batch(PROMPTS, **settings)
-    assert [(r.tokens, r.text, r.finish_reason) for r in batch] == [
-        (r.tokens, r.text, r.finish_reason) for r in expected
-    ]
-    assert batch[0].finish_reason == "stop"
 
 
 def test_context_end(tiny_fused: Generator) -> None:
@@ -89,22 +54,20 @@ def test_context_end(tiny_fused: Generator) -> None:
 
 
 def test_graph_optimum_keeps_optimum_graph(
-    tiny_checkpoint: Path, tmp_path: Path, tiny_fused: Generator
+    shipped_bundles, trained_fused: Generator, tmp_path: Path
 ) -> None:
     from gpt2_edge.exporter.cli import app
     from typer.testing import CliRunner
 
-    out = tmp_path / "optimum"
-    args = [str(tiny_checkpoint), "--output", str(out), "--graph", "optimum", "--no-verify"]
-    result = CliRunner().invoke(app, args)
-    assert result.exit_code == 0, result.output
+    out = shipped_bundles["optimum-fp32"]  # gpt2-export --graph optimum
     assert json.loads((out / "bundle.json").read_text())["graph"]["kind"] == "optimum"
-    gen = load(out, provider="cpu", threads=1)
+    gen = shipped_bundles.load("optimum-fp32")
     assert not gen.session.shared_kv and isinstance(runner_for(gen.session), NumpyRunner)
     for prompt in PROMPTS[:2]:
         ours = gen.generate(prompt, max_new_tokens=16, temperature=0).tokens
-        assert ours == tiny_fused.generate(prompt, max_new_tokens=16, temperature=0).tokens
-    bad = CliRunner().invoke(app, [str(tiny_checkpoint), "-o", str(tmp_path / "x"), "--graph", "x"])
+        assert ours == trained_fused.generate(prompt, max_new_tokens=16, temperature=0).tokens
+    source = str(shipped_bundles.source)
+    bad = CliRunner().invoke(app, [source, "-o", str(tmp_path / "x"), "--graph", "x"])
     assert bad.exit_code == 1 and "Unknown graph" in bad.output
 
 

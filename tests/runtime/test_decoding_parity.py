@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 import pytest
 from gpt2_edge.runtime import Generator, load
+from support.fakes import Spy
 
 pytestmark = pytest.mark.export
 
@@ -25,16 +26,11 @@ NEW = 24
 
 
 @pytest.fixture(scope="module")
-def graphs(trained_fixture_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> dict:
-    from gpt2_edge.exporter.pipeline import export_bundle
-    from optimum.exporters.onnx import main_export
-
-    root = tmp_path_factory.mktemp("decoding")
-    fused = export_bundle(str(trained_fixture_dir), root / "fused", verify=False, progress=False)
-    main_export(str(trained_fixture_dir), output=root / "optimum", task="text-generation-with-past")
+def graphs(shipped_bundles, trained_optimum_folder: Path) -> dict:
+    """The shipped fp32 bundle (the fused graph) and a plain Optimum export (a growing past)."""
     return {
-        "fused": load(fused, provider="cpu", threads=1),
-        "optimum": load(root / "optimum", provider="cpu", threads=1),
+        "fused": shipped_bundles.load("fp32"),
+        "optimum": load(trained_optimum_folder, provider="cpu", threads=1),
     }
 
 
@@ -160,7 +156,6 @@ def test_greedy_drafting_on_the_growing_past_equals_transformers(
     graphs: dict, hf: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from gpt2_edge.runtime.generation import steps
-    from test_decoding import Spy
 
     gen: Generator = graphs["optimum"]
     assert not gen.session.shared_kv

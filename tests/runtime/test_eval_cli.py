@@ -48,22 +48,15 @@ def test_windows_follow_the_guide() -> None:
 
 
 @pytest.fixture(scope="module")
-def fixture_fp32(trained_fixture_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    pytest.importorskip("optimum.exporters.onnx")
-    from optimum.exporters.onnx import main_export
-
-    out = tmp_path_factory.mktemp("eval") / "fixture-fp32"
-    main_export(str(trained_fixture_dir), output=out, task="text-generation-with-past")
-    return out
+def fixture_fp32(trained_optimum_folder: Path) -> Path:
+    """A plain Optimum export: every position's logits."""
+    return trained_optimum_folder
 
 
 @pytest.fixture(scope="module")
-def fixture_fused(trained_fixture_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+def fixture_fused(shipped_bundles) -> Path:
     """gpt2-export's default bundle: a fused graph that computes logits at the scored rows only."""
-    from gpt2_edge.exporter.pipeline import export_bundle
-
-    out = tmp_path_factory.mktemp("eval") / "fixture-fused"
-    return export_bundle(str(trained_fixture_dir), out, verify=False, progress=False)
+    return shipped_bundles["fp32"]
 
 
 @pytest.mark.export

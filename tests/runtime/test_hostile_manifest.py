@@ -53,17 +53,15 @@ def link_tree(src: Path, dst: Path) -> Path:
 
 @pytest.fixture(scope="module")
 def bases(
-    tiny_checkpoint: Path, tiny_optimum_export: Path, tmp_path_factory: pytest.TempPathFactory
+    tiny_bundle: Path, tiny_optimum_export: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> dict[str, Path]:
     """``fused``: an exported bundle (the default fused graph); ``optimum_graph``: a bundle over
     Optimum's graph; ``optimum``: a plain Optimum folder; ``external``: that folder with its
     weights in model.onnx.data."""
     import onnx
     from gpt2_edge.exporter.onnx_files import save_model
-    from gpt2_edge.exporter.pipeline import export_bundle
 
     root = tmp_path_factory.mktemp("hostile")
-    fused = export_bundle(str(tiny_checkpoint), root / "fused", verify=False, progress=False)
     graph = link_tree(tiny_optimum_export, root / "optimum_graph")
     manifest = manifest_from_optimum(graph)
     manifest.files = {n: file_entry(graph / n) for n in ("model.onnx", "tokenizer.json")}
@@ -74,7 +72,7 @@ def bases(
     save_model(onnx.load(str(external / "model.onnx")), external / "model.onnx", external=True)
     assert (external / "model.onnx.data").is_file()
     return {
-        "fused": Path(fused),
+        "fused": tiny_bundle,
         "optimum_graph": graph,
         "optimum": tiny_optimum_export,
         "external": external,

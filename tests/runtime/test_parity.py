@@ -1,6 +1,8 @@
-"""The runtime against transformers: greedy parity through the KV cache, batches, the context
-bound, the IO-binding path, a manifest bundle, and generation in a process that cannot import
-torch, transformers or optimum. Needs the export extra (to make the models and the reference)."""
+"""The runtime against transformers: greedy parity through the KV cache on every kind of model
+folder it reads (the shipped bundles of both graphs, a plain Optimum export, the tiny model's),
+the context bound, the IO-binding path, a manifest bundle, and generation in a process that cannot
+import torch, transformers or optimum. Needs the export extra (to make the models and the
+reference). A batch's rows against each alone: test_batch_invariance.py."""
 
 from __future__ import annotations
 
@@ -10,7 +12,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 from gpt2_edge.runtime import EdgeError, Generator, load
 from gpt2_edge.runtime.contract.bundle import load_bundle, manifest_from_optimum
@@ -18,25 +19,24 @@ from gpt2_edge.runtime.contract.files import file_entry
 from gpt2_edge.runtime.contract.manifest import write_manifest
 from gpt2_edge.runtime.decoders.runners import BindingRunner
 from gpt2_edge.runtime.graph.session import Session
+from support.reference import NEW, PROMPTS, transformers_greedy
 
 pytestmark = pytest.mark.export
 
-PROMPTS = ["The history of the city", "In 1998, the band released", "Hello", "A B C D E F G"]
-NEW = 64
+# Each kind of model folder the runtime reads -> the fixture of the checkpoint it came from.
+KINDS = {
+    "shipped-fp32": "trained_fixture_dir",  # gpt2-export's default: the fused graph
+    "shipped-optimum-fp32": "trained_fixture_dir",  # gpt2-export --graph optimum
+    "trained-optimum-folder": "trained_fixture_dir",  # a plain Optimum export, no bundle.json
+    "tiny-fused": "tiny_checkpoint",
+    "tiny-optimum-folder": "tiny_checkpoint",
+}
+SHARED_BUFFER = {"shipped-fp32", "tiny-fused"}  # the fused graph's KV cache; else a growing past
 
 
 @pytest.fixture(scope="session")
-def trained_export(trained_fixture_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from optimum.exporters.onnx import main_export
-
-    out = tmp_path_factory.mktemp("trained") / "gpt2-wikitext-tiny-onnx"
-    main_export(str(trained_fixture_dir), output=out, task="text-generation-with-past")
-    return out
-
-
-@pytest.fixture(scope="session")
-def trained(trained_export: Path) -> Generator:
-    return load(trained_export, provider="cpu", threads=1)
+def trained(trained_optimum_folder: Path) -> Generator:
+    return load(trained_optimum_folder, provider="cpu", threads=1)
 
 
 @pytest.fixture(scope="session")
@@ -44,59 +44,27 @@ def tiny(tiny_optimum_export: Path) -> Generator:
     return load(tiny_optimum_export, provider="cpu", threads=1)
 
 
-def reference(checkpoint: Path, prompt_ids: np.ndarray, new: int) -> list[int]:
-    """transformers' greedy continuation (stops at EOS, which it includes)."""
-    import torch
-    from transformers import GPT2LMHeadModel
-
-    model = _hf_model(checkpoint, GPT2LMHeadModel)
-    ids = torch.tensor(prompt_ids[None])
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny models: more threads only fight over 2 shared cores
-    try:
-        with torch.no_grad():
-            out = model.generate(
-                ids,
-                attention_mask=torch.ones_like(ids),
-                max_new_tokens=new,
-                do_sample=False,
-                pad_token_id=model.config.eos_token_id,
-            )
-    finally:
-        torch.set_num_threads(threads)
-    return out[0, ids.shape[1] :].tolist()
+def generator(kind: str, request: pytest.FixtureRequest) -> Generator:
+    if kind.startswith("shipped-"):
+        return request.getfixturevalue("shipped_bundles").load(kind.removeprefix("shipped-"))
+    if kind == "tiny-fused":
+        return load(request.getfixturevalue("tiny_bundle"), provider="cpu", threads=1)
+    return request.getfixturevalue(kind.split("-")[0])
 
 
-_MODELS: dict[Path, object] = {}
-
-
-def _hf_model(checkpoint: Path, cls: type) -> object:
-    if checkpoint not in _MODELS:
-        _MODELS[checkpoint] = cls.from_pretrained(checkpoint).eval()  # type: ignore[attr-defined]
-    return _MODELS[checkpoint]
-
-
-@pytest.mark.parametrize("which", ["trained", "tiny"])
-def test_greedy_equals_transformers(
-    which: str, request: pytest.FixtureRequest, trained_fixture_dir: Path, tiny_checkpoint: Path
-) -> None:
-    gen: Generator = request.getfixturevalue(which)
-    checkpoint = trained_fixture_dir if which == "trained" else tiny_checkpoint
+@pytest.mark.parametrize("kind", list(KINDS))
+def test_greedy_equals_transformers(kind: str, request: pytest.FixtureRequest) -> None:
+    gen = generator(kind, request)
+    assert gen.session.shared_kv == (kind in SHARED_BUFFER)
+    checkpoint = request.getfixturevalue(KINDS[kind])
     for prompt in [*PROMPTS, ""]:
         result = gen.generate(prompt, max_new_tokens=NEW, temperature=0)
-        expected = reference(checkpoint, gen.encode(prompt), NEW)
+        expected = transformers_greedy(checkpoint, gen.encode(prompt), NEW)
         assert result.tokens == expected, prompt
         assert result.finish_reason == ("eos" if expected[-1] == gen.eos_id else "length")
         assert result.text == gen.tokenizer.decode(
             [t for t in result.tokens if t != gen.eos_id or result.finish_reason != "eos"]
         )
-
-
-def test_batch_equals_each_prompt_alone(trained: Generator, tiny: Generator) -> None:
-    for gen in (trained, tiny):
-        alone = [gen.generate(p, max_new_tokens=24, temperature=0).tokens for p in PROMPTS]
-        batch = gen.generate_batch(PROMPTS, max_new_tokens=24, temperature=0)
-        assert [r.tokens for r in batch] == alone
 
 
 def test_binding_runner_matches_numpy_runner(trained: Generator) -> None:
@@ -170,12 +138,9 @@ def test_runtime_never_imports_torch(tiny_optimum_export: Path) -> None:
 
 
 def test_exporter_bundle_generates_like_the_optimum_export(
-    tiny_checkpoint: Path, tiny: Generator, tmp_path: Path
+    tiny_bundle: Path, tiny: Generator
 ) -> None:
-    from gpt2_edge.exporter.pipeline import export_bundle
-
-    folder = export_bundle(str(tiny_checkpoint), tmp_path / "tiny", verify=False, progress=False)
-    bundle = load(folder, provider="cpu", threads=1)
+    bundle = load(tiny_bundle, provider="cpu", threads=1)
     for prompt in PROMPTS[:2]:
         ours = bundle.generate(prompt, max_new_tokens=16, temperature=0).tokens
         assert ours == tiny.generate(prompt, max_new_tokens=16, temperature=0).tokens

@@ -64,17 +64,9 @@ def same_to_6_digits(got: float, expected: float) -> bool:
 
 
 @pytest.fixture(scope="module")
-def bundles(trained_fixture_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> dict:
+def bundles(shipped_bundles) -> dict:
     """The trained fixture as the two shipped fused bundles: gpt2-export and --quantize."""
-    from gpt2_edge.exporter.pipeline import export_bundle
-
-    root = tmp_path_factory.mktemp("eval-scored")
-    flags = {"fp32": {}, "int8": {"quantize": True}}
-    checkpoint = str(trained_fixture_dir)
-    return {
-        name: export_bundle(checkpoint, root / name, verify=False, progress=False, **f)
-        for name, f in flags.items()
-    }
+    return {name: shipped_bundles[name] for name in ("fp32", "int8")}
 
 
 @pytest.fixture(scope="module")
