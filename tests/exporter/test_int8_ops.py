@@ -199,7 +199,7 @@ def test_profile_groups_each_op_of_a_projection(
     import importlib.util
     from collections import Counter
 
-    path = Path(__file__).resolve().parents[1] / "benchmarks" / "profile_decode.py"
+    path = Path(__file__).resolve().parents[2] / "benchmarks" / "profile_decode.py"
     spec = importlib.util.spec_from_file_location("profile_decode", path)
     assert spec is not None and spec.loader is not None
     profile_decode = importlib.util.module_from_spec(spec)

@@ -1,10 +1,12 @@
-"""gpt2-export against a hostile user: what --force may delete, full disks, damaged checkpoints,
-Ctrl-C while it starts, a base install without the export extra, bad flags, and a gate that
-reads more than perplexity.
+"""gpt2-export's user errors, through the CLI: one sentence, the right exit code, no traceback,
+nothing left, and the user's files byte for byte. Sources that are no GPT-2 checkpoint and the hub,
+what --force may delete, full disks and denied permissions at every step, damaged checkpoints, bad
+flags and options the export would ignore, Ctrl-C while it starts, a base install without the
+export extra, usage errors, sizes in words, and a quality gate that reads more than perplexity.
 
-Most cases run on a fake checkpoint whose Optimum export step is a spy: a refusal must come
-before it (the spy records any call), and the files around must be there byte for byte after.
-Only the quality-gate cases at the end export for real (the tiny model, a short gate text).
+Most cases run on a fake checkpoint whose Optimum export step is a spy or a stand-in: a refusal
+must come before it (the spy records any call), and a step that fails fails the way the real one
+can. Only the quality-gate cases at the end export for real (the tiny model, a short gate text).
 """
 
 from __future__ import annotations
@@ -54,6 +56,16 @@ def make_fake_checkpoint(folder: Path) -> Path:
     return folder
 
 
+def write_config(folder: Path, config: dict, weights: bool = True) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "config.json").write_text(json.dumps(config))
+    if weights:
+        (folder / "model.safetensors").write_bytes(EMPTY_SAFETENSORS)
+        (folder / "vocab.json").write_text('{"a": 0}')
+        (folder / "merges.txt").write_text("#version: 0.2\n")
+    return folder
+
+
 def user_folder(folder: Path) -> Path:
     """Someone's files: a text, binary data, a subfolder and a hidden file."""
     (folder / "thesis").mkdir(parents=True, exist_ok=True)
@@ -98,8 +110,9 @@ def assert_nothing_left(out: Path) -> None:
     assert not out.exists()
     name = staging.absolute(out).name
     parent = staging.absolute(out).parent
-    leftovers = [p.name for p in parent.iterdir() if p.name.startswith(f".{name}.")]
-    assert leftovers == []
+    if parent.exists():
+        leftovers = [p.name for p in parent.iterdir() if p.name.startswith(f".{name}.")]
+        assert leftovers == []
 
 
 @pytest.fixture
@@ -122,6 +135,116 @@ def export_spy(monkeypatch: pytest.MonkeyPatch) -> list[Path]:
 
 def run_cli(*args: object):
     return runner.invoke(app, [str(a) for a in args])
+
+
+# ---------------------------------------------------------------- sources and the hub
+
+
+def test_folder_that_is_not_a_checkpoint(tmp_path: Path) -> None:
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    (folder / "cat.jpg").write_bytes(b"\xff\xd8")
+    out = tmp_path / "out"
+    result = run_cli(str(folder), "--output", str(out))
+    one_sentence(result, "not a transformers checkpoint", "config.json")
+    assert_nothing_left(out)
+
+
+def test_config_without_weights(tmp_path: Path) -> None:
+    folder = write_config(tmp_path / "no-weights", GPT2_CONFIG, weights=False)
+    result = run_cli(str(folder), "--output", str(tmp_path / "out"))
+    one_sentence(result, "no model weights")
+
+
+def test_missing_local_folder(tmp_path: Path) -> None:
+    result = run_cli(str(tmp_path / "nowhere" / "ckpt"), "--output", str(tmp_path / "out"))
+    one_sentence(result, "does not exist")
+
+
+BERT = {"model_type": "bert", "architectures": ["BertForMaskedLM"], "hidden_size": 768}
+LLAMA = {"model_type": "llama", "architectures": ["LlamaForCausalLM"], "hidden_size": 4096}
+
+
+@pytest.mark.parametrize("config, kind", [(BERT, "bert"), (LLAMA, "llama")])
+def test_checkpoint_that_is_not_gpt2(tmp_path: Path, config: dict, kind: str) -> None:
+    folder = write_config(tmp_path / kind, config)
+    out = tmp_path / "out"
+    result = run_cli(str(folder), "--output", str(out))
+    one_sentence(result, f"'{kind}' model, not GPT-2")
+    assert_nothing_left(out)
+
+
+def test_real_transformers_configs_are_refused(tmp_path: Path) -> None:
+    transformers = pytest.importorskip("transformers")
+    for name, config in (
+        ("bert", transformers.BertConfig()),
+        ("llama", transformers.LlamaConfig()),
+    ):
+        config.save_pretrained(tmp_path / name)
+        (tmp_path / name / "model.safetensors").write_bytes(b"x")
+        result = run_cli(str(tmp_path / name), "--output", str(tmp_path / "out"))
+        one_sentence(result, "not GPT-2")
+
+
+def test_gpt2_without_lm_head(tmp_path: Path) -> None:
+    folder = write_config(tmp_path / "base", {**GPT2_CONFIG, "architectures": ["GPT2Model"]})
+    one_sentence(run_cli(str(folder)), "GPT2LMHeadModel")
+
+
+def _hub_raises(monkeypatch: pytest.MonkeyPatch, exc: Exception) -> None:
+    import huggingface_hub
+
+    def fail(*args, **kwargs):
+        raise exc
+
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", fail)
+
+
+def test_unknown_hub_id(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from huggingface_hub.errors import RepositoryNotFoundError
+
+    _hub_raises(monkeypatch, RepositoryNotFoundError("404 Client Error: Repository Not Found"))
+    monkeypatch.chdir(tmp_path)
+    result = run_cli("someone/no-such-gpt2")
+    one_sentence(result, "someone/no-such-gpt2", "neither a local folder nor a model")
+    assert_nothing_left(tmp_path / "models" / "no-such-gpt2")
+
+
+def test_hub_connection_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    _hub_raises(monkeypatch, ConnectionError("Failed to resolve huggingface.co"))
+    result = run_cli("gpt2", "--output", str(tmp_path / "out"))
+    one_sentence(result, "cannot reach the hugging face hub", "local checkpoint folder")
+    assert_nothing_left(tmp_path / "out")
+
+
+def test_hub_unreachable_offline_subprocess(tmp_path: Path) -> None:
+    """The real code path with the hub switched off: fast, and it says to pass a local folder."""
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf-home")}
+    out = tmp_path / "out"
+    proc = subprocess.run(
+        [sys.executable, "-m", "gpt2_edge.exporter", "gpt2", "--output", str(out)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+    )
+    assert proc.returncode == 1, proc.stderr
+    assert "Traceback" not in proc.stderr
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith("Error: Cannot reach the Hugging Face hub"), proc.stderr
+    assert "local checkpoint folder" in last
+    assert_nothing_left(out)
+
+
+def test_full_hub_cache_is_one_sentence(tmp_path: Path, monkeypatch) -> None:
+    import huggingface_hub
+
+    def fail(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", fail)
+    result = run_cli("someone/gpt2-big", "--output", tmp_path / "out")
+    one_sentence(result, "hugging face cache", "no space left")
 
 
 # ---------------------------------------------------------------- --force and data safety
@@ -354,6 +477,101 @@ def test_output_inside_the_checkpoint_leaves_the_checkpoint_alone(
     assert snapshot(fake_ckpt) == before
 
 
+def test_default_output_exists(tmp_path: Path, fake_ckpt: Path, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "models" / "ckpt-int8").mkdir(parents=True)
+    result = run_cli(str(fake_ckpt), "--quantize")
+    one_sentence(result, "models/ckpt-int8", "already exists", "pass --force")
+
+
+def test_output_under_a_file(tmp_path: Path, fake_ckpt: Path) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("x")
+    result = run_cli(str(fake_ckpt), "--output", str(blocker / "bundle"))
+    one_sentence(result, "cannot write the bundle", "a file is in the way")
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root ignores directory permissions")
+def test_read_only_parent(tmp_path: Path, fake_ckpt: Path) -> None:
+    parent = tmp_path / "ro"
+    parent.mkdir()
+    parent.chmod(0o500)
+    try:
+        result = run_cli(str(fake_ckpt), "--output", str(parent / "bundle"))
+        one_sentence(result, "permission")
+    finally:
+        parent.chmod(0o700)
+
+
+# ---------------------------------------------------------------- a step that fails
+
+
+def _export_fails_with(monkeypatch: pytest.MonkeyPatch, exc: BaseException) -> list[Path]:
+    """Make the export step write a partial file and then fail; return where it wrote."""
+    seen: list[Path] = []
+
+    def export_onnx(checkpoint: Path, work_dir: Path, opset=None) -> Path:
+        work_dir.mkdir(parents=True)
+        (work_dir / "model.onnx").write_bytes(b"half a graph")
+        seen.append(work_dir)
+        raise exc
+
+    monkeypatch.setattr(onnx_export, "export_onnx", export_onnx)
+    return seen
+
+
+def test_disk_full_leaves_nothing(tmp_path: Path, fake_ckpt: Path, monkeypatch) -> None:
+    seen = _export_fails_with(monkeypatch, OSError(errno.ENOSPC, "No space left on device"))
+    out = tmp_path / "out"
+    result = run_cli(str(fake_ckpt), "--output", str(out))
+    one_sentence(result, "no space left", str(out))
+    assert seen and not seen[0].exists()
+    assert_nothing_left(out)
+
+
+def test_permission_denied_leaves_nothing(tmp_path: Path, fake_ckpt: Path, monkeypatch) -> None:
+    _export_fails_with(monkeypatch, PermissionError(errno.EACCES, "Permission denied"))
+    out = tmp_path / "out"
+    one_sentence(run_cli(str(fake_ckpt), "--output", str(out)), "permission")
+    assert_nothing_left(out)
+
+
+def test_ctrl_c_leaves_nothing(tmp_path: Path, fake_ckpt: Path, monkeypatch) -> None:
+    _export_fails_with(monkeypatch, KeyboardInterrupt())
+    out = tmp_path / "out"
+    result = run_cli(str(fake_ckpt), "--output", str(out))
+    assert result.exit_code == 130
+    assert "Traceback" not in result.output
+    assert result.stderr.strip().splitlines()[-1] == "Interrupted; no bundle was written."
+    assert_nothing_left(out)
+
+
+def test_force_keeps_old_bundle_when_export_fails(tmp_path, fake_ckpt, monkeypatch) -> None:
+    _export_fails_with(monkeypatch, OSError(errno.ENOSPC, "No space left on device"))
+    out = tmp_path / "out"
+    out.mkdir()
+    old = '{"format": "gpt2-edge-bundle"}'  # --force replaces only a bundle
+    (out / "bundle.json").write_text(old)
+    one_sentence(run_cli(str(fake_ckpt), "--output", str(out), "--force"), "no space")
+    assert (out / "bundle.json").read_text() == old  # the old bundle survives a failed export
+
+
+def test_abandoned_partial_folder_is_removed(tmp_path: Path, fake_ckpt: Path, monkeypatch) -> None:
+    """A SIGKILLed export leaves a hidden partial folder; the next export removes it."""
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    out = tmp_path / "out"
+    abandoned = tmp_path / f".out.partial-{dead.pid}-abc"
+    abandoned.mkdir()
+    staging.mark(abandoned)  # only a folder the export marked as its own is removed
+    alive = tmp_path / f".out.partial-{os.getpid()}-xyz"  # a live export: leave it alone
+    alive.mkdir()
+    _export_fails_with(monkeypatch, OSError(errno.ENOSPC, "No space left on device"))
+    run_cli(str(fake_ckpt), "--output", str(out))
+    assert not abandoned.exists()
+    assert alive.exists()
+
+
 # ---------------------------------------------------------------- a full disk in a later step
 
 
@@ -469,17 +687,6 @@ def test_a_bug_keeps_its_traceback(
     result = run_cli(fake_ckpt, "-o", out, "--graph", "optimum", "--quantize", "--no-verify")
     assert result.exception is exc  # CliRunner caught the traceback's exception
     assert_nothing_left(out)
-
-
-def test_full_hub_cache_is_one_sentence(tmp_path: Path, monkeypatch) -> None:
-    import huggingface_hub
-
-    def fail(*args, **kwargs):
-        raise OSError(errno.ENOSPC, "No space left on device")
-
-    monkeypatch.setattr(huggingface_hub, "snapshot_download", fail)
-    result = run_cli("someone/gpt2-big", "--output", tmp_path / "out")
-    one_sentence(result, "hugging face cache", "no space left")
 
 
 # ---------------------------------------------------------------- checks before the slow steps
@@ -598,6 +805,8 @@ BAD_FLAGS = {
     "ppl-increase-nan": (["--max-ppl-increase", "nan"], "0 or more"),
     "greedy-above-one": (["--min-greedy-agreement", "1.5"], "fraction from 0 to 1"),
     "greedy-negative": (["--min-greedy-agreement", "-0.2"], "fraction from 0 to 1"),
+    "bits-3": (["--bits", "3"], "--bits 3"),
+    "target-x86": (["--target", "x86"], "x86"),
 }
 
 
@@ -635,6 +844,25 @@ def test_export_step_failures_the_checks_cannot_see(exc, opset, words, tmp_path:
         assert sentence is None
     else:
         assert sentence is not None and words in sentence and sentence.endswith(".")
+
+
+@pytest.mark.parametrize(
+    ("flags", "words"),
+    [
+        (["--kv-cache", "int3", "--quantize"], ["unknown --kv-cache", "auto"]),
+        (["--kv-cache", "float16"], ["--quantize", "float32"]),
+        (["--kv-cache", "float32", "--dtype", "fp16"], ["fp16", "float16"]),
+        (["--kv-cache", "float16", "--quantize", "--graph", "optimum"], ["fused"]),
+    ],
+    ids=["unknown", "fp32-weights", "fp16-weights", "optimum-graph"],
+)
+def test_kv_cache_flags_that_cannot_be_honoured(
+    tmp_path: Path, flags: list[str], words: list[str]
+) -> None:
+    out = tmp_path / "out"
+    result = run_cli(tmp_path / "no-such-checkpoint", "-o", out, *flags)
+    one_sentence(result, *words)
+    assert_nothing_left(out)
 
 
 # ---------------------------------------------------------------- options an export would ignore
@@ -878,6 +1106,7 @@ def test_free_space_error_uses_the_unit_that_fits(
     message = one_sentence(run_cli(fake_ckpt, "-o", tmp_path / "out"), "not enough free space")
     assert "20.0 MiB is free" in message and "2.1 GiB" in message
     assert export_spy == []
+    assert_nothing_left(tmp_path / "out")
 
 
 def test_summary_sizes_in_the_unit_that_fits(tmp_path: Path, capsys) -> None:
