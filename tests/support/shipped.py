@@ -52,13 +52,14 @@ class ShippedBundles:
         self._generators: dict[str, Any] = {}
 
     def __getitem__(self, name: str) -> Path:
+        """The bundle's folder, named as gpt2-export names its output (gpt2-wikitext-tiny-int8)."""
         if name not in SHIPPED:
             raise KeyError(f"no shipped bundle {name!r}; the names are {', '.join(SHIPPED)}")
         if self.missing:
             pytest.skip(self.missing)
         if name in self._failed:
             raise RuntimeError(self._failed[name])
-        folder = self.root / name
+        folder = self.root / f"{self.source.name}-{name}"
         if not (folder / "bundle.json").is_file():
             self._export(name, folder)
         return folder

@@ -23,7 +23,7 @@ from pathlib import Path
 import memcg
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 PROMPT = "The history of the city"
 CACHE = ROOT / "benchmarks" / ".cache"
 
@@ -65,6 +65,7 @@ def test_embedding_reads_the_lm_heads_own_initializer(int8_bundle: Path) -> None
 
 
 @pytest.mark.export
+@pytest.mark.cgroup
 def test_int8_generates_inside_a_small_cgroup_and_is_killed_in_a_tiny_one(
     cgroups: None, int8_bundle: Path, tmp_path: Path
 ) -> None:
@@ -82,6 +83,7 @@ def test_int8_generates_inside_a_small_cgroup_and_is_killed_in_a_tiny_one(
 
 
 @pytest.mark.slow
+@pytest.mark.cgroup
 @pytest.mark.parametrize(("model", "limit_mib"), [("124m", 192), ("355m", 448)])
 def test_gpt2_int8_generates_inside_its_cgroup(
     cgroups: None, model: str, limit_mib: int, tmp_path: Path

@@ -32,11 +32,12 @@ from gpt2_edge.runtime.errors import EdgeError
 
 pytest.importorskip("gpt2_edge.pack", reason="gpt2_edge.pack is not installed: pip install -e .")
 
-pytestmark = pytest.mark.export  # the fixture's fp32, int8 and int4 bundles come from gpt2-export
+# The fixture's fp32, int8 and int4 bundles come from gpt2-export; the devices from qemu-user.
+pytestmark = [pytest.mark.export, pytest.mark.emulation]
 
 PROMPT = "The history of the city"
 NEW_TOKENS = 12
-PRECISIONS = {"fp32": {}, "int8": {"quantize": True}, "int4": {"quantize": True, "bits": 4}}
+PRECISIONS = ("fp32", "int8", "int4")  # shipped bundles (support/shipped.py)
 PPL_TOLERANCE = 0.01  # the issue's bound: within 1% of the x86 figure
 PROBE = Path(edge_probe.__file__)
 # No network on the device: any attempt to reach an index through a proxy fails at once.
@@ -45,16 +46,9 @@ OFFLINE = {"PIP_NO_INDEX": "1", "http_proxy": NOWHERE, "https_proxy": NOWHERE}
 
 
 @pytest.fixture(scope="module")
-def bundles(trained_fixture_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> dict:
-    from gpt2_edge.exporter.pipeline import export_bundle
-
-    root = tmp_path_factory.mktemp("edge-bundles")
-    return {
-        name: export_bundle(
-            str(trained_fixture_dir), root / f"fixture-{name}", progress=False, verify=False, **opts
-        )
-        for name, opts in PRECISIONS.items()
-    }
+def bundles(shipped_bundles) -> dict:
+    """The shipped fp32, int8 and int4 bundles of the trained fixture."""
+    return {name: shipped_bundles[name] for name in PRECISIONS}
 
 
 @pytest.fixture(scope="module")
@@ -168,7 +162,9 @@ def test_arm_quantized_perplexity_within_1pct_of_x86(
     assert abs(got / want - 1) <= PPL_TOLERANCE, (cpu, precision, got, want)
 
 
-def test_arm_cli_in_the_pack_picks_int8_and_checks_hashes(arm: dict, arm_reports: dict) -> None:
+def test_arm_cli_in_the_pack_picks_int8_and_checks_hashes(
+    arm: dict, arm_reports: dict, bundles: dict
+) -> None:
     """What a user runs on the board: the console script, from the pack folder, no --model."""
     venv = arm["venv"]
     command = [
@@ -180,7 +176,7 @@ def test_arm_cli_in_the_pack_picks_int8_and_checks_hashes(arm: dict, arm_reports
         "--threads", "2", "--json",
     ]  # fmt: skip
     proc = _run(command, cwd=arm["pack"], env={**os.environ, **OFFLINE})
-    assert "fixture-int8" in proc.stderr  # named among the three bundles in models/
+    assert bundles["int8"].name in proc.stderr  # named among the three bundles in models/
     tokens = json.loads(proc.stdout)["tokens"]
     assert tokens == arm_reports["cortex-a72"]["bundles"]["int8"]["tokens"]
 

@@ -2,7 +2,7 @@
 
 pip is replaced by fakes here (``own_wheel``/``download_dependencies``), except to install a
 repacked wheel offline; packs with real wheels from the index are built and installed on
-emulated devices in tests/test_edge_arm.py.
+emulated devices in tests/devices/test_edge_arm.py.
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ from gpt2_edge.runtime.contract.bundle import verify_files
 from gpt2_edge.runtime.contract.manifest import read_manifest
 from gpt2_edge.runtime.errors import EdgeError  # noqa: E402
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 runner = CliRunner()
 
 

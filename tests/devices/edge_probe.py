@@ -1,4 +1,4 @@
-"""Run on an (emulated) device by tests/test_edge_arm.py: greedy tokens and perplexity per bundle.
+"""Run on an (emulated) device by test_edge_arm.py: greedy tokens and perplexity per bundle.
 
 Usage: python edge_probe.py TEXT_FILE PROMPT NEW_TOKENS BUNDLE [BUNDLE ...]; prints one JSON
 object: {"cpu": {feature: bool}, "bundles": {path: {"tokens": [...], "perplexity": float}}}.
