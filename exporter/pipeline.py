@@ -80,7 +80,7 @@ def run_plan(plan: ExportPlan, steps: Steps) -> Path:
     with steps.step(f"Resolve {plan.model}"):
         source = resolve_source(plan.model)
         check_output(out, plan.force, source.path)  # a hub snapshot's folder is known only now
-        check_weights(source.path)
+        check_weights(source)  # then the config against the weights' shapes
         check_tokenizer(source.path)
     check_free_space(out, int(source.weight_bytes() * SPACE_FACTOR[plan.precision.reduced]))
     with staging(out, plan.force) as folder:

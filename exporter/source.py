@@ -16,6 +16,7 @@ from typing import Any
 from gpt2_edge.runtime.contract.files import read_json
 from gpt2_edge.runtime.errors import EdgeError
 
+from .checkpoint import check_config, check_weights_match
 from .disk_errors import RESOURCE_ERRNOS, USER_ERRNOS
 from .errors import ExportError
 
@@ -126,22 +127,26 @@ def check_gpt2(config: Any, model: str) -> None:
             f"{model} is a '{kind}' model, not GPT-2; gpt2-export converts GPT-2 checkpoints only."
         )
     architectures = config.get("architectures") or [ARCHITECTURE]
+    if not isinstance(architectures, list) or not all(isinstance(a, str) for a in architectures):
+        raise ExportError(f"The config.json of {model} gives architectures that are not names.")
     if ARCHITECTURE not in architectures:
         raise ExportError(
             f"{model} is a GPT-2 {', '.join(architectures)} without a language-model head; "
             f"gpt2-export needs a {ARCHITECTURE} checkpoint."
         )
+    check_config(config, model)  # its sizes and fields, before any weight is downloaded
 
 
-def check_weights(folder: Path) -> None:
-    """Open the weight files transformers will load, so a corrupt or truncated one fails now.
+def check_weights(source: Source) -> None:
+    """Open the weight files transformers will load, so a corrupt or truncated one fails now,
+    then check their tensors' shapes against the config (:mod:`.checkpoint`).
 
     Reading the headers takes milliseconds (a zip archive's checksums about a second per GB);
     without this, a damaged file fails 10-30 s into the export with the loader's traceback, or
     (a pytorch_model.bin whose data was damaged) loads silently.
     """
     for name in WEIGHT_FILES:
-        path = folder / name
+        path = source.path / name
         if not path.is_file():
             continue
         shards = _index_shards(path) if name.endswith(".index.json") else [path]
@@ -150,7 +155,9 @@ def check_weights(folder: Path) -> None:
                 _check_safetensors(shard)
             else:
                 _check_torch_file(shard)
-        return  # transformers loads the first of WEIGHT_FILES that exists
+        # transformers loads the first of WEIGHT_FILES that exists
+        check_weights_match(source.path, shards, source.config, source.model)
+        return
 
 
 def _index_shards(index: Path) -> list[Path]:
