@@ -17,6 +17,11 @@ prompt's forward and the first pick; tokens/s counts the tokens after the first.
 
     python benchmarks/bench_browser.py                          # all rows, table + JSON
     python benchmarks/bench_browser.py --models fixture-int8 --threads 1 --runs 1   # a dev check
+    python benchmarks/bench_browser.py --lm-head    # one LM-head product per operator, WASM and x86
+
+``--lm-head`` times GPT-2 124M's LM head (768 x 50257, one token) as each operator a bundle may
+hold it in, in onnxruntime-web's WASM build under Node and in onnxruntime on this CPU (1 thread):
+it is why int8 and int4 bundles run slower in a page than fp32 (MatMulNBits has no WASM kernel).
 
 Needs web/node_modules (``npm ci --ignore-scripts`` in web/), chromium and Playwright.
 """
@@ -172,6 +177,81 @@ def browser_figures(
         browser.close()
 
 
+# One product per LM-head operator, in Node (onnxruntime-web's WASM build, 1 thread).
+LM_HEAD_NODE = """
+import * as ort from "onnxruntime-web";
+import fs from "node:fs";
+ort.env.wasm.numThreads = 1;
+const out = {};
+for (const path of process.argv.slice(1)) {
+  const s = await ort.InferenceSession.create(fs.readFileSync(path), { logSeverityLevel: 3 });
+  const data = Float32Array.from({ length: 768 }, (_, i) => Math.sin(i));
+  const x = new ort.Tensor("float32", data, [1, 1, 768]);
+  await s.run({ x });
+  const t = performance.now();
+  for (let i = 0; i < 5; i++) await s.run({ x });
+  out[path] = (performance.now() - t) / 5;
+}
+console.log(JSON.stringify(out));
+"""
+
+
+def lm_head(folder: Path) -> dict[str, dict[str, float]]:
+    """ms per LM-head product (768 x 50257, one token) per operator: WASM and this CPU."""
+    import numpy as np
+    import onnx
+    import onnxruntime as ort
+    from onnx import TensorProto, helper, numpy_helper
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+    from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
+
+    folder.mkdir(parents=True, exist_ok=True)
+    weight = np.random.default_rng(0).standard_normal((768, 50257)).astype(np.float32) * 0.02
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "W"], ["y"])], "lm_head",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 1, 768])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 1, 50257])],
+        [numpy_helper.from_array(weight, "W")],
+    )  # fmt: skip
+    paths = {"fp32 MatMul": folder / "fp32.onnx"}
+    onnx.save(
+        helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), paths["fp32 MatMul"]
+    )
+    paths["int8 MatMulInteger (dynamic)"] = folder / "int8.onnx"
+    quantize_dynamic(paths["fp32 MatMul"], paths["int8 MatMulInteger (dynamic)"],
+                     weight_type=QuantType.QInt8, per_channel=True)  # fmt: skip
+    for bits, block in ((8, 64), (4, 32)):  # the int8 bundle's LM head; the int4 bundle's layers
+        quantizer = MatMulNBitsQuantizer(
+            onnx.load(paths["fp32 MatMul"]), bits=bits, block_size=block, is_symmetric=True,
+            accuracy_level=4,
+        )  # fmt: skip
+        quantizer.process()
+        paths[f"{bits}-bit MatMulNBits"] = folder / f"nbits{bits}.onnx"
+        onnx.save(quantizer.model.model, paths[f"{bits}-bit MatMulNBits"])
+    for path in paths.values():  # onnxruntime-web 1.31.1 reads IR versions up to 10
+        model = onnx.load(path)
+        model.ir_version = 10
+        onnx.save(model, path)
+    done = subprocess.run(
+        ["node", "--input-type=module", "-e", LM_HEAD_NODE, *map(str, paths.values())],
+        cwd=ROOT / "web", capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    wasm = json.loads(done.stdout.strip().splitlines()[-1])
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 1
+    found = {}
+    x = np.sin(np.arange(768, dtype=np.float32)).reshape(1, 1, 768)
+    for name, path in paths.items():
+        session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        session.run(None, {"x": x})
+        start = time.perf_counter()
+        for _ in range(5):
+            session.run(None, {"x": x})
+        cpu = (time.perf_counter() - start) / 5 * 1000
+        found[name] = {"wasm_ms": wasm[str(path)], "onnxruntime_ms": cpu}
+    return found
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--models", default=DEFAULT_MODELS)
@@ -183,7 +263,15 @@ def main() -> None:
     parser.add_argument("--json-out", type=Path, default=HERE / "results" / "browser.json")
     parser.add_argument("--python-child", help=argparse.SUPPRESS)  # a bundle: one child's run
     parser.add_argument("--prompt-text", help=argparse.SUPPRESS)
+    parser.add_argument("--lm-head", action="store_true", help="time the LM head per operator")
     args = parser.parse_args()
+    if args.lm_head:
+        found = lm_head(args.workdir / "lm-head")
+        print("| LM head (768 x 50257, 1 token) | onnxruntime-web WASM ms | onnxruntime ms |")
+        print("|---|---|---|")
+        for name, f in found.items():
+            print(f"| {name} | {f['wasm_ms']:.1f} | {f['onnxruntime_ms']:.1f} |")
+        return
     if args.python_child:
         found = python_child(
             args.python_child, int(args.threads), args.prompt_text, args.new, args.runs

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from web_support import WEB, static_server
+from web_support import WEB, outward_address, static_server
 
 sync_api = pytest.importorskip("playwright.sync_api")
 
@@ -71,20 +71,27 @@ def reference(web_reference: Path) -> dict:
 
 
 @pytest.fixture(scope="module")
-def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+def playwright() -> Iterator[Any]:
+    """One Playwright driver for the module's browsers (a second sync driver cannot start while
+    one runs)."""
     if not Path(CHROMIUM).exists():
         pytest.skip("chromium is not installed (apt-get install chromium)")
-    with sync_api.sync_playwright() as playwright:
-        context = playwright.chromium.launch_persistent_context(
-            str(tmp_path_factory.mktemp("chromium-profile")),
-            executable_path=CHROMIUM,
-            headless=True,
-            args=FLAGS,
-        )
-        try:
-            yield context
-        finally:
-            context.close()
+    with sync_api.sync_playwright() as driver:
+        yield driver
+
+
+@pytest.fixture(scope="module")
+def browser(playwright: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    context = playwright.chromium.launch_persistent_context(
+        str(tmp_path_factory.mktemp("chromium-profile")),
+        executable_path=CHROMIUM,
+        headless=True,
+        args=FLAGS,
+    )
+    try:
+        yield context
+    finally:
+        context.close()
 
 
 def open_pack(browser: Any, url: str, query: str = "") -> tuple[Any, list[str]]:
@@ -219,7 +226,9 @@ def test_the_page_streams_stops_and_shows_the_finish_line(browser: Any, packs: d
         page.fill("#temperature", "0.8")
         page.fill("#seed", "7")
         page.click("#generate")
-        sync_api.expect(page.locator("#output")).to_have_attribute("data-state", "done")
+        sync_api.expect(page.locator("#output")).to_have_attribute(
+            "data-state", "done", timeout=LOAD_MS
+        )
         status = page.locator("#status").text_content() or ""
         assert "finish: length" in status and "12 tokens" in status and "tokens/s" in status
         assert "seed 7" in status
@@ -257,7 +266,9 @@ def test_a_corrupted_file_is_one_sentence_in_the_page(
     with static_server(folder) as url:
         page = browser.new_page()
         page.goto(url + "/")
-        sync_api.expect(page.locator("body")).to_have_attribute("data-state", "failed")
+        sync_api.expect(page.locator("body")).to_have_attribute(
+            "data-state", "failed", timeout=LOAD_MS
+        )
         sync_api.expect(page.locator("#status")).to_have_class("error")
         sync_api.expect(page.locator("#status")).to_have_text(sentence)
         assert page.locator("#generate").is_disabled()
@@ -273,6 +284,27 @@ def test_without_isolation_headers_it_runs_on_one_thread_and_says_why(
         assert page.evaluate("async () => (await window.gpt2edge).threads") == 1
         tokens = run(page, reference["prompts"][0], greedy(reference))["tokens"]
         assert len(tokens) == reference["max_new_tokens"]
+        page.close()
+
+
+def test_over_plain_http_from_another_address_it_still_runs(
+    browser: Any, packs: dict, reference: dict
+) -> None:
+    """Not a secure context (a laptop's address opened on a phone): no crypto.subtle, so the
+    files are checked with @noble/hashes, and one thread."""
+    address = outward_address()
+    if address is None:
+        pytest.skip("this machine has no address but loopback")
+    with static_server(packs["fp32"], host=address) as url:
+        page, asked = open_pack(browser, url, "?threads=2")
+        facts = page.evaluate(
+            "async () => ({secure: isSecureContext, subtle: !!globalThis.crypto.subtle,"
+            " threads: (await window.gpt2edge).threads})"
+        )
+        assert facts == {"secure": False, "subtle": False, "threads": 1}
+        assert f"{url}/vendor/noble-hashes/sha2.js" in asked
+        tokens = run(page, reference["prompts"][1], greedy(reference))["tokens"]
+        assert tokens == reference["greedy"]["fp32"][1]
         page.close()
 
 
@@ -298,17 +330,12 @@ SWIFTSHADER = [f for f in FLAGS if f != "--disable-gpu"] + [
 
 
 @pytest.fixture(scope="module")
-def webgpu_browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
-    if not Path(CHROMIUM).exists():
-        pytest.skip("chromium is not installed (apt-get install chromium)")
-    with sync_api.sync_playwright() as playwright:
-        browser = playwright.chromium.launch(
-            executable_path=CHROMIUM, headless=True, args=SWIFTSHADER
-        )
-        try:
-            yield browser
-        finally:
-            browser.close()
+def webgpu_browser(playwright: Any) -> Iterator[Any]:
+    browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=SWIFTSHADER)
+    try:
+        yield browser
+    finally:
+        browser.close()
 
 
 def need_adapter(browser: Any, url: str) -> None:
@@ -338,7 +365,8 @@ def test_webgpu_without_shader_f16_runs_a_float16_cache_on_wasm(
         page.goto(url + "/?provider=webgpu")
         sync_api.expect(page.locator("#status")).to_have_text(
             "This browser's WebGPU adapter has no shader-f16, which this bundle's float16 tensors "
-            'need; use the WASM backend (provider "wasm").'
+            'need; use the WASM backend (provider "wasm").',
+            timeout=LOAD_MS,
         )
         page.close()
 

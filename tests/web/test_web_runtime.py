@@ -34,8 +34,8 @@ def node_test(*files: str, env: dict[str, str] | None = None) -> str:
 
 
 def test_units() -> None:
-    """Sampling filters, the seeded draw, settings, stop strings: no model needed."""
-    out = node_test("sampling.test.mjs", "stop.test.mjs")
+    """Sampling filters, the seeded draw, settings, stop strings, SHA-256: no model needed."""
+    out = node_test("sampling.test.mjs", "stop.test.mjs", "files.test.mjs")
     assert "# fail 0" in out and "# skipped 0" in out
 
 

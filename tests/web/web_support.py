@@ -11,6 +11,7 @@ import functools
 import http.server
 import json
 import shutil
+import socket
 import subprocess
 import sys
 import threading
@@ -173,6 +174,18 @@ def _result(result: Any) -> dict[str, Any]:
     }
 
 
+def outward_address() -> str | None:
+    """This machine's address on its network (not loopback), or None without one. A page served
+    from there over http is not a secure context: no crypto.subtle, no threads, no WebGPU."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        try:
+            probe.connect(("10.255.255.255", 9))  # no packet is sent: this only picks a route
+            address = probe.getsockname()[0]
+        except OSError:
+            return None
+    return None if address.startswith("127.") else address
+
+
 class IsolatingHandler(http.server.SimpleHTTPRequestHandler):
     """Static files with the two headers that make a page cross-origin isolated (WASM threads
     need SharedArrayBuffer), the MIME type ES modules need, and no request log on stderr."""
@@ -198,16 +211,16 @@ class IsolatingHandler(http.server.SimpleHTTPRequestHandler):
 
 
 @contextmanager
-def static_server(folder: Path, isolate: bool = True) -> Iterator[str]:
-    """Serve ``folder`` on 127.0.0.1 (a free port) for the block; yields its URL."""
+def static_server(folder: Path, isolate: bool = True, host: str = "127.0.0.1") -> Iterator[str]:
+    """Serve ``folder`` on ``host`` (a free port) for the block; yields its URL."""
     handler = type("Handler", (IsolatingHandler,), {"isolate": isolate})
     server = http.server.ThreadingHTTPServer(
-        ("127.0.0.1", 0), functools.partial(handler, directory=str(folder))
+        (host, 0), functools.partial(handler, directory=str(folder))
     )
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
+        yield f"http://{host}:{server.server_address[1]}"
     finally:
         server.shutdown()
         server.server_close()
