@@ -1,5 +1,7 @@
-"""The browser runtime's tests share the trained fixture's bundles, exported once per session,
-and the Python runtime's figures on them (``web_support.build_reference``)."""
+"""The browser runtime's tests run on the bundles gpt2-export ships (the trained fixture in fp32
+and int8 on the fused graph, fp32 on Optimum's graph: ``shipped_bundles``, exported once per
+session and shared with the other suites), and hold the JavaScript runtime to the Python
+runtime's figures on them (``web_support.build_reference``)."""
 
 from __future__ import annotations
 
@@ -7,15 +9,16 @@ import json
 from pathlib import Path
 
 import pytest
-from support.tiny_models import HAS_EXPORT_EXTRA
-from web_support import build_reference, export_bundles
+from web_support import build_reference
 
 
 @pytest.fixture(scope="session")
-def web_bundles(trained_fixture_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> dict:
-    if not HAS_EXPORT_EXTRA:
-        pytest.skip("exporting the fixture needs the export extra: pip install '.[export]'")
-    return export_bundles(trained_fixture_dir, tmp_path_factory.mktemp("web-bundles"))
+def web_bundles(shipped_bundles) -> dict[str, Path]:
+    return {
+        "fp32": shipped_bundles["fp32"],
+        "int8": shipped_bundles["int8"],
+        "optimum": shipped_bundles["optimum-fp32"],
+    }
 
 
 @pytest.fixture(scope="session")

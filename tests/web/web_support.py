@@ -1,6 +1,6 @@
-"""What the browser runtime's tests share: the trained fixture exported as bundles (once per
-session), the Python runtime's figures on them for the JavaScript runtime to match, and a static
-file server with the headers that make a page cross-origin isolated (for WASM threads).
+"""What the browser runtime's tests share: the Python runtime's figures on the shipped bundles for
+the JavaScript runtime to match, and a static file server with the headers that make a page
+cross-origin isolated (for WASM threads).
 
 A plain module, not conftest.py (see tests/support/tiny_models.py for why).
 """
@@ -53,29 +53,6 @@ def need_node() -> str | None:
     if not (WEB / "node_modules" / "onnxruntime-web").is_dir():
         return "web/node_modules is missing: run npm ci --ignore-scripts in web/"
     return None
-
-
-def export(source: Path, output: Path, *flags: str) -> Path:
-    """``gpt2-export SOURCE --output OUTPUT FLAGS``, without verification.
-
-    --no-verify writes the same model.onnx byte for byte (it skips the comparison with
-    transformers and the quality gate, which the exporter's own tests cover) in half the time.
-    """
-    command = [sys.executable, "-m", "gpt2_edge.exporter", str(source), "--output", str(output)]
-    done = subprocess.run([*command, "--no-verify", *flags], capture_output=True, text=True)
-    if done.returncode:
-        raise RuntimeError(f"gpt2-export failed:\n{done.stderr[-3000:]}")
-    return output
-
-
-def export_bundles(fixture: Path, folder: Path) -> dict[str, Path]:
-    """The fixture as the default fp32 and int8 bundles (fused graph), and fp32 on Optimum's
-    graph (the other KV-cache kind)."""
-    return {
-        "fp32": export(fixture, folder / "fp32"),
-        "int8": export(fixture, folder / "int8", "--quantize"),
-        "optimum": export(fixture, folder / "optimum", "--graph", "optimum"),
-    }
 
 
 def build_reference(bundles: dict[str, Path], wikitext: Path, folder: Path) -> dict[str, Any]:
