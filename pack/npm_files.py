@@ -3,9 +3,10 @@ web/package-lock.json pins, each file read from one of two places:
 
 1. ``node_modules`` beside the lockfile, where ``npm ci --ignore-scripts`` in a checkout's web/
    put them, when its version is the pinned one;
-2. else the package's tarball from the npm registry (the lockfile's ``resolved`` URL; the
-   ``npm_config_registry`` variable names a mirror, as for npm), checked against the lockfile's
-   ``integrity`` (SHA-512) and kept in gpt2-edge's cache folder for later packs.
+2. else the package's tarball from the npm registry (the lockfile's ``resolved`` URL, or the
+   registry's usual tarball address where the lockfile omits it, as npm's
+   ``omit-lockfile-registry-resolved`` does; ``npm_config_registry`` names a mirror, as for npm),
+   checked against the lockfile's ``integrity`` (SHA-512) and kept in gpt2-edge's cache folder.
 
 Making a web pack thus needs the npm registry once, as a device pack needs PyPI; the pack itself
 needs no network. Nothing from the registry is trusted unchecked: a tarball that does not match
@@ -96,7 +97,8 @@ def npm_package(name: str, web: Path, say=lambda line: None) -> NpmPackage:
     installed = web / "node_modules" / name
     if _installed_version(installed) == version:
         return NpmPackage(name, version, str(installed), _folder=installed)
-    return NpmPackage(name, version, locked["resolved"], _tarball=_tarball(name, locked, say))
+    url = tarball_url(name, locked)
+    return NpmPackage(name, version, url, _tarball=_tarball(name, locked, url, say))
 
 
 def _installed_version(folder: Path) -> str | None:
@@ -106,8 +108,16 @@ def _installed_version(folder: Path) -> str | None:
         return None
 
 
-def _tarball(name: str, locked: dict, say) -> bytes:
-    """The package's tarball, from the cache or the registry, checked against its integrity."""
+def tarball_url(name: str, locked: dict) -> str:
+    """Where the registry keeps the locked version's tarball."""
+    resolved = locked.get("resolved")
+    if not resolved:  # npm's layout: <registry>/<name>/-/<name without its scope>-<version>.tgz
+        resolved = f"{DEFAULT_REGISTRY}{name}/-/{name.rsplit('/', 1)[-1]}-{locked['version']}.tgz"
+    return _registry_url(resolved)
+
+
+def _tarball(name: str, locked: dict, url: str, say) -> bytes:
+    """The package's tarball, from the cache or ``url``, checked against its integrity."""
     version, integrity = locked["version"], locked["integrity"]
     file_name = f"{name.replace('/', '+')}-{version}.tgz"
     root = cache_dir()
@@ -116,7 +126,6 @@ def _tarball(name: str, locked: dict, say) -> bytes:
         data = cached.read_bytes()
         if _matches(data, integrity):
             return data
-    url = _registry_url(locked["resolved"])
     say(f"Downloading {name} {version} from {url}")
     data = _download(url, name, version)
     if not _matches(data, integrity):

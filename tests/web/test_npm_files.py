@@ -91,3 +91,23 @@ def test_installed_node_modules_at_the_locked_version_come_first(
     (installed / "package.json").write_text(json.dumps({"version": "0.9.0"}))  # not the locked one
     with pytest.raises(EdgeError, match=r"^fake 1\.0\.0 is not installed .* cannot be downloaded"):
         npm_package("fake", web)  # port 9 (discard) refuses: one sentence, no traceback
+
+
+def test_a_lockfile_without_urls_downloads_from_the_registry_npm_names(
+    tmp_path: Path, cache: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """npm's omit-lockfile-registry-resolved leaves the URL out: the tarball is then at the
+    registry's usual address, on the mirror that npm_config_registry names."""
+    data = tarball()
+    registry = tmp_path / "registry"
+    (registry / "fake" / "-").mkdir(parents=True)
+    (registry / "fake" / "-" / "fake-1.0.0.tgz").write_bytes(data)
+    web = lock_folder(tmp_path / "web", "", data)
+    lock = json.loads((web / "package-lock.json").read_text())
+    del lock["packages"]["node_modules/fake"]["resolved"]
+    (web / "package-lock.json").write_text(json.dumps(lock))
+    with static_server(registry, isolate=False) as url:
+        monkeypatch.setenv("npm_config_registry", url + "/")
+        said: list[str] = []
+        assert npm_package("fake", web, said.append).read("dist/fake.mjs") == MODULE
+    assert said == [f"Downloading fake 1.0.0 from {url}/fake/-/fake-1.0.0.tgz"]
