@@ -6,9 +6,10 @@ missing) are one sentence on stderr and exit code 1, as in the other commands.
 
 from __future__ import annotations
 
-import sys
+from gpt2_edge.runtime import guarded_imports
 
-try:  # Ctrl-C while the libraries load ends the command as a later one does: 130, no traceback
+# Ctrl-C while the libraries load ends the command as a later one does: 130, no traceback
+with guarded_imports():
     import importlib
     from pathlib import Path
     from typing import Annotated
@@ -21,14 +22,12 @@ try:  # Ctrl-C while the libraries load ends the command as a later one does: 13
         EdgeError,
         load,
         pick_model,
+        run_app,
         show_version,
         user_errors,
     )
 
     from .config import DEFAULT_HOST, DEFAULT_MAX_BATCH, DEFAULT_MAX_QUEUE, DEFAULT_PORT
-except KeyboardInterrupt:
-    sys.stderr.write("\n")
-    raise SystemExit(130) from None
 
 API_KEY_ENV = "GPT2_SERVE_API_KEY"
 MAX_BATCH_LIMIT = 256  # rows; each holds a KV cache of up to the whole context
@@ -192,4 +191,4 @@ def _importable(module: str) -> bool:
 
 def main() -> None:
     """Entry point of ``gpt2-serve``."""
-    app()
+    run_app(app)

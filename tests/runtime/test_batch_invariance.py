@@ -3,12 +3,11 @@ or on the KV cache: for both KV-cache decoders (the fused graph's shared buffer,
 past) and every precision ``gpt2-export`` ships, on the bundles it writes with its default flags
 (``shipped_bundles``, tests/support/shipped.py).
 
-Greedy tokens must be equal, token for token. The log-probability of each token may differ only by
-the rounding of kernels that run with another batch size (onnxruntime picks GEMM blocks by the
-number of rows); ``LOGPROB_TOLERANCE`` bounds that per precision. A row that changes with its
-neighbours shows far beyond it: before the int8 recipe quantized activations per row
-(exporter/edits/per_row.py), ORTQuantizer's per-tensor ``DynamicQuantizeLinear`` moved 3 of these
-8 rows to other tokens.
+Greedy tokens must be equal, token for token, and so must text and finish reason. The
+log-probability of each token may differ only by the rounding of float sums done in another order;
+``LOGPROB_TOLERANCE`` bounds that per precision. A row that changes with its neighbours shows far
+beyond it: before the int8 recipe quantized activations per row (exporter/edits/per_row.py),
+ORTQuantizer's per-tensor ``DynamicQuantizeLinear`` moved 3 of these 8 rows to other tokens.
 """
 
 from __future__ import annotations
@@ -25,12 +24,17 @@ GREEDY = dict(max_new_tokens=NEW_TOKENS, temperature=0.0, ignore_eos=True, logpr
 # Where the decoders come from: the default graph, or gpt2-export --graph optimum.
 DECODERS = {"shared-buffer": "", "growing-past": "optimum-"}
 PRECISIONS = ("fp32", "int8", "int4", "fp16")
-# Largest |log-probability| difference allowed between one token computed alone and in a batch (or
-# cached and recomputed), in nats. fp32 sums in float32 in any order: ~1e-6 of logits of ~10. int8
-# and int4 quantize each row's activations on its own, so only the float parts round differently:
-# as fp32. fp16 rounds to 11 bits, and a float16 KV cache holds what prefill and decode computed in
-# different orders: ~1e-3 of logits of ~10.
-LOGPROB_TOLERANCE = {"fp32": 1e-4, "int8": 1e-4, "int4": 1e-4, "fp16": 2e-2}
+# Largest |log-probability| difference allowed for one token between two ways of computing it
+# (alone, in a batch, joining one; cached, recomputed), in nats, with the largest seen on the
+# trained fixture (Xeon, onnxruntime 1.32) in brackets. The shared-buffer decoder gave equal bits
+# in a batch and alone at every precision; what differs is the order of float sums (a growing past
+# left-pads the batch; recomputation attends over fresh keys, decoding over cached ones), and what
+# that does at each precision. fp32: rounding alone [2.2e-6]. fp16: the same differences rounded to
+# 11 bits, a float16 KV cache [1.3e-3]. int8 and int4: a rounding difference in a float part can
+# move one activation across an 8-bit rounding boundary, and one step of it moves a logit by
+# ~1e-2 [1.5e-2 int8, 2.8e-2 int4]. A row that took another row's cache, position or padding is
+# off by whole nats, and its greedy tokens change.
+LOGPROB_TOLERANCE = {"fp32": 1e-5, "fp16": 5e-3, "int8": 5e-2, "int4": 5e-2}
 # The steps before which the rows left out of the start join the running batch, one each.
 JOIN_AT = (1, 4, 11, 31)
 

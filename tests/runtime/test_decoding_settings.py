@@ -215,19 +215,40 @@ def test_api_refuses_a_setting_its_mode_ignores(
     assert fake.session.calls == []  # type: ignore[attr-defined]
 
 
-@pytest.mark.parametrize(
-    "settings",
-    [
-        {"temperature": 0, "top_p": 1.0, "top_k": 0, "min_p": 0.0},  # the values that turn off
-        {"num_beams": 2, "temperature": 0, "top_p": 1, "early_stopping": True},
-        {"early_stopping": False, "length_penalty": 1.0, "temperature": 0.7, "seed": 1},
-        {"temperature": 0.7, "top_p": 0.5, "top_k": 5, "min_p": 0.1, "seed": 1},
-        {"temperature": 0, "seed": 3},  # a seed cannot mislead a deterministic mode
-        {"num_beams": 2, "seed": 1},
-    ],
-)
-def test_settings_that_take_effect_or_turn_off_pass(fake: Generator, settings: dict) -> None:
-    assert len(fake.generate_batch(["x"], max_new_tokens=2, **settings)) == 1
+# Settings at the values that turn them off, or that cannot change a deterministic mode, beside
+# the settings they must decode exactly as; and filters that take effect: on the fake model's
+# one-hot logits, min_p 0.1 leaves only the argmax (it has 2.4% of the probability at temperature
+# 0.7, every other token 0.002%), so the sample is the greedy text.
+SAME_AS = [
+    ({"temperature": 0, "top_p": 1.0, "top_k": 0, "min_p": 0.0}, {"temperature": 0}),
+    ({"num_beams": 2, "temperature": 0, "top_p": 1, "early_stopping": True},
+     {"num_beams": 2, "early_stopping": True}),
+    ({"early_stopping": False, "length_penalty": 1.0, "temperature": 0.7, "seed": 1},
+     {"temperature": 0.7, "seed": 1}),
+    ({"temperature": 0.7, "top_p": 0.5, "top_k": 5, "min_p": 0.1, "seed": 1}, {"temperature": 0}),
+    ({"temperature": 0, "seed": 3}, {"temperature": 0}),  # a seed cannot mislead greedy
+    ({"num_beams": 2, "seed": 1}, {"num_beams": 2}),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("settings", "same_as"), SAME_AS, ids=[repr(s) for s, _ in SAME_AS])
+def test_settings_that_take_effect_or_turn_off_pass(
+    fake: Generator, settings: dict, same_as: dict
+) -> None:
+    got = fake.generate_batch(["x", "the city"], max_new_tokens=8, **settings)
+    want = fake.generate_batch(["x", "the city"], max_new_tokens=8, **same_as)
+    assert [(r.tokens, r.text, r.finish_reason) for r in got] == [
+        (r.tokens, r.text, r.finish_reason) for r in want
+    ]
+    assert all(len(r.tokens) == 8 for r in got)
+
+
+def test_without_min_p_the_same_sample_is_not_greedy(fake: Generator) -> None:
+    """The other side of the min_p case above: without it the argmax keeps 2.4% of the
+    probability, so the seeded sample departs from greedy; min_p 0.1 is what took effect."""
+    settings = {"temperature": 0.7, "top_p": 0.5, "top_k": 5, "seed": 1}
+    sampled = fake.generate("x", max_new_tokens=8, **settings).tokens
+    assert sampled != fake.generate("x", max_new_tokens=8, temperature=0).tokens
 
 
 def test_the_bundles_defaults_are_never_refused(gpt2_tokenizer_dir: Path) -> None:
@@ -277,7 +298,13 @@ def test_cli_refuses_a_flag_its_mode_ignores(bundle: Path, args: list[str], frag
 
 
 def test_cli_takes_flags_that_turn_off(bundle: Path) -> None:
-    args = ["--max-new-tokens", "2", "--top-p", "1", "--early-stopping", "false", "--json"]
-    assert as_json(run(bundle, *args))["finish_reason"] in ("length", "eos")
-    beams = ["--max-new-tokens", "2", "--num-beams", "2", "--temperature", "0", "--json"]
-    assert as_json(run(bundle, *beams, "--early-stopping", "true"))["finish_reason"]
+    """Flags at their off values are taken, and decode exactly as without them."""
+    plain = as_json(run(bundle, "--max-new-tokens", "6", "--json"))
+    args = ["--max-new-tokens", "6", "--top-p", "1", "--early-stopping", "false", "--json"]
+    assert as_json(run(bundle, *args)) | {"timings": None} == plain | {"timings": None}
+    beams = ["--max-new-tokens", "6", "--num-beams", "2", "--temperature", "0", "--json"]
+    got = as_json(run(bundle, *beams, "--length-penalty", "1", "--top-k", "0"))
+    want = as_json(run(bundle, "--max-new-tokens", "6", "--num-beams", "2", "--json"))
+    assert {k: got[k] for k in ("tokens", "text", "score")} == {
+        k: want[k] for k in ("tokens", "text", "score")
+    }

@@ -128,18 +128,31 @@ def test_bundle_errors_are_sentences(broken_bundle: Path, tmp_path: Path) -> Non
 
 
 @pytest.mark.export
-def test_real_model_via_module_entry_point(tiny_optimum_export: Path) -> None:
+def test_real_model_via_module_entry_point(
+    tiny_optimum_export: Path, tiny_checkpoint: Path
+) -> None:
+    """``python -m gpt2_edge.runtime`` on a real model prints the Python API's greedy result,
+    which is transformers' own greedy continuation."""
     import subprocess
     import sys
 
-    args = ["Hello", "--model", str(tiny_optimum_export), "--max-new-tokens", "5", "--json"]
+    from gpt2_edge.runtime import load
+    from support.reference import transformers_greedy
+
+    args = ["Hello", "--model", str(tiny_optimum_export), "--max-new-tokens", "5"]
+    args += ["--temperature", "0", "--ignore-eos", "--json", "--provider", "cpu"]
     out = subprocess.run(
-        [sys.executable, "-m", "gpt2_edge.runtime", *args, "--provider", "cpu"],
+        [sys.executable, "-m", "gpt2_edge.runtime", *args],
         capture_output=True,
         text=True,
         check=True,
     )
-    assert len(json.loads(out.stdout)["tokens"]) == 5
+    printed = json.loads(out.stdout)
+    gen = load(tiny_optimum_export, provider="cpu", threads=1)
+    api = gen.generate("Hello", max_new_tokens=5, temperature=0, ignore_eos=True)
+    assert (printed["tokens"], printed["text"]) == (api.tokens, api.text)
+    assert printed["finish_reason"] == api.finish_reason == "length"
+    assert api.tokens == transformers_greedy(tiny_checkpoint, gen.encode("Hello"), 5)
 
 
 def test_default_model_ignores_hidden_staging_folders(tmp_path: Path) -> None:

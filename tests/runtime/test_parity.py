@@ -122,19 +122,24 @@ sys.meta_path.insert(0, Block())
 """
 
 
-def test_runtime_never_imports_torch(tiny_optimum_export: Path) -> None:
+def test_runtime_never_imports_torch(tiny_optimum_export: Path, tiny: Generator) -> None:
+    """Generation where torch, transformers and optimum cannot be imported gives what it gives
+    here (whose greedy tokens test_greedy_equals_transformers checks)."""
+    settings = "max_new_tokens=8, temperature=0, ignore_eos=True"
     code = BLOCKER + (
         "import json, sys\n"
         "from gpt2_edge.runtime import load\n"
         "from gpt2_edge.runtime.cli import generate  # the CLI's imports too\n"
-        f"r = load({str(tiny_optimum_export)!r}, provider='cpu').generate('Hi', max_new_tokens=4)\n"
+        f"r = load({str(tiny_optimum_export)!r}, provider='cpu').generate('Hi', {settings})\n"
         "blocked = {'torch', 'transformers', 'optimum'}\n"
         "heavy = [m for m in sys.modules if m.split('.')[0] in blocked]\n"
-        "print(json.dumps({'tokens': r.tokens, 'heavy': heavy}))\n"
+        "print(json.dumps({'tokens': r.tokens, 'text': r.text, 'heavy': heavy}))\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     data = json.loads(out.stdout.strip().splitlines()[-1])
-    assert len(data["tokens"]) == 4 and data["heavy"] == []
+    assert data["heavy"] == []
+    here = tiny.generate("Hi", max_new_tokens=8, temperature=0, ignore_eos=True)
+    assert (data["tokens"], data["text"]) == (here.tokens, here.text) and len(here.tokens) == 8
 
 
 def test_exporter_bundle_generates_like_the_optimum_export(
