@@ -8,6 +8,7 @@ modules import live in ``tests/support/``.
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -19,6 +20,12 @@ ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"
 NEEDS_EXPORT_EXTRA = "needs the export extra: pip install '.[export]'"
 SHIPPED_KEY = pytest.StashKey[ShippedBundles]()
+# Marked groups that need machinery besides Python (qemu-user and mmdebstrap, chromium, a writable
+# memory cgroup) and skip, with the reason, where it is missing. With GPT2_EDGE_GROUP_REPORT set
+# to a file, each group's outcomes are written there (.ci/run checks that each group ran).
+GROUPS = ("emulation", "browser", "cgroup")
+GROUP_REPORT = "GPT2_EDGE_GROUP_REPORT"
+_group_outcomes: dict[str, dict[str, str]] = {group: {} for group in GROUPS}
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -133,6 +140,28 @@ def tiny_optimum_export(tiny_checkpoint: Path, tmp_path_factory: pytest.TempPath
     out = tmp_path_factory.mktemp("optimum") / "tiny-gpt2-onnx"
     main_export(str(tiny_checkpoint), output=out, task="text-generation-with-past")
     return out
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    if "slow" in report.keywords:  # not run without --runslow, by design
+        return
+    for group in GROUPS:
+        if group not in report.keywords:
+            continue
+        seen = _group_outcomes[group]
+        if report.failed:
+            seen[report.nodeid] = "failed"
+        elif report.skipped and seen.get(report.nodeid) != "failed":
+            reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else ""
+            seen[report.nodeid] = f"skipped: {reason}"
+        elif report.when == "call" and report.nodeid not in seen:
+            seen[report.nodeid] = "passed"
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    path = os.environ.get(GROUP_REPORT)
+    if path:
+        Path(path).write_text(json.dumps(_group_outcomes, indent=1))
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:

@@ -19,6 +19,7 @@ sync_api = pytest.importorskip("playwright.sync_api")
 from gpt2_edge.runtime import Generator  # noqa: E402
 from serve_support import running, slowed  # noqa: E402
 
+pytestmark = pytest.mark.browser  # Debian's chromium through Playwright
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 # Headless, sandbox-free (we run as root in a container), and quiet: no network of its own.
 FLAGS = [
