@@ -17,7 +17,7 @@ from gpt2_edge.runtime import EdgeError, Generator, load
 from gpt2_edge.runtime.contract.bundle import load_bundle, manifest_from_optimum
 from gpt2_edge.runtime.contract.files import file_entry
 from gpt2_edge.runtime.contract.manifest import write_manifest
-from gpt2_edge.runtime.decoders.runners import BindingRunner
+from gpt2_edge.runtime.decoders.runners import BindingRunner, runner_for
 from gpt2_edge.runtime.graph.session import Session
 from support.reference import NEW, PROMPTS, transformers_greedy
 
@@ -74,7 +74,7 @@ def test_binding_runner_matches_numpy_runner(trained: Generator) -> None:
     settings = {"max_new_tokens": 16, "temperature": 0, "stop": stop}
     expected = [trained.generate(p, **settings) for p in PROMPTS[:3]]
     session = Session(trained.session.bundle, provider="cpu", threads=1, io_binding=True)
-    assert isinstance(session.runner, BindingRunner)
+    assert isinstance(runner_for(session), BindingRunner)
     batch = Generator(session, trained.tokenizer).generate_batch(PROMPTS[:3], **settings)
     assert [(r.tokens, r.text) for r in batch] == [(r.tokens, r.text) for r in expected]
     assert {r.finish_reason for r in batch} == {"stop", "length"}

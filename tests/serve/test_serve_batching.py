@@ -3,8 +3,10 @@ the same request alone; clients that disconnect (also during a prefill) or stop 
 their rows; a full queue answers 503 and the server recovers; a failing step fails only its
 requests. Plus the runtime's part: :class:`TokenSteps` rows with their own sampler and logprobs.
 
-The model is the random 2-layer fused bundle; where a client must act mid-generation it runs
-behind a session slowed to the pace of a big model (``serve_support.slowed``).
+The model is the random 2-layer fused bundle; the batching and a request joining a running
+batch also run on the bundles gpt2-export ships (the trained fixture, fp32 and int8:
+``shipped_bundles``). Where a client must act mid-generation the model runs behind a session
+slowed to the pace of a big model (``serve_support.slowed``).
 """
 
 from __future__ import annotations
@@ -67,7 +69,17 @@ def ask(client: Any, body: dict[str, Any], stream: bool) -> str:
     return "".join(c.choices[0].text for c in chunks)
 
 
-def test_sixteen_concurrent_clients_each_equal_the_request_alone(gen: Generator) -> None:
+@pytest.fixture(params=["hand-built-fp32", "shipped-fp32", "shipped-int8"])
+def model(request: pytest.FixtureRequest, gen: Generator) -> Generator:
+    """The random fused bundle of conftest.py, or a bundle gpt2-export ships."""
+    if request.param.startswith("shipped-"):
+        shipped = request.getfixturevalue("shipped_bundles")
+        return shipped.load(request.param.removeprefix("shipped-"))
+    return gen
+
+
+def test_sixteen_concurrent_clients_each_equal_the_request_alone(model: Generator) -> None:
+    gen = model
     bodies = [request(i) for i in range(16)]
     expected = [alone(gen, b) for b in bodies]
     with running(slowed(gen, 0.01), max_batch=16) as server:
@@ -86,7 +98,8 @@ def _sample(text: str, name: str) -> str:
     return next(line.split()[-1] for line in text.splitlines() if line.startswith(name + " "))
 
 
-def test_a_request_joining_a_running_batch_equals_itself_alone(gen: Generator) -> None:
+def test_a_request_joining_a_running_batch_equals_itself_alone(model: Generator) -> None:
+    gen = model
     first, second = request(4), request(7)
     with running(slowed(gen, 0.01)) as server:
         client = openai_client(server)
@@ -96,6 +109,10 @@ def test_a_request_joining_a_running_batch_equals_itself_alone(gen: Generator) -
                 gen, {**first, "max_tokens": 40}
             )
             assert late.result() == alone(gen, second)
+        text = server.get("/metrics")
+    steps = float(_sample(text, "gpt2_serve_step_batch_size_count"))
+    one_row = float(_sample(text, 'gpt2_serve_step_batch_size_bucket{le="1.0"}'))
+    assert steps - one_row > 0, "the second request never shared a step with the first"
 
 
 def open_stream(server: Server, body: dict[str, Any], cut: bool = False) -> socket.socket:
