@@ -8,9 +8,10 @@ same command goes on where it stopped (``kill -9`` leaves whole lines too).
 
 from __future__ import annotations
 
-import sys
+from gpt2_edge.runtime import guarded_imports
 
-try:  # Ctrl-C while the libraries load ends the command as a later one does: 130, no traceback
+# Ctrl-C while the libraries load ends the command as a later one does: 130, no traceback
+with guarded_imports():
     import importlib.util
     import signal
     from pathlib import Path
@@ -18,11 +19,14 @@ try:  # Ctrl-C while the libraries load ends the command as a later one does: 13
 
     import typer
     from gpt2_edge.runtime import EdgeError
-    from gpt2_edge.runtime.cli.errors import VERSION_HELP, EdgeCommand, show_version, user_errors
+    from gpt2_edge.runtime.cli.errors import (
+        VERSION_HELP,
+        EdgeCommand,
+        run_app,
+        show_version,
+        user_errors,
+    )
     from gpt2_edge.runtime.cli.interrupts import signals_as_interrupts
-except KeyboardInterrupt:
-    sys.stderr.write("\n")
-    raise SystemExit(130) from None
 
 # gpt2-batch answers bodies with the server's own code, which needs the serve extra.
 SERVE_MODULES = ("starlette", "uvicorn", "prometheus_client")
@@ -116,4 +120,4 @@ def batch(
 
 def main() -> None:
     """Entry point of ``gpt2-batch``."""
-    app(prog_name="gpt2-batch")
+    run_app(app, prog_name="gpt2-batch")

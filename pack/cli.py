@@ -7,20 +7,18 @@ SIGTERM 143 and SIGHUP 129 (each after removing the partial pack).
 
 from __future__ import annotations
 
-import sys
+from gpt2_edge.runtime import guarded_imports
 
-try:  # Ctrl-C while the libraries load ends the command as a later one does: 130, no traceback
+# Ctrl-C while the libraries load ends the command as a later one does: 130, no traceback
+with guarded_imports():
     from pathlib import Path
     from typing import Annotated
 
     import typer
-    from gpt2_edge.runtime import VERSION_HELP, EdgeCommand, show_version, user_errors
+    from gpt2_edge.runtime import VERSION_HELP, EdgeCommand, run_app, show_version, user_errors
 
     from .make import make_pack
     from .platforms import DEFAULT_PYTHON, PLATFORMS, WEB, is_web
-except KeyboardInterrupt:
-    sys.stderr.write("\n")
-    raise SystemExit(130) from None
 
 app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
 
@@ -77,4 +75,4 @@ def pack(
 
 def main() -> None:
     """Entry point of ``gpt2-pack``."""
-    app(prog_name="gpt2-pack")
+    run_app(app, prog_name="gpt2-pack")

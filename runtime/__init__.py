@@ -12,8 +12,9 @@ Its public names (``__all__``) are all that the project's other halves (``serve`
   :class:`Timings`), :func:`sequence_rng`;
 - errors: :class:`EdgeError` (with its ``field``), :class:`SettingError`, :class:`PromptTooLong`;
 - commands: what every command of the project shares (:class:`EdgeCommand`, :func:`user_errors`,
-  :func:`show_version`, :func:`signals_as_interrupts`, :func:`signals_ignored`, and
-  :func:`make_parents` / :func:`remove_made` for the folders an output needs).
+  :func:`show_version`, :func:`guarded_imports`, :func:`run_app`, :func:`signals_as_interrupts`,
+  :func:`signals_ignored`, and :func:`make_parents` / :func:`remove_made` for the folders an
+  output needs).
 
 The names are imported on first use (PEP 562), so that importing a submodule, as the
 ``gpt2-generate`` entry point does, does not load onnxruntime and numpy before the command can
@@ -23,13 +24,18 @@ catch a Ctrl-C.
 from __future__ import annotations
 
 from importlib import import_module
-from typing import TYPE_CHECKING, Any
 
+# typing.TYPE_CHECKING, without importing typing (100 ms at a cold start, before a command's
+# Ctrl-C guard is in place: runtime/cli/startup.py).
+TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from typing import Any
+
     from .api import DEFAULT_PROVIDER, check_runtime_arguments, load, pick_model
-    from .cli.errors import VERSION_HELP, EdgeCommand, show_version, user_errors
+    from .cli.errors import VERSION_HELP, EdgeCommand, run_app, show_version, user_errors
     from .cli.folders import make_parents, remove_made
     from .cli.interrupts import signals_as_interrupts, signals_ignored
+    from .cli.startup import guarded_imports
     from .contract.bundle import Bundle, load_bundle, verify_files
     from .contract.files import sha256_of
     from .contract.manifest import MANIFEST, MODEL_FILE, TOKENIZER_FILE, Manifest
@@ -85,12 +91,14 @@ _WHERE = {
     "VERSION_HELP": "cli.errors",
     "bundles_in": "contract.models_dir",
     "cache_dir": "contract.verified",
+    "guarded_imports": "cli.startup",
     "check_runtime_arguments": "api",
     "load": "api",
     "load_bundle": "contract.bundle",
     "make_parents": "cli.folders",
     "pick_model": "api",
     "remove_made": "cli.folders",
+    "run_app": "cli.errors",
     "sequence_rng": "sampling.sampler",
     "sha256_of": "contract.files",
     "show_version": "cli.errors",
@@ -133,11 +141,13 @@ __all__ = [
     "bundles_in",
     "cache_dir",
     "check_runtime_arguments",
+    "guarded_imports",
     "load",
     "load_bundle",
     "make_parents",
     "pick_model",
     "remove_made",
+    "run_app",
     "sequence_rng",
     "sha256_of",
     "show_version",

@@ -54,9 +54,23 @@ def user_errors(interrupted: str = "") -> Iterator[None]:
         raise typer.Exit(EXIT_USER_ERROR) from None
     except KeyboardInterrupt as exc:
         typer.echo(interrupted, err=True)
-        # A signal caught to clean up (errors.Terminated) exits as the signal would have.
-        code = 128 + exc.signum if isinstance(exc, Terminated) else EXIT_INTERRUPTED
-        raise typer.Exit(code) from None
+        raise typer.Exit(interrupted_code(exc)) from None
+
+
+def run_app(app: typer.Typer, **kwargs: Any) -> None:
+    """Run a command's typer app (every entry point does): Ctrl-C while typer builds the command
+    from its signature, before :class:`EdgeCommand` takes over, exits as one after does."""
+    try:
+        app(**kwargs)
+    except KeyboardInterrupt as exc:
+        sys.stderr.write("\n")
+        sys.exit(interrupted_code(exc))
+
+
+def interrupted_code(exc: KeyboardInterrupt) -> int:
+    """The exit code after an interrupt: 130 for Ctrl-C; for a signal caught to clean up
+    (errors.Terminated), 128 + its number, as the signal would have ended the process."""
+    return 128 + exc.signum if isinstance(exc, Terminated) else EXIT_INTERRUPTED
 
 
 def one_line(text: str) -> str:
@@ -82,6 +96,19 @@ class EdgeCommand(TyperCommand):
     ) -> Any:
         if not standalone_mode:
             return super().main(args, prog_name, complete_var, False, **extra)
+        try:
+            self._main(args, prog_name, complete_var, **extra)
+        except KeyboardInterrupt as exc:  # while parsing, or printing --help: as in the command
+            sys.stderr.write("\n")
+            sys.exit(interrupted_code(exc))
+
+    def _main(
+        self,
+        args: Sequence[str] | None,
+        prog_name: str | None,
+        complete_var: str | None,
+        **extra: Any,
+    ) -> None:
         with _watched_stdout() as watch:
             try:
                 code = super().main(args, prog_name, complete_var, False, **extra)
@@ -94,7 +121,9 @@ class EdgeCommand(TyperCommand):
                 end = "" if message.endswith((".", "!", "?")) else "."
                 typer.echo(f"Error: {message}{end} See '{where} --help'.", err=True)
                 sys.exit(getattr(exc, "exit_code", EXIT_USAGE_ERROR))
-            except typer.Abort:  # typer turns an EOFError escaping the command into this
+            except typer.Abort as exc:  # typer's for an EOFError or a Ctrl-C escaping the command
+                if isinstance(exc.__cause__, KeyboardInterrupt):  # click ended the line
+                    sys.exit(interrupted_code(exc.__cause__))
                 typer.echo("Aborted.", err=True)
                 sys.exit(EXIT_USER_ERROR)
             except OSError as exc:

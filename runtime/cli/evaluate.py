@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import sys
 
-try:  # Ctrl-C while the libraries load ends the command as a later one does: 130, no traceback
+from .startup import guarded_imports
+
+# Ctrl-C while the libraries load ends the command as a later one does: 130, no traceback
+with guarded_imports():
     import json
     from pathlib import Path
     from typing import Annotated
@@ -13,10 +16,7 @@ try:  # Ctrl-C while the libraries load ends the command as a later one does: 13
 
     from ..api import check_runtime_arguments, load, pick_model
     from ..generation.evaluate import DEFAULT_STRIDE, PerplexityResult, evaluate_text, read_text
-    from .errors import VERSION_HELP, EdgeCommand, show_version, user_errors
-except KeyboardInterrupt:
-    sys.stderr.write("\n")
-    raise SystemExit(130) from None
+    from .errors import VERSION_HELP, EdgeCommand, run_app, show_version, user_errors
 
 app = typer.Typer(add_completion=False, help=__doc__, pretty_exceptions_enable=False)
 
@@ -123,7 +123,7 @@ def eval_command(
 
 def main() -> None:
     """Console-script entry point (``gpt2-eval``)."""
-    app()
+    run_app(app)
 
 
 if __name__ == "__main__":

@@ -10,7 +10,10 @@ from __future__ import annotations
 
 import sys
 
-try:  # Ctrl-C while the libraries load ends the command as a later one does: 130, no traceback
+from .startup import guarded_imports
+
+# Ctrl-C while the libraries load ends the command as a later one does: 130, no traceback
+with guarded_imports():
     import json
     import re
     from pathlib import Path
@@ -24,10 +27,7 @@ try:  # Ctrl-C while the libraries load ends the command as a later one does: 13
     from ..errors import EdgeError
     from ..generation.generator import Generator, Settings
     from ..settings.resolve import resolve_user_settings
-    from .errors import VERSION_HELP, EdgeCommand, report, show_version, user_errors
-except KeyboardInterrupt:
-    sys.stderr.write("\n")
-    raise SystemExit(130) from None
+    from .errors import VERSION_HELP, EdgeCommand, report, run_app, show_version, user_errors
 
 STDIN_PROMPT = "-"
 INTERACTIVE_PROMPT = "> "
@@ -384,4 +384,4 @@ def _unescaped(code: str) -> str:
 
 def main() -> None:
     """Entry point of ``gpt2-generate``."""
-    app()
+    run_app(app)
