@@ -11,6 +11,7 @@ from gpt2_edge.runtime import guarded_imports
 # Ctrl-C while the libraries load ends the command as a later one does: 130, no traceback
 with guarded_imports():
     import importlib
+    import os
     from pathlib import Path
     from typing import Annotated
 
@@ -89,7 +90,10 @@ def serve(
     source = ctx.get_parameter_source("api_key")
     from_env = getattr(source, "name", None) == "ENVIRONMENT"
     with user_errors():
-        check_api_key(api_key, API_KEY_ENV if from_env else "--api-key")
+        from .config import check_api_key  # the rule ServeConfig holds any key to
+
+        api_key, where = given_api_key(api_key, from_env)
+        check_api_key(api_key, where)
         run(
             model,
             host,
@@ -117,22 +121,13 @@ def cors_origins(values: list[str] | None) -> list[str]:
     return origins
 
 
-def check_api_key(key: str | None, name: str) -> None:
-    """Refuse a key that clients cannot send: HTTP header values are bytes, and only printable
-    ASCII reads the same in every client's encoding (the key check strips spaces around it).
-
-    Args:
-        key: the key, or None for none.
-        name: where it came from, for the message (the flag or the environment variable).
-    """
-    if key is None:
-        return
-    if not key.strip():
-        raise EdgeError(f"{name} is empty; give a key or leave it out.")
-    if not all("!" <= c <= "~" for c in key):
-        raise EdgeError(
-            f"{name} must be printable ASCII without spaces, as clients send it in an HTTP header."
-        )
+def given_api_key(flag: str | None, from_env: bool) -> tuple[str | None, str]:
+    """The key and where it came from, the flag or the environment variable: click reads an
+    empty variable as unset, which would start an open server without a word, so it is read
+    here too and refused as an empty ``--api-key`` is (:func:`.config.check_api_key`)."""
+    if flag is None and API_KEY_ENV in os.environ:
+        return os.environ[API_KEY_ENV], API_KEY_ENV
+    return flag, API_KEY_ENV if from_env else "--api-key"
 
 
 def run(

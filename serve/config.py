@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from gpt2_edge.runtime import EdgeError
+
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8000
 # 16 rows reach ~3.5x the tokens/s of one on two cores (benchmarks/bench_serve.py); past that a
@@ -17,6 +19,26 @@ RETRY_AFTER_S = 1  # what a 503 for a full queue tells the client to wait
 DEFAULT_STALL_TIMEOUT_S = 30.0
 
 
+def check_api_key(key: str | None, name: str = "api_key") -> None:
+    """Refuse a key that clients cannot send, however it was given (``--api-key``, the
+    environment, ``ServeConfig``): an empty one would start an open server, and HTTP header
+    values are bytes, of which only printable ASCII reads the same in every client's encoding
+    (the key check strips spaces around it).
+
+    Args:
+        key: the key, or None for none.
+        name: where it came from, for the message (the flag or the environment variable).
+    """
+    if key is None:
+        return
+    if not isinstance(key, str) or not key.strip():
+        raise EdgeError(f"{name} is empty; give a key or leave it out.")
+    if not all("!" <= c <= "~" for c in key):
+        raise EdgeError(
+            f"{name} must be printable ASCII without spaces, as clients send it in an HTTP header."
+        )
+
+
 @dataclass(frozen=True)
 class ServeConfig:
     """What one server instance runs with.
@@ -25,7 +47,8 @@ class ServeConfig:
         model_id: the name clients pass as ``model`` (the bundle folder's name).
         max_batch: most rows decoded together (default 16).
         max_queue: most requests waiting for rows; more get a 503 (default 64).
-        api_key: when set, every API route needs ``Authorization: Bearer <key>`` (default None).
+        api_key: when set, every API route needs ``Authorization: Bearer <key>`` (default None);
+            printable ASCII without spaces (:func:`check_api_key`), never empty.
         cors_origins: origins allowed to call from a browser; none turns CORS off (default).
         max_body_bytes: largest request body; more is a 413 (default 4 MiB).
         stall_timeout: seconds a streamed event may wait unread before the request is dropped
@@ -39,3 +62,6 @@ class ServeConfig:
     cors_origins: tuple[str, ...] = ()
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
     stall_timeout: float = DEFAULT_STALL_TIMEOUT_S
+
+    def __post_init__(self) -> None:
+        check_api_key(self.api_key)
