@@ -5,7 +5,7 @@
 
 For each bundle, ``gpt2-generate`` (5-token prompt, 128 greedy new tokens, 2 threads, the
 bundle's checksums verified as usual) runs in a fresh cgroup v1 memory group
-(``tests/memcg.py``); the limit is bisected to ``--step`` MiB between the largest that was
+(``tests/devices/memcg.py``); the limit is bisected to ``--step`` MiB between the largest that was
 OOM-killed and the smallest that finished. Peak RSS is the process's own ``ru_maxrss`` without a
 limit: it counts the shared libraries' pages and the weight file's mapped pages, which a cgroup
 may leave charged elsewhere or reclaim, so it is larger than what the limit needs. Needs root
@@ -20,7 +20,7 @@ import tempfile
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE.parent / "tests"))
+sys.path.insert(0, str(HERE.parent / "tests" / "devices"))
 import memcg  # noqa: E402
 
 PROMPT = "The history of the city"

@@ -23,7 +23,7 @@ the table's baseline); ``--no-quality`` skips invariance and perplexity.
 Speed: 128-token prompt, 128 greedy new tokens (EOS ignored), batch 1 and batch 8, 2 threads,
 one warm-up, then ``--rounds`` rounds in which the recipes take turns (this machine's speed drifts,
 so only alternating runs are compared). Invariance: the 8 prompts of 1-60 tokens of
-``tests/test_precision_invariance.py``, 64 greedy tokens, alone vs in one batch, and cached vs
+``tests/runtime/test_batch_invariance.py``, 64 greedy tokens, alone vs in one batch, and cached vs
 recomputed. Perplexity: WikiText-2 test, first 4,096 tokens, context 1024 / stride 512.
 
     python benchmarks/int8_recipes.py --json-out benchmarks/results/int8-recipes.json

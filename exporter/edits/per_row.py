@@ -30,8 +30,8 @@ def per_row_activations(
 
     Each quantizer is ``Abs, ReduceMax, Mul(1/127), Max(tiny), Div`` then the rounding; at batch 1
     decoding every op is mostly per-kernel overhead on a 768-float row, so the default writes the
-    fewest ops that give the same bits (``tests/test_int8_ops.py``; the speed of each form is in
-    ``benchmarks/int8_recipes.py``, the kernels per step in ``benchmarks/profile_decode.py``).
+    fewest ops that give the same bits (``tests/exporter/test_int8_ops.py``; the speed of each form
+    is in ``benchmarks/int8_recipes.py``, the kernels per step in ``benchmarks/profile_decode.py``).
 
     Args:
         model: a graph quantized by ORTQuantizer's dynamic int8, edited in place.

@@ -184,7 +184,8 @@ def share_embedding(
     quantized along its last axis, so the bytes are held once in memory too, mapped from
     ``model.onnx.data``. A Reshape of that weight to 2-D, as before, was constant-folded into a
     copy when the session started: 37 MiB of anonymous memory on GPT-2 124M, the difference
-    between passing and being OOM-killed in a 192 MiB memory cgroup (``tests/test_memory.py``).
+    between passing and being OOM-killed in a 192 MiB memory cgroup
+    (``tests/devices/test_memory.py``).
     Only the scales get a Reshape to (N, K / block, 1) (2.4 MiB on 124M), and the gathered rows
     (..., K / block, block) one to (..., K). Returns False when the head is not a symmetric
     MatMulNBits of that block size.

@@ -22,8 +22,8 @@ these two files beside our graph, the same bundle runs there unmodified. What it
 
 Every bundle gets both files: onnxruntime-genai 0.18 runs fp32, int8, int4 and fp16 fused graphs
 and Optimum's fp32 graph on its CPU provider, with our runtime's greedy tokens
-(``tests/test_genai_interop.py``). The config names no provider (the CPU); a user adds one the way
-genai documents (``og.Config.append_provider``).
+(``tests/exporter/test_genai_interop.py``). The config names no provider (the CPU); a user adds one
+the way genai documents (``og.Config.append_provider``).
 """
 
 from __future__ import annotations
