@@ -107,7 +107,11 @@ class Generation:
                 return None
             return Offsets(self.gen.tokenizer, len(req.prompt_texts[i // req.n]) if req.echo else 0)
 
-        return [ChoiceText(strip_space=req.chat, offsets=offsets(i)) for i in range(req.rows)]
+        tokenizer = self.gen.tokenizer
+        return [
+            ChoiceText(strip_space=req.chat, offsets=offsets(i), tokenizer=tokenizer)
+            for i in range(req.rows)
+        ]
 
     async def _events(self, job: Job, req: GenerationRequest) -> AsyncIterator[Scored | Piece]:
         """The job's events one by one until every choice has finished."""
@@ -130,9 +134,9 @@ class Generation:
             offsets = Offsets(tokenizer)
             entries.append(
                 [
-                    Entry.of(t, offsets.next(int(i)))
+                    Entry.of(t, offsets.next(int(i)), tokenizer)
                     if t is not None
-                    else Entry(tokenizer.decode([int(i)]), None, [], offsets.next(int(i)))
+                    else Entry.unscored(tokenizer, int(i), offsets.next(int(i)))
                     for t, i in zip(tokens, prompt, strict=True)
                 ]
             )

@@ -20,19 +20,55 @@ FINISH_REASONS = {"eos": "stop", "stop": "stop", "length": "length", "context": 
 
 
 @dataclass(frozen=True)
-class Entry:
-    """One token's log-probability as a response shows it: its text, its value (None where
-    nothing precedes it), the likeliest tokens at its position, and where it starts in the
-    choice's text (``text_offset``)."""
+class Named:
+    """A token as OpenAI's API shows it: its name (:func:`token_name`) and its bytes."""
 
-    text: str
+    name: str
+    raw: bytes | None
+
+    @classmethod
+    def of(cls, tokenizer: Tokenizer, token_id: int) -> Named:
+        raw = tokenizer.token_bytes(token_id)
+        return cls(token_name(token_id, raw), raw)
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One token's log-probability as a response shows it: the token, its value (None where
+    nothing precedes it), the likeliest tokens at its position with theirs, and where it starts
+    in the choice's text (``text_offset``)."""
+
+    token: Named
     logprob: float | None
-    top: list[tuple[str, float]]
+    top: list[tuple[Named, float]]
     offset: int = 0
 
     @classmethod
-    def of(cls, token: TokenLogprob, offset: int = 0) -> Entry:
-        return cls(token.text, token.logprob, [(t.text, t.logprob) for t in token.top], offset)
+    def of(cls, token: TokenLogprob, offset: int, tokenizer: Tokenizer) -> Entry:
+        top = [(Named.of(tokenizer, t.token), t.logprob) for t in token.top]
+        return cls(Named.of(tokenizer, token.token), token.logprob, top, offset)
+
+    @classmethod
+    def unscored(cls, tokenizer: Tokenizer, token_id: int, offset: int) -> Entry:
+        """A token with no log-probability (an echoed prompt's first)."""
+        return cls(Named.of(tokenizer, token_id), None, [], offset)
+
+
+def token_name(token_id: int, raw: bytes | None) -> str:
+    """A token's text, as OpenAI's API names tokens in ``tokens`` and as ``top_logprobs`` keys.
+
+    A byte-level token that is not whole UTF-8 characters (part of an emoji, say) would decode
+    to U+FFFD, so that several such tokens collapsed into one key and a chosen one could go
+    missing from its own list: OpenAI names those ``bytes:\\xe2\\x80`` (their bytes, escaped).
+    An id the tokenizer lacks (a padded vocabulary) is ``token_id:N``, vLLM's name for a token
+    by its id.
+    """
+    if raw is None:
+        return f"token_id:{token_id}"
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return "bytes:" + "".join(f"\\x{b:02x}" for b in raw)
 
 
 class Offsets:
@@ -74,6 +110,7 @@ class ChoiceText:
         finish: OpenAI's finish reason once the choice ended.
         strip_space: drop one leading space from the first text (chat replies; see ``chat.py``).
         offsets: gives the entries' ``text_offset`` (completions with logprobs), else None.
+        tokenizer: the bundle's, to name the tokens of log-probabilities (:class:`Named`).
     """
 
     text: str = ""
@@ -82,6 +119,7 @@ class ChoiceText:
     finish: str | None = None
     strip_space: bool = False
     offsets: Offsets | None = None
+    tokenizer: Tokenizer | None = None  # names the tokens of log-probabilities
 
     def add(self, piece: Piece) -> tuple[str, Entry | None]:
         """Record one token; returns the text it adds and its log-probability entry."""
@@ -93,7 +131,10 @@ class ChoiceText:
         offset = 0
         if self.offsets is not None and piece.token is not None:
             offset = self.offsets.next(piece.token)
-        entry = Entry.of(piece.logprob, offset) if piece.logprob is not None else None
+        entry = None
+        if piece.logprob is not None:
+            assert self.tokenizer is not None, "log-probabilities need the tokenizer"
+            entry = Entry.of(piece.logprob, offset, self.tokenizer)
         if entry is not None:
             self.entries.append(entry)
         if piece.finish is not None:
@@ -121,22 +162,26 @@ def usage(prompt_tokens: int, completion_tokens: int) -> dict[str, int]:
 def completion_logprobs(entries: list[Entry]) -> dict[str, list[Any]]:
     """The legacy completions ``logprobs`` object."""
     return {
-        "tokens": [e.text for e in entries],
+        "tokens": [e.token.name for e in entries],
         "token_logprobs": [e.logprob for e in entries],
-        "top_logprobs": [None if e.logprob is None else dict(e.top) for e in entries],
+        "top_logprobs": [
+            None if e.logprob is None else {t.name: v for t, v in e.top} for e in entries
+        ],
         "text_offset": [e.offset for e in entries],
     }
 
 
 def chat_logprobs(entries: list[Entry]) -> dict[str, list[dict[str, Any]]]:
-    """The chat ``logprobs`` object: ``{"content": [...]}`` with bytes per token."""
+    """The chat ``logprobs`` object: ``{"content": [...]}`` with each token's own bytes (those
+    of part of a character too, which its decoded text would show as U+FFFD)."""
 
-    def one(text: str, logprob: float | None) -> dict[str, Any]:
-        return {"token": text, "logprob": logprob, "bytes": list(text.encode("utf-8"))}
+    def one(token: Named, logprob: float | None) -> dict[str, Any]:
+        raw = None if token.raw is None else list(token.raw)
+        return {"token": token.name, "logprob": logprob, "bytes": raw}
 
     return {
         "content": [
-            {**one(e.text, e.logprob), "top_logprobs": [one(t, v) for t, v in e.top]}
+            {**one(e.token, e.logprob), "top_logprobs": [one(t, v) for t, v in e.top]}
             for e in entries
         ]
     }

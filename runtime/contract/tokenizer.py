@@ -147,6 +147,33 @@ class Tokenizer:
         rule = f"decode() takes token ids, integers from 0 to {self.token_count - 1}"
         return self.decode_unchecked(token_id_array(ids, self.token_count, rule).tolist())
 
+    def token_bytes(self, token_id: int) -> bytes | None:
+        """The bytes one token stands for (None for an id the tokenizer lacks): a byte-level
+        BPE token (GPT-2's) may hold part of a UTF-8 character, which its decoded text shows only
+        as U+FFFD; its vocabulary entry maps back to the bytes themselves."""
+        entry = self._tok.id_to_token(int(token_id))
+        if entry is None:
+            return None
+        table = self._byte_of_char
+        if table is not None and all(c in table for c in entry):
+            return bytes(table[c] for c in entry)
+        return self.decode_unchecked([int(token_id)]).encode("utf-8")  # whole characters
+
+    @cached_property
+    def _byte_of_char(self) -> dict[str, int] | None:
+        """GPT-2's byte-to-character table inverted, for a byte-level decoder; else None."""
+        from tokenizers.decoders import ByteLevel
+
+        if not isinstance(self._tok.decoder, ByteLevel):
+            return None
+        # GPT-2's bytes_to_unicode: printable Latin-1 bytes stand for themselves, the other
+        # 68 bytes for the characters from U+0100 on, in byte order.
+        kept = [*range(ord("!"), ord("~") + 1), *range(0xA1, 0xAC + 1), *range(0xAE, 0xFF + 1)]
+        shifted = [b for b in range(256) if b not in kept]
+        table = {chr(b): b for b in kept}
+        table.update({chr(256 + i): b for i, b in enumerate(shifted)})
+        return table
+
     def decode_unchecked(self, ids: list[int]) -> str:
         """:meth:`decode` of ids already known to be ints (the model's own tokens); an id the
         tokenizer lacks (a model's padded vocabulary) decodes to nothing."""
