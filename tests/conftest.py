@@ -74,6 +74,14 @@ def gpt2_tokenizer_dir() -> Path:
 
 
 @pytest.fixture(scope="session")
+def gpt2_vocabulary(gpt2_tokenizer_dir: Path) -> int:
+    """GPT-2's vocabulary size, for tests whose sizes, token ids or messages assume the tiny
+    checkpoint has it: it does only with ../shared (without, ``make_checkpoint`` trains a BPE of a
+    few hundred tokens of its own), so they skip, with the reason, without ../shared."""
+    return 50257
+
+
+@pytest.fixture(scope="session")
 def trained_fixture_dir() -> Path:
     """The small GPT-2 trained on WikiText-2 (4 layers, 128 wide, real vocabulary)."""
     return _need(SHARED / "fixtures" / "gpt2-wikitext-tiny")

@@ -66,6 +66,7 @@ def test_embedding_reads_the_lm_heads_own_initializer(int8_bundle: Path) -> None
 
 @pytest.mark.export
 @pytest.mark.cgroup
+@pytest.mark.usefixtures("gpt2_vocabulary")  # its size
 def test_int8_generates_inside_a_small_cgroup_and_is_killed_in_a_tiny_one(
     cgroups: None, int8_bundle: Path, tmp_path: Path
 ) -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -203,6 +204,7 @@ def ort_logits(model: Path) -> np.ndarray:
     return session.run(["logits"], feeds)[0]
 
 
+@pytest.mark.usefixtures("gpt2_vocabulary")  # 10 MB of embedding
 def test_place_model_external_data(fp32_bundle: Path, tmp_path: Path, monkeypatch) -> None:
     """Weights over SPLIT_WEIGHTS_ABOVE (lowered here) go to model.onnx.data, then load."""
     monkeypatch.setattr(onnx_files, "SPLIT_WEIGHTS_ABOVE", 1_000_000)
@@ -218,6 +220,7 @@ def test_place_model_external_data(fp32_bundle: Path, tmp_path: Path, monkeypatc
     np.testing.assert_array_equal(a, b)
 
 
+@pytest.mark.usefixtures("gpt2_vocabulary")  # 1 MB of embedding
 def test_external_data_export_int8(tiny_checkpoint: Path, tmp_path: Path, monkeypatch) -> None:
     """With the threshold lowered, quantization runs in external-data mode and the bundle keeps
     model.onnx + model.onnx.data, listed in the manifest and loadable by the runtime."""
@@ -305,8 +308,9 @@ def test_cli_default_output_opset_and_no_verify(
     assert manifest_of(out)["verification"] == {"skipped": True}
     graph = onnx.load(str(out / "model.onnx"), load_external_data=False)
     assert [o.version for o in graph.opset_import if o.domain in ("", "ai.onnx")] == [17]
-    for text in ("model.onnx", "tokenizer.json", "MiB", "float32", "skipped"):
+    for text in ("model.onnx", "tokenizer.json", "float32", "skipped"):
         assert text in result.stdout
+    assert re.search(r"\d\.\d (KiB|MiB)", result.stdout)  # sizes in the unit that fits
     for step in ("Resolve", "Export ONNX", "Write tokenizer.json", "Write bundle.json"):
         assert step in result.stderr
 

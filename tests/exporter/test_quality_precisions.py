@@ -45,6 +45,7 @@ IDS = [464, 2068, 286, 262, 1748, 373, 257, 1295, 287, 262, 1903, 1160, 400, 428
 
 
 @pytest.mark.export
+@pytest.mark.usefixtures("gpt2_vocabulary")  # IDS are GPT-2's
 def test_gemm_to_matmul_and_constant_head_are_exact(tiny_optimum_export: Path, tmp_path: Path):
     import onnx
     from gpt2_edge.exporter.edits.rewrites import gemm_to_matmul, materialize_lm_head
@@ -61,6 +62,7 @@ def test_gemm_to_matmul_and_constant_head_are_exact(tiny_optimum_export: Path, t
 
 
 @pytest.mark.export
+@pytest.mark.usefixtures("gpt2_vocabulary")  # its embedding's size
 def test_int4_quantizes_every_projection_and_shrinks(tiny_optimum_export: Path, tmp_path: Path):
     import onnx
     from gpt2_edge.exporter.recipes.nbits import NBitsSettings, quantize_file
@@ -81,6 +83,7 @@ def test_int4_quantizes_every_projection_and_shrinks(tiny_optimum_export: Path, 
 
 
 @pytest.mark.export
+@pytest.mark.usefixtures("gpt2_vocabulary")  # IDS are GPT-2's
 def test_fp16_runs_on_cpu_with_fp16_cache(tiny_optimum_export: Path, tmp_path: Path):
     from gpt2_edge.exporter.checks.quality import greedy_tokens
     from gpt2_edge.exporter.recipes.fp16 import convert_file

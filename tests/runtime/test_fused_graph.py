@@ -38,6 +38,7 @@ def test_manifest_says_shared_buffer(tiny_fused: Generator) -> None:
     assert tiny_fused.session.shared_kv
 
 
+@pytest.mark.usefixtures("gpt2_vocabulary")  # "word" is one token
 def test_context_end(tiny_fused: Generator) -> None:
     gen = tiny_fused
     assert gen.context_length == 128

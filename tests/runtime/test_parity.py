@@ -80,6 +80,7 @@ def test_binding_runner_matches_numpy_runner(trained: Generator) -> None:
     assert {r.finish_reason for r in batch} == {"stop", "length"}
 
 
+@pytest.mark.usefixtures("gpt2_vocabulary")  # "word" is one token
 def test_context_bound_on_tiny_model(tiny: Generator) -> None:
     assert tiny.context_length == 128
     long_prompt = " ".join(["word"] * 200)
