@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator, Awaitable
 from typing import Any, TypeVar
 
 from gpt2_edge.runtime import Generator, sequence_rng
+from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.types import Receive, Scope, Send
@@ -85,7 +86,9 @@ class Generation:
             body = await _unless_disconnected(request.receive, self._collect(job, req))
         finally:
             job.cancel()  # frees the rows if the client left or the handler was cancelled
-        return JSONResponse(body) if body is not None else Response(status_code=499)
+        if body is None:
+            return Response(status_code=499)
+        return await run_in_threadpool(JSONResponse, body)  # rendering grows with the answer too
 
     def _job(self, req: GenerationRequest) -> Job:
         # The runtime's seeds: a choice's sample is its own whatever else shares the batch.
@@ -155,9 +158,12 @@ class Generation:
         prompt_tokens = sum(p.size for p in req.prompts)
         logprobs = req.logprobs is not None
         if req.chat:
-            return chat_body(rid, model, choices, prompt_tokens, logprobs)
+            return await run_in_threadpool(chat_body, rid, model, choices, prompt_tokens, logprobs)
         prefixes = [req.prompt_texts[i // req.n] if req.echo else "" for i in range(req.rows)]
-        return completion_body(rid, model, choices, prefixes, prompt_tokens, logprobs)
+        # Off the event loop: an answer's size grows with its rows, tokens and log-probabilities.
+        return await run_in_threadpool(
+            completion_body, rid, model, choices, prefixes, prompt_tokens, logprobs
+        )
 
     async def _stream(self, job: Job, req: GenerationRequest) -> AsyncIterator[str]:
         """Server-sent events: a chunk per released piece, the finish reason in each choice's
