@@ -17,12 +17,21 @@ from .values import (
     MAX_LOGPROBS,
     MAX_SEQUENCES,
     TRUNCATE_MODES,
-    any_number,
     early_stopping_rule,
     int_in,
     invalid,
     is_bool,
     real_in,
+)
+
+# Beam search divides a finished beam's float32 score by length ** length_penalty. Past 8 that
+# divisor overflows float32 for the longest beams; below -1 a long beam's score falls under the
+# -1e9 that marks "no beam" (transformers' sentinel), and search returns nothing: 1,024 tokens at
+# -3 nats each reach -3.1e6 at -1, -3.2e9 at -2.
+MIN_LENGTH_PENALTY, MAX_LENGTH_PENALTY = -1.0, 8.0
+LENGTH_PENALTY_RULE = (
+    f"a number from {MIN_LENGTH_PENALTY:g} to {MAX_LENGTH_PENALTY:g} (1 ranks beams by mean "
+    "log-probability)"
 )
 
 
@@ -93,8 +102,10 @@ class GenerationOptions:
         sequences = f"an integer from 1 to {MAX_SEQUENCES}"
         for name in ("num_beams", "num_return_sequences"):
             store(name, int_in(name, getattr(self, name), 1, MAX_SEQUENCES, sequences))
-        penalty = "a finite number (1 ranks beams by mean log-probability)"
-        store("length_penalty", real_in("length_penalty", self.length_penalty, penalty, any_number))
+        store(
+            "length_penalty",
+            real_in("length_penalty", self.length_penalty, LENGTH_PENALTY_RULE, _length_penalty),
+        )
         store("early_stopping", early_stopping_rule(self.early_stopping))
         if self.logprobs is not None:
             rule = f"an integer from 0 to {MAX_LOGPROBS} (or not given)"
@@ -130,6 +141,10 @@ class GenerationOptions:
         if self.max_length is None:
             return self.max_new_tokens
         return self.max_length - prompt_len
+
+
+def _length_penalty(value: float) -> bool:
+    return MIN_LENGTH_PENALTY <= value <= MAX_LENGTH_PENALTY
 
 
 def _stop_strings(stop: str | Sequence[str] | None) -> tuple[str, ...]:

@@ -99,10 +99,6 @@ def int_in(name: str, value: object, low: int, high: int | None, rule: str) -> i
     return int(value)  # type: ignore[arg-type]
 
 
-def any_number(value: float) -> bool:
-    return True
-
-
 def early_stopping_rule(value: object) -> bool | str:
     if is_bool(value):
         return bool(value)
