@@ -18,15 +18,15 @@ with guarded_imports():
     from typing import Annotated
 
     import typer
-    from gpt2_edge.runtime import EdgeError
-    from gpt2_edge.runtime.cli.errors import (
+    from gpt2_edge.runtime import (
         VERSION_HELP,
         EdgeCommand,
+        EdgeError,
         run_app,
         show_version,
+        signals_as_interrupts,
         user_errors,
     )
-    from gpt2_edge.runtime.cli.interrupts import signals_as_interrupts
 
 # gpt2-batch answers bodies with the server's own code, which needs the serve extra.
 SERVE_MODULES = ("starlette", "uvicorn", "prometheus_client")

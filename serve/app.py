@@ -7,6 +7,7 @@ preflight is answered before the key check, and errors carry CORS headers), the 
 
 from __future__ import annotations
 
+import functools
 import hmac
 import logging
 from contextlib import asynccontextmanager
@@ -24,13 +25,13 @@ from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from .chat import transcript
+from .access import RequestRecorder
 from .config import ServeConfig
 from .errors import ApiError, error_body
-from .generation import Generation
-from .metrics import Metrics, RequestCounter
-from .protocol import chat_request, completion_request, parse_json
-from .scheduler import Scheduler
+from .metrics import Metrics
+from .service import Service
+from .wire.chat import transcript
+from .wire.protocol import parse_json
 
 log = logging.getLogger("gpt2_edge.serve")
 PUBLIC_PATHS = frozenset({"/", "/health"})  # no key needed: the page asks for it, probes don't
@@ -68,14 +69,12 @@ class KeyCheck:
 
 
 class Api:
-    """The route handlers, around one model, one scheduler and one configuration."""
+    """The route handlers, around the server's :class:`.service.Service`."""
 
     def __init__(self, gen: Generator, config: ServeConfig, metrics: Metrics):
         self.gen, self.config, self.metrics = gen, config, metrics
-        self.scheduler = Scheduler(
-            gen, config.max_batch, config.max_queue, metrics, config.stall_timeout
-        )
-        self.generation = Generation(gen, self.scheduler, config)
+        self.service = Service(gen, config, metrics)
+        self.scheduler, self.generation = self.service.scheduler, self.service.generation
 
     async def body(self, request: Request) -> dict[str, Any]:
         """The request's JSON object, read up to the size limit (a 413 beyond it)."""
@@ -103,48 +102,55 @@ class Api:
         except ClientDisconnect:  # nobody will read the answer; no traceback for it
             raise ApiError(400, "The client left before sending the whole body.") from None
         body = await run_in_threadpool(parse_json, bytes(data))  # off the loop: 4 MiB take ~60 ms
-        model = body.get("model")
-        if model is not None and not isinstance(model, str):
-            raise ApiError(400, "model must be a string.", "model")
-        if model is not None and model != self.config.model_id:
-            raise self.unknown_model(model)
+        self.service.model_name(body.get("model"))  # every route refuses a model it lacks
         return body
 
-    def unknown_model(self, model: str) -> ApiError:
-        return ApiError(
-            404,
-            f"The model {model[:100]!r} does not exist; this server serves "
-            f"{self.config.model_id!r}.",
-            "model",
-            "model_not_found",
-        )
-
-    async def completions(self, request: Request) -> Response:
+    async def generate(self, request: Request) -> Response:
+        """``/v1/completions`` and ``/v1/chat/completions``."""
         body = await self.body(request)
-        req = await run_in_threadpool(completion_request, body, self.gen, self.config.max_batch)
-        return await self.generation.answer(request, req)
-
-    async def chat(self, request: Request) -> Response:
-        body = await self.body(request)
-        req = await run_in_threadpool(chat_request, body, self.gen, self.config.max_batch)
-        return await self.generation.answer(request, req)
+        req, model = await self.service.checked(request.url.path, body)
+        return await self.generation.answer(request, req, model)
 
     async def models(self, request: Request) -> Response:
-        return JSONResponse({"object": "list", "data": [self._model()]})
+        data = [self._model(name) for name in self.config.listed]
+        return JSONResponse({"object": "list", "data": data})
 
     async def model(self, request: Request) -> Response:
-        name = request.path_params["model"]
-        if name != self.config.model_id:
-            raise self.unknown_model(name)
-        return JSONResponse(self._model())
+        return JSONResponse(self._model(self.service.model_name(request.path_params["model"])))
 
-    def _model(self) -> dict[str, Any]:
+    def _model(self, name: str) -> dict[str, Any]:
         return {
-            "id": self.config.model_id,
+            "id": name,
             "object": "model",
             "created": 0,
             "owned_by": "gpt2-edge",
-            "max_model_len": self.gen.context_length,
+            "max_model_len": self.gen.context_length,  # vLLM's field: clients size windows by it
+        }
+
+    async def tokenizer_info(self, request: Request) -> Response:
+        """vLLM's ``/tokenizer_info``: the tokenizer's configuration, as transformers'
+        ``tokenizer_config.json`` has it (lm-evaluation-harness's remote tokenizer asks)."""
+        return JSONResponse(self._tokenizer_info)
+
+    @functools.cached_property
+    def _tokenizer_info(self) -> dict[str, Any]:
+        tokenizer, special = self.gen.tokenizer.backend, self.gen.manifest.special_tokens
+
+        def token(role: str) -> str | None:
+            index = special.get(role)
+            return None if index is None else tokenizer.id_to_token(int(index))
+
+        return {
+            "tokenizer_class": "GPT2TokenizerFast",
+            "model_max_length": self.gen.context_length,
+            "bos_token": token("bos") or token("eos"),
+            "eos_token": token("eos"),
+            "unk_token": token("eos"),
+            "pad_token": token("pad"),
+            "add_bos_token": False,  # GPT-2 adds no start token when it encodes
+            "add_prefix_space": False,
+            "clean_up_tokenization_spaces": False,
+            "errors": "replace",
         }
 
     async def health(self, request: Request) -> Response:
@@ -230,8 +236,9 @@ def create_app(gen: Generator, config: ServeConfig) -> Starlette:
         Route("/metrics", api.metrics_text),
         Route("/v1/models", api.models),
         Route("/v1/models/{model:path}", api.model),
-        Route("/v1/completions", api.completions, methods=["POST"]),
-        Route("/v1/chat/completions", api.chat, methods=["POST"]),
+        Route("/v1/completions", api.generate, methods=["POST"]),
+        Route("/v1/chat/completions", api.generate, methods=["POST"]),
+        Route("/tokenizer_info", api.tokenizer_info),
         Route("/tokenize", api.tokenize, methods=["POST"]),
         Route("/detokenize", api.detokenize, methods=["POST"]),
     ]
@@ -242,7 +249,7 @@ def create_app(gen: Generator, config: ServeConfig) -> Starlette:
             return path
         return "/v1/models/{model}" if path.startswith("/v1/models/") else "other"
 
-    middleware = [Middleware(RequestCounter, metrics=metrics, label=label)]
+    middleware = [Middleware(RequestRecorder, metrics=metrics, label=label)]
     if config.cors_origins:
         middleware.append(
             Middleware(

@@ -28,7 +28,18 @@ with guarded_imports():
         user_errors,
     )
 
-    from .config import DEFAULT_HOST, DEFAULT_MAX_BATCH, DEFAULT_MAX_QUEUE, DEFAULT_PORT
+    from .config import (
+        ANY_MODEL,
+        DEFAULT_HOST,
+        DEFAULT_LOG_FORMAT,
+        DEFAULT_LOG_LEVEL,
+        DEFAULT_MAX_BATCH,
+        DEFAULT_MAX_QUEUE,
+        DEFAULT_PORT,
+        LOG_FORMATS,
+        LOG_LEVELS,
+        MAX_NAME_CHARS,
+    )
 
 API_KEY_ENV = "GPT2_SERVE_API_KEY"
 MAX_BATCH_LIMIT = 256  # rows; each holds a KV cache of up to the whole context
@@ -81,6 +92,23 @@ def serve(
         int | None, typer.Option(help="onnxruntime intra-op threads, 1 to the CPUs available.")
     ] = None,
     provider: Annotated[str, typer.Option(help="cpu, cuda or auto.")] = DEFAULT_PROVIDER,
+    served_model_name: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="A name clients may pass as model (repeat for several; /v1/models lists them, "
+            "the first answers requests that name none); '*' takes any name, for clients that "
+            "send their own default (default: the bundle folder's name).",
+        ),
+    ] = None,
+    log_level: Annotated[
+        str,
+        typer.Option(
+            help="debug, info (a line per request on stderr), warning (errors only) or error."
+        ),
+    ] = DEFAULT_LOG_LEVEL,
+    log_format: Annotated[
+        str, typer.Option(help="text, or json (one object a line).")
+    ] = DEFAULT_LOG_FORMAT,
     version: Annotated[
         bool, typer.Option("--version", callback=show_version, is_eager=True, help=VERSION_HELP)
     ] = False,
@@ -94,17 +122,12 @@ def serve(
 
         api_key, where = given_api_key(api_key, from_env)
         check_api_key(api_key, where)
+        check_logging(log_level, log_format)
         run(
-            model,
-            host,
-            port,
-            api_key,
-            tuple(cors_origins(cors_origin)),
-            max_batch,
-            max_queue,
-            threads,
-            provider,
-        )
+            model, host, port, threads, provider, names=check_names(served_model_name),
+            api_key=api_key, cors=tuple(cors_origins(cors_origin)), max_batch=max_batch,
+            max_queue=max_queue, logging=(log_level.lower(), log_format.lower()),
+        )  # fmt: skip
 
 
 def cors_origins(values: list[str] | None) -> list[str]:
@@ -130,16 +153,46 @@ def given_api_key(flag: str | None, from_env: bool) -> tuple[str | None, str]:
     return flag, API_KEY_ENV if from_env else "--api-key"
 
 
+def check_names(given: list[str] | None) -> tuple[str, ...]:
+    """The ``--served-model-name`` values, checked, once each."""
+    for name in given or ():
+        if not name.strip() or len(name) > MAX_NAME_CHARS or not name.isprintable():
+            raise EdgeError(
+                f"--served-model-name must be printable text of 1 to {MAX_NAME_CHARS} "
+                f"characters, got {name[:MAX_NAME_CHARS]!r}."
+            )
+    return tuple(dict.fromkeys(given or ()))
+
+
+def model_names(given: tuple[str, ...], bundle_name: str) -> tuple[str, ...]:
+    """The names the server answers to: the bundle folder's name unless others are given; with
+    only ``*`` given, any name, the bundle's listed."""
+    if not [n for n in given if n != ANY_MODEL]:
+        return (bundle_name, *given)
+    return given
+
+
+def check_logging(level: str, fmt: str) -> None:
+    """``--log-level`` and ``--log-format``, each one of its words (any case)."""
+    if level.lower() not in LOG_LEVELS:
+        raise EdgeError(f"--log-level must be one of {', '.join(LOG_LEVELS)}, got {level!r}.")
+    if fmt.lower() not in LOG_FORMATS:
+        raise EdgeError(f"--log-format must be one of {', '.join(LOG_FORMATS)}, got {fmt!r}.")
+
+
 def run(
     model: Path | None,
     host: str,
     port: int,
+    threads: int | None,
+    provider: str,
+    *,
+    names: tuple[str, ...],
     api_key: str | None,
     cors: tuple[str, ...],
     max_batch: int,
     max_queue: int,
-    threads: int | None,
-    provider: str,
+    logging: tuple[str, str],
 ) -> None:
     """Check the flags, load the bundle, bind and serve."""
     if not 1 <= max_batch <= MAX_BATCH_LIMIT:
@@ -154,6 +207,7 @@ def run(
             f"gpt2-serve needs the serve extra ({', '.join(missing)} missing): "
             "pip install 'gpt2-edge[serve]'."
         )
+    from .access import configure_logging
     from .app import create_app
     from .config import ServeConfig
     from .server import bind, exposure_warning, serve, url
@@ -167,10 +221,12 @@ def run(
     warning = exposure_warning(sock, api_key)
     if warning:
         typer.echo(warning, err=True)
-    model_id = Path(path).resolve().name
-    config = ServeConfig(model_id, max_batch, max_queue, api_key, cors)
+    names = model_names(names, Path(path).resolve().name)
+    config = ServeConfig(names, max_batch, max_queue, api_key, cors)
+    configure_logging(*logging)
     typer.echo(
-        f"gpt2-serve: {model_id} on {url(sock)}/ (OpenAI API under /v1, page at /); Ctrl-C stops.",
+        f"gpt2-serve: {', '.join(config.listed)} on {url(sock)}/ (OpenAI API under /v1, page "
+        "at /); Ctrl-C stops.",
         err=True,
     )
     serve(create_app(gen, config), sock)

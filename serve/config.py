@@ -17,6 +17,16 @@ DEFAULT_MAX_BODY_BYTES = 4 << 20
 RETRY_AFTER_S = 1  # what a 503 for a full queue tells the client to wait
 # A streamed event unread this long means the client stopped reading: its rows are freed.
 DEFAULT_STALL_TIMEOUT_S = 30.0
+# Rows (prompts x n) one request may ask for: more than --max-batch run in parts through the
+# queue, up to this many (each part holds the model for its turn; past it, send several requests).
+MAX_REQUEST_ROWS = 1024
+# A served model name that accepts whatever name a client sends (a one-model server, as
+# llama.cpp's answers with its one model whatever the name).
+ANY_MODEL = "*"
+MAX_NAME_CHARS = 200  # a served model name
+LOG_FORMATS = ("text", "json")
+LOG_LEVELS = ("debug", "info", "warning", "error")
+DEFAULT_LOG_FORMAT, DEFAULT_LOG_LEVEL = "text", "info"
 
 
 def check_api_key(key: str | None, name: str = "api_key") -> None:
@@ -44,7 +54,9 @@ class ServeConfig:
     """What one server instance runs with.
 
     Attributes:
-        model_id: the name clients pass as ``model`` (the bundle folder's name).
+        model_names: the names clients may pass as ``model``, the first one listed first and used
+            in answers to requests that name none (default: the bundle folder's name);
+            ``*`` among them accepts any name.
         max_batch: most rows decoded together (default 16).
         max_queue: most requests waiting for rows; more get a 503 (default 64).
         api_key: when set, every API route needs ``Authorization: Bearer <key>`` (default None);
@@ -55,7 +67,7 @@ class ServeConfig:
             (default 30).
     """
 
-    model_id: str
+    model_names: tuple[str, ...]
     max_batch: int = DEFAULT_MAX_BATCH
     max_queue: int = DEFAULT_MAX_QUEUE
     api_key: str | None = None
@@ -65,3 +77,17 @@ class ServeConfig:
 
     def __post_init__(self) -> None:
         check_api_key(self.api_key)
+
+    @property
+    def listed(self) -> tuple[str, ...]:
+        """The names ``/v1/models`` lists (all but ``*``)."""
+        return tuple(n for n in self.model_names if n != ANY_MODEL)
+
+    def answer_name(self, requested: str | None) -> str | None:
+        """The name to answer a request with: the one it asked for when served (or any name is),
+        the first listed name when it named none; None when the name is not served."""
+        if requested is None:
+            return self.listed[0]
+        if requested in self.model_names or ANY_MODEL in self.model_names:
+            return requested
+        return None

@@ -15,11 +15,13 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.types import Receive, Scope, Send
 
+from .access import note
 from .config import RETRY_AFTER_S, ServeConfig
 from .errors import ApiError, error_body
 from .jobs import Failed, Job, Piece, RowSpec, Scored
-from .protocol import GenerationRequest
-from .responses import (
+from .scheduler import QueueFull, Scheduler, ShuttingDown
+from .wire.protocol import GenerationRequest
+from .wire.responses import (
     ChoiceText,
     Entry,
     Offsets,
@@ -32,7 +34,6 @@ from .responses import (
     new_id,
     usage_chunk,
 )
-from .scheduler import QueueFull, Scheduler, ShuttingDown
 
 T = TypeVar("T")
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
@@ -65,8 +66,33 @@ class Generation:
     def __init__(self, gen: Generator, scheduler: Scheduler, config: ServeConfig):
         self.gen, self.scheduler, self.config = gen, scheduler, config
 
-    async def answer(self, request: Request, req: GenerationRequest) -> Response:
-        """Queue ``req`` and answer it (a 503 with ``Retry-After`` when the queue is full)."""
+    async def answer(self, request: Request, req: GenerationRequest, model: str) -> Response:
+        """Queue ``req`` and answer it as ``model``: streamed, or whole unless the client leaves
+        first (a 503 with ``Retry-After`` when the queue is full)."""
+        if req.stream:
+            job = self.submit(req)
+            return JobStream(self._stream(job, req, model, request.scope), job)
+        body = await _unless_disconnected(request.receive, self.whole(req, model, request.scope))
+        if body is None:
+            return Response(status_code=499)
+        return await run_in_threadpool(JSONResponse, body)  # rendering grows with the answer too
+
+    async def whole(
+        self, req: GenerationRequest, model: str, scope: Scope | None = None
+    ) -> dict[str, Any]:
+        """Queue ``req`` and collect its answer as one response body."""
+        job = self.submit(req)
+        try:
+            return await self._collect(job, req, model, scope)
+        finally:
+            job.cancel()  # frees the rows if the client left or the handler was cancelled
+
+    def submit(self, req: GenerationRequest) -> Job:
+        """``req`` queued as a job.
+
+        Raises:
+            ApiError: 503 when the queue is full (with ``Retry-After``) or the server stops.
+        """
         job = self._job(req)
         try:
             self.scheduler.submit(job)
@@ -80,15 +106,7 @@ class Generation:
             ) from None
         except ShuttingDown:
             raise ApiError(503, "The server is shutting down.", code="shutting_down") from None
-        if req.stream:
-            return JobStream(self._stream(job, req), job)
-        try:
-            body = await _unless_disconnected(request.receive, self._collect(job, req))
-        finally:
-            job.cancel()  # frees the rows if the client left or the handler was cancelled
-        if body is None:
-            return Response(status_code=499)
-        return await run_in_threadpool(JSONResponse, body)  # rendering grows with the answer too
+        return job
 
     def _job(self, req: GenerationRequest) -> Job:
         # The runtime's seeds: a choice's sample is its own whatever else shares the batch.
@@ -145,7 +163,9 @@ class Generation:
             )
         return entries
 
-    async def _collect(self, job: Job, req: GenerationRequest) -> dict[str, Any]:
+    async def _collect(
+        self, job: Job, req: GenerationRequest, model: str, scope: Scope | None
+    ) -> dict[str, Any]:
         choices = self._choices(req)
         async for event in self._events(job, req):
             if isinstance(event, Scored):
@@ -154,8 +174,9 @@ class Generation:
                     choice.entries[:0] = entries[i // req.n]
             else:
                 choices[event.choice].add(event)
-        rid, model = new_id("chatcmpl" if req.chat else "cmpl"), self.config.model_id
+        rid = new_id("chatcmpl" if req.chat else "cmpl")
         prompt_tokens = sum(p.size for p in req.prompts)
+        _note_usage(scope, job, prompt_tokens, sum(c.tokens for c in choices))
         logprobs = req.logprobs is not None
         if req.chat:
             return await run_in_threadpool(chat_body, rid, model, choices, prompt_tokens, logprobs)
@@ -165,11 +186,14 @@ class Generation:
             completion_body, rid, model, choices, prefixes, prompt_tokens, logprobs
         )
 
-    async def _stream(self, job: Job, req: GenerationRequest) -> AsyncIterator[str]:
+    async def _stream(
+        self, job: Job, req: GenerationRequest, model: str, scope: Scope
+    ) -> AsyncIterator[str]:
         """Server-sent events: a chunk per released piece, the finish reason in each choice's
         last chunk, then the usage (if asked) and ``[DONE]``."""
         rid = new_id("chatcmpl" if req.chat else "cmpl")
-        model, usage = self.config.model_id, req.include_usage
+        usage = req.include_usage
+        prompt_tokens = sum(p.size for p in req.prompts)
         choices = self._choices(req)
         logprobs = req.logprobs is not None
         for i in range(req.rows):
@@ -205,13 +229,23 @@ class Generation:
                     shown = completion_logprobs([entry]) if entry is not None else None
                     yield _sse(completion_chunk(rid, model, i, text, shown, finish, usage))
         except ApiError as exc:
+            _note_usage(scope, job, prompt_tokens, sum(c.tokens for c in choices))
+            note(scope, error=exc.message)
             yield _sse(error_body(exc.status, exc.message, exc.param, exc.code))
             return
+        completion = sum(c.tokens for c in choices)
+        _note_usage(scope, job, prompt_tokens, completion)
         if usage:
-            prompt_tokens = sum(p.size for p in req.prompts)
-            completion = sum(c.tokens for c in choices)
             yield _sse(usage_chunk(rid, model, req.chat, prompt_tokens, completion))
         yield "data: [DONE]\n\n"
+
+
+def _note_usage(scope: Scope | None, job: Job, prompt_tokens: int, completion_tokens: int) -> None:
+    """What the request's log line says of its tokens and its time to the first token."""
+    if scope is None:  # not an HTTP request (gpt2-batch)
+        return
+    ttft = None if job.first_token is None else round((job.first_token - job.submitted) * 1e3, 2)
+    note(scope, prompt_tokens=prompt_tokens, completion_tokens=completion_tokens, ttft_ms=ttft)
 
 
 def _sse(data: dict[str, Any]) -> str:

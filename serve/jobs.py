@@ -97,6 +97,7 @@ class Job:
     ):
         self.rows, self.sampling, self.options = rows, sampling, options
         self.generate, self.score, self.start, self.stream = generate, score, start, stream
+        self.joined = 0  # rows added to the batch so far (set by the scheduler's thread)
         self.cancelled = threading.Event()
         self.submitted = time.monotonic()
         self.first_token: float | None = None  # set by the scheduler
@@ -107,9 +108,9 @@ class Job:
         self.on_cancel: Callable[[], None] | None = None  # wakes the scheduler
 
     @property
-    def generating_rows(self) -> int:
-        """Rows this job takes in the batch."""
-        return len(self.rows) if self.generate else 0
+    def rows_to_join(self) -> int:
+        """Rows of this job still to join the batch (none when it only scores)."""
+        return len(self.rows) - self.joined if self.generate else 0
 
     def post(self, event: Event) -> None:
         """Hand an event to the coroutine (from the scheduler's thread)."""

@@ -7,10 +7,7 @@ the key check, a 413) count too.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 # Seconds; a 124M int8 model on two cores takes ~0.1 s to a first token and a few seconds to
 # 64 tokens under load, so the buckets span milliseconds to minutes.
@@ -67,35 +64,3 @@ class Metrics:
     def text(self) -> bytes:
         """The Prometheus text exposition of every metric."""
         return generate_latest(self.registry)
-
-
-class RequestCounter:
-    """ASGI middleware: counts each HTTP response by route and status code.
-
-    Args:
-        app: the wrapped application.
-        metrics: where to count.
-        label: a request path's route label (a few fixed values, so that unknown paths cannot
-            grow the metric without bound).
-    """
-
-    def __init__(self, app: ASGIApp, metrics: Metrics, label: Callable[[str], str]):
-        self.app, self.metrics, self.label = app, metrics, label
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        path = self.label(scope["path"])
-        status = 500  # what the client gets if the app fails before it starts a response
-
-        async def counting_send(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-            await send(message)
-
-        try:
-            await self.app(scope, receive, counting_send)
-        finally:
-            self.metrics.requests.labels(path, str(status)).inc()

@@ -112,7 +112,7 @@ class Scheduler:
         passing through the queue)."""
         free = self.max_batch - self._rows
         for count, job in enumerate(queue):
-            free -= job.generating_rows
+            free -= job.rows_to_join
             if free < 0:
                 return len(queue) - count
         return 0
@@ -136,7 +136,8 @@ class Scheduler:
                     self._turn(admitted)
                 except Exception:  # a bug: fail the jobs in flight, start again with no rows
                     log.exception("the scheduler failed a step; failing the requests in it")
-                    self._fail({a.job for a in self._active.values()} | set(admitted))
+                    gone = {a.job for a in self._active.values()} | {j for j, _ in admitted}
+                    self._fail(gone)
                     self._active.clear()
                     self._count_rows()
                     self._engine = self._gen.engine()
@@ -154,27 +155,34 @@ class Scheduler:
         for job in jobs:
             job.post(Failed(503 if shutdown else 500, message))
 
-    def _admit(self) -> list[Job]:
-        """Take the queued jobs that fit, in order (under the lock)."""
-        admitted: list[Job] = []
+    def _admit(self) -> list[tuple[Job, int]]:
+        """Take the queued jobs that fit, in order, each with how many of its rows join now
+        (under the lock). A job with more rows than the batch has room for joins in parts:
+        its first rows now, the next ones as rows come free; it keeps the head of the queue
+        meanwhile (first come, first served)."""
+        admitted: list[tuple[Job, int]] = []
         free = self.max_batch - len(self._active)
         while self._queue:
             job = self._queue[0]
             if job.cancelled.is_set():
                 self._queue.popleft()
                 continue
-            if job.generating_rows > free:
-                break  # first come, first served: later jobs wait behind it
-            free -= job.generating_rows
-            admitted.append(self._queue.popleft())
+            take = min(free, job.rows_to_join)
+            if job.rows_to_join and not take:
+                break  # no room: later jobs wait behind it
+            admitted.append((job, take))
+            free -= take
+            if take < job.rows_to_join:
+                break  # the rest of it joins later
+            self._queue.popleft()
         self._metrics.queue_depth.set(len(self._queue))
         return admitted
 
-    def _turn(self, admitted: list[Job]) -> None:
+    def _turn(self, admitted: list[tuple[Job, int]]) -> None:
         """Join the admitted jobs, drop the gone ones, run one step and hand out its tokens."""
-        for job in admitted:
+        for job, take in admitted:
             if not job.cancelled.is_set():
-                self._join(job)
+                self._join(job, take)
         self._drop_gone()
         self._count_rows()
         if not self._active:
@@ -183,22 +191,25 @@ class Scheduler:
         self._metrics.step_rows.observe(len({e.row for e in events}))
         self._deliver(events)
 
-    def _join(self, job: Job) -> None:
+    def _join(self, job: Job, take: int) -> None:
+        """Add ``take`` more of ``job``'s rows to the batch (its scoring comes with the first)."""
         engine = self._engine
-        prompts = list({id(r.prompt): r.prompt for r in job.rows}.values())  # once per prompt
-        if job.score:
-            top = job.options.logprobs or 0
-            job.post(Scored(engine.score(prompts, top, job.start)))
-        self._metrics.prompt_tokens.inc(sum(p.size for p in prompts))
+        if not job.joined:
+            prompts = list({id(r.prompt): r.prompt for r in job.rows}.values())  # once each
+            if job.score:
+                top = job.options.logprobs or 0
+                job.post(Scored(engine.score(prompts, top, job.start)))
+            self._metrics.prompt_tokens.inc(sum(p.size for p in prompts))
         if not job.generate:  # max_tokens 0: nothing to generate
             job.post([Piece(i, None, "", None, "length") for i in range(len(job.rows))])
             self._metrics.latency.observe(time.monotonic() - job.submitted)
             return
-        ids = engine.add(
-            [r.prompt for r in job.rows], job.sampling, job.options, [r.rng for r in job.rows]
-        )
-        for choice, row_id in enumerate(ids):
-            self._active[row_id] = _Active(job, choice)
+        first = job.joined
+        rows = job.rows[first : first + take]
+        ids = engine.add([r.prompt for r in rows], job.sampling, job.options, [r.rng for r in rows])
+        job.joined += take
+        for k, row_id in enumerate(ids):
+            self._active[row_id] = _Active(job, first + k)
 
     def _drop_gone(self) -> None:
         """Free the rows of jobs whose client left or stopped reading."""
@@ -230,8 +241,9 @@ class Scheduler:
             pieces.setdefault(active.job, []).append(piece)
             if finish is not None:
                 del self._active[event.row]
-                if not any(a.job is active.job for a in self._active.values()):
-                    self._metrics.latency.observe(now - active.job.submitted)
+                job = active.job
+                if not job.rows_to_join and not any(a.job is job for a in self._active.values()):
+                    self._metrics.latency.observe(now - job.submitted)
         self._metrics.generated_tokens.inc(len(events))
         for job, items in pieces.items():
             if job.first_token is None:

@@ -208,8 +208,18 @@ def test_logprobs_are_the_raw_log_softmax(gen: Generator, settings: dict) -> Non
     assert gen.generate(PROMPTS[1], max_new_tokens=2, **settings).logprobs is None
 
 
+def scored_split(gen: Generator, text: str, context: str, start: bool) -> tuple[list, list]:
+    """The documented rule, restated: the start token (when asked) and the context come before
+    the text; with nothing before it, the text's first token conditions the rest."""
+    before = gen.tokenizer.encode(context).tolist() if context else []
+    before = ([gen.bos_id] if start else []) + before
+    target = gen.tokenizer.encode(text).tolist()
+    return (before, target) if before else (target[:1], target[1:])
+
+
+@pytest.mark.parametrize("start", [False, True], ids=["as-sent", "after-start-token"])
 def test_score_is_the_log_softmax_at_the_scored_positions_only(
-    gen: Generator, monkeypatch: pytest.MonkeyPatch
+    gen: Generator, monkeypatch: pytest.MonkeyPatch, start: bool
 ) -> None:
     asked: list[np.ndarray] = []
     original = gen.session.logits
@@ -219,12 +229,14 @@ def test_score_is_the_log_softmax_at_the_scored_positions_only(
         return original(ids, lengths, positions)
 
     monkeypatch.setattr(gen.session, "logits", logits)
-    texts, contexts = [" sat on the mat", " jumps", " world"], ["The cat", "The quick fox", ""]
-    batch = gen.score_batch(texts, contexts, logprobs=2)
+    texts, contexts = (
+        [" sat on the mat", " jumps", " hello world"],
+        ["The cat", "The quick fox", ""],
+    )
+    batch = gen.score_batch(texts, contexts, logprobs=2, start=start)
     assert len(asked) == 1 and asked[0].shape == (3, 4)  # one call; the longest text's 4 tokens
     for text, context, result in zip(texts, contexts, batch, strict=True):
-        before = gen.encode(context).tolist()  # "" is the start token
-        target = gen.tokenizer.encode(text).tolist()
+        before, target = scored_split(gen, text, context, start)
         expected = log_softmax(forward(gen, before + target))[len(before) - 1 : -1]
         assert result.tokens == target and result.context_tokens == len(before)
         picked = expected[np.arange(len(target)), target]
@@ -232,10 +244,17 @@ def test_score_is_the_log_softmax_at_the_scored_positions_only(
         assert abs(result.logprob - float(picked.sum())) < 1e-3
         assert result.greedy == bool(np.all(expected.argmax(axis=-1) == target))
         assert all(len(t.top) == 2 for t in result.logprobs)
-        single = gen.score(text, context or None)
+        single = gen.score(text, context or None, start=start)
         assert [t.logprob for t in single.logprobs] == pytest.approx(
             [t.logprob for t in result.logprobs], abs=1e-5
         )
+
+
+def test_a_lone_token_with_nothing_before_it_has_nothing_to_score(gen: Generator) -> None:
+    with pytest.raises(EdgeError, match="Nothing to score: a text of one token") as caught:
+        gen.score(" world")
+    assert caught.value.field == "text"
+    assert len(gen.score(" world", start=True).logprobs) == 1
 
 
 def test_score_says_greedy_when_the_text_is_the_models_own(gen: Generator) -> None:

@@ -125,15 +125,21 @@ def test_logprobs_equal_transformers(graphs: dict, hf: Any, which: str) -> None:
     np.testing.assert_allclose([t.logprob for t in sampled.logprobs or []], picked, atol=1e-4)
 
 
+@pytest.mark.parametrize("start", [False, True], ids=["as-sent", "after-start-token"])
 @pytest.mark.parametrize("which", ["fused", "optimum"])
-def test_score_equals_transformers(graphs: dict, hf: Any, which: str) -> None:
+def test_score_equals_transformers(graphs: dict, hf: Any, which: str, start: bool) -> None:
+    """Each text's tokens against transformers' log-softmax of the same ids: after its context,
+    after the start token too when asked (lm-evaluation-harness's hf rule for no context)."""
     gen: Generator = graphs[which]
     texts = [" was founded in 1850 by settlers", " their second album", " world", "Hello world"]
     contexts = ["The city", "In 1998, the band released", "Hello", None]
-    results = gen.score_batch(texts, [c or "" for c in contexts], logprobs=3)
+    results = gen.score_batch(texts, [c or "" for c in contexts], logprobs=3, start=start)
     for text, context, result in zip(texts, contexts, results, strict=True):
-        before = gen.encode(context or "").tolist()
+        before = [gen.bos_id] if start else []
+        before += gen.tokenizer.encode(context).tolist() if context else []
         target = gen.tokenizer.encode(text).tolist()
+        if not before:  # the first token conditions the rest
+            before, target = target[:1], target[1:]
         expected = hf_log_softmax(hf, before + target)[len(before) - 1 : -1]
         picked = expected[np.arange(len(target)), target]
         np.testing.assert_allclose([t.logprob for t in result.logprobs], picked, atol=1e-4)

@@ -1,4 +1,5 @@
-"""The server's tests share one model: the random 2-layer fused bundle of ``support/fused_bundle.py``
+"""The server's tests share one model: the random 2-layer fused bundle of
+``support/fused_bundle.py``
 (onnx and numpy, no torch), built once per module, and a generator on it."""
 
 from __future__ import annotations

@@ -52,7 +52,7 @@ class Server:
 @contextmanager
 def running(gen: Generator, **config: Any) -> Iterator[Server]:
     """Serve ``gen`` on a free loopback port until the block ends."""
-    config.setdefault("model_id", "tiny")
+    config.setdefault("model_names", ("tiny",))
     app = create_app(gen, ServeConfig(**config))
     sock = bind("127.0.0.1", 0)
     server = make_server(app)  # as gpt2-serve runs it

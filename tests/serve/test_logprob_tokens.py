@@ -14,7 +14,7 @@ pytest.importorskip("starlette")
 
 from gpt2_edge.runtime import Generator, TokenLogprob
 from gpt2_edge.runtime.generation.results import TopLogprob
-from gpt2_edge.serve.responses import Entry, chat_logprobs, completion_logprobs
+from gpt2_edge.serve.wire.responses import Entry, chat_logprobs, completion_logprobs
 from serve_support import running
 
 PARTS = {447: b"\xe2\x80", 246: b"\x98", 247: b"\x99", 222: b"\x80"}  # GPT-2's byte tokens

@@ -30,8 +30,8 @@ from gpt2_edge.runtime import (
     Generator,  # noqa: E402
 )
 from gpt2_edge.runtime.sampling.sampler import Sampler  # noqa: E402
-from gpt2_edge.serve.chat import TURN_STOPS, transcript  # noqa: E402
 from gpt2_edge.serve.server import exposure_warning  # noqa: E402
+from gpt2_edge.serve.wire.chat import TURN_STOPS, transcript
 from serve_support import Server, openai_client, running  # noqa: E402
 
 GREEDY = {"temperature": 0}
@@ -368,7 +368,7 @@ BAD_SETTINGS = [
     ({"stream": "yes"}, "stream"),
     ({"stream_options": {"include_usage": True}}, "stream_options"),
     ({"echo": 1}, "echo"),
-    ({"n": 9, "temperature": 1}, "n"),  # more rows than --max-batch 8
+    ({"n": 64, "temperature": 1, "extra_body": {"prompt": ["x"] * 17}}, "n"),  # 1088 rows
 ]
 
 

@@ -83,13 +83,24 @@ def patch_cli_load(
     asked: list[Path] | None = None,
 ) -> None:
     """Make ``gpt2-generate`` (``cli_module``) load ``make()``'s fake generator whatever --model
-    names; the paths it loads are appended to ``asked``."""
+    names (a name that is no bundle included); the paths it loads are appended to ``asked``.
+    Without --model the command picks from models/ as it does."""
+    pick = cli_module.pick_model
+
+    def pick_model(model: Any, provider: Any) -> tuple[Path, Any, str | None]:
+        try:
+            return pick(model, provider)
+        except EdgeError as exc:  # a name that is no bundle: the fake loads anyway
+            if model is None or exc.field != "model":
+                raise
+            return Path(model), provider, None
 
     def load(path: Path, *_args: Any, **_kw: Any) -> Generator:
         if asked is not None:
             asked.append(Path(path))
         return make()
 
+    monkeypatch.setattr(cli_module, "pick_model", pick_model)
     monkeypatch.setattr(cli_module, "load", load)
 
 

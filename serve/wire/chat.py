@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .errors import ApiError
+from ..errors import ApiError
 
 SYSTEM_ROLES = ("system", "developer")
 TURN_NAMES = {"user": "User", "assistant": "Assistant"}

@@ -34,8 +34,9 @@ from gpt2_edge.runtime import (
     SettingError,
 )
 
+from ..config import MAX_REQUEST_ROWS
+from ..errors import ApiError
 from .chat import TURN_STOPS, transcript
-from .errors import ApiError
 
 MAX_COMPLETION_LOGPROBS = 5  # OpenAI's bound for /v1/completions
 # An extra field of /v1/completions: echo's log-probabilities condition the prompt's first token
@@ -141,7 +142,7 @@ def _integer(digits: str) -> int:
         ) from None
 
 
-def completion_request(body: dict[str, Any], gen: Generator, max_batch: int) -> GenerationRequest:
+def completion_request(body: dict[str, Any], gen: Generator) -> GenerationRequest:
     """Check a ``/v1/completions`` body."""
     for name, allowed in (
         ("suffix", (None, "")),
@@ -154,10 +155,10 @@ def completion_request(body: dict[str, Any], gen: Generator, max_batch: int) -> 
     if logprobs is not None:
         logprobs = _int(body, "logprobs", 0, MAX_COMPLETION_LOGPROBS)
     texts, given_ids = _prompts(body.get("prompt"), gen)
-    return _request(body, gen, max_batch, False, texts, given_ids, logprobs, ())
+    return _request(body, gen, False, texts, given_ids, logprobs, ())
 
 
-def chat_request(body: dict[str, Any], gen: Generator, max_batch: int) -> GenerationRequest:
+def chat_request(body: dict[str, Any], gen: Generator) -> GenerationRequest:
     """Check a ``/v1/chat/completions`` body; the messages become one prompt (:mod:`.chat`)."""
     for name in ("tools", "functions", "logit_bias"):
         if body.get(name) not in (None, [], {}):
@@ -180,13 +181,12 @@ def chat_request(body: dict[str, Any], gen: Generator, max_batch: int) -> Genera
     if body.get("echo") is not None:
         raise ApiError(400, "echo is for /v1/completions; chat completions do not echo.", "echo")
     text = transcript(body.get("messages"))
-    return _request(body, gen, max_batch, True, [text], None, logprobs, TURN_STOPS)
+    return _request(body, gen, True, [text], None, logprobs, TURN_STOPS)
 
 
 def _request(
     body: dict[str, Any],
     gen: Generator,
-    max_batch: int,
     chat: bool,
     texts: list[str],
     given_ids: list[np.ndarray] | None,
@@ -220,11 +220,11 @@ def _request(
     if max_tokens == 0 and not echo:
         raise ApiError(400, "max_tokens 0 generates nothing; it needs echo.", "max_tokens")
     count = len(texts) if given_ids is None else len(given_ids)
-    if count * n > max_batch:  # also for max_tokens 0: scoring holds the model as long
+    if count * n > MAX_REQUEST_ROWS:  # more than --max-batch run in parts through the queue
         raise ApiError(
             400,
             f"This request needs {count * n} rows ({count} prompts x n={n}) but the server "
-            f"takes at most {max_batch} at once (--max-batch).",
+            f"takes at most {MAX_REQUEST_ROWS} in one request; send several requests.",
             "n" if n > 1 else "prompt",
         )
     # Only scored (max_tokens 0 with echo), a prompt needs no position for a new token and may

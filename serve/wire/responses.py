@@ -13,7 +13,7 @@ from typing import Any
 
 from gpt2_edge.runtime import Tokenizer, TokenLogprob
 
-from .jobs import Piece
+from ..jobs import Piece
 
 # The runtime's finish reasons in OpenAI's words: a full context ends a choice as its length.
 FINISH_REASONS = {"eos": "stop", "stop": "stop", "length": "length", "context": "length"}
