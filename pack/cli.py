@@ -7,6 +7,8 @@ SIGTERM 143 and SIGHUP 129 (each after removing the partial pack).
 
 from __future__ import annotations
 
+import sys
+
 from gpt2_edge.runtime import guarded_imports
 
 # Ctrl-C while the libraries load ends the command as a later one does: 130, no traceback
@@ -19,6 +21,7 @@ with guarded_imports():
 
     from .make import make_pack
     from .platforms import DEFAULT_PYTHON, PLATFORMS, WEB, is_web
+    from .staging import discard_pack
 
 app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
 
@@ -68,9 +71,24 @@ def pack(
             result = make_web_pack(bundle, output, log=say)
         else:
             result = make_pack(bundle, platform, python, output, log=say)
-        for notice in result.notices:
+        announce(result.folder, result.notices)
+
+
+def announce(folder: Path, notices: list[str]) -> None:
+    """The notes on stderr, then the pack's path on stdout, the command's one line of output.
+
+    If that line cannot be written (a full disk behind stdout) or Ctrl-C comes first, the pack
+    goes again: the command fails, and a script would not know the pack was made, nor could it
+    run the command again (the output would exist).
+    """
+    try:
+        for notice in notices:
             typer.echo(f"Note: {notice}", err=True)
-        typer.echo(str(result.folder))
+        sys.stdout.write(f"{folder}\n")
+        sys.stdout.flush()
+    except (OSError, KeyboardInterrupt):
+        discard_pack(folder)
+        raise
 
 
 def main() -> None:

@@ -1,16 +1,14 @@
 """``make_pack``: a bundle and every wheel it needs on a device, in one folder to copy there.
 
 The folder is assembled in a hidden staging folder beside the output and renamed into place at
-the end, so an interrupted or failed run leaves nothing at the output (and removes the staging).
+the end, so an interrupted or failed run leaves nothing at the output (``staging.py``).
 """
 
 from __future__ import annotations
 
 import os
 import shutil
-import signal
 import textwrap
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,12 +20,12 @@ from gpt2_edge.runtime import (
     Precision,
     load_bundle,
     sha256_of,
-    signals_as_interrupts,
     verify_files,
 )
 
 from . import scripts
 from .platforms import DEFAULT_PYTHON, Target, resolve_target
+from .staging import staged
 from .wheels import download_dependencies, own_wheel
 
 MODELS = "models"  # gpt2-generate run from the pack folder finds the bundle here by itself
@@ -75,8 +73,7 @@ def make_pack(
     check_output(out, source)
     say(f"Checking {source} (sizes and SHA-256)")
     manifest = check_bundle(source)
-    staging = out.parent / f".{out.name}.partial-{uuid.uuid4().hex[:8]}"
-    with signals_as_interrupts(signal.SIGTERM, signal.SIGHUP):
+    with staged(out) as (staging, _):
         pack = _assemble(source, manifest, target, out, staging, say)
     say(f"Wrote {out}: copy it to the device and run sh install.sh there")
     return pack
@@ -90,29 +87,19 @@ def _assemble(
     staging: Path,
     say: Callable[[str], None],
 ) -> Pack:
-    """Write the pack in ``staging`` and rename it to ``out``; remove ``staging`` on any failure."""
+    """Write the pack in ``staging`` (:func:`.staging.staged` renames it to ``out``)."""
     name = source.resolve().name
-    try:
-        staging.mkdir(parents=True)
-        wheels = staging / WHEELS
-        wheels.mkdir()
-        say("Building gpt2-edge's wheel")
-        own = own_wheel(wheels)
-        say(f"Downloading the wheels for {target.platform.name} and CPython {target.python}")
-        download_dependencies(target, own, wheels)
-        say(f"Copying the bundle to {out / MODELS / name}")
-        copy_bundle(source, manifest, staging / MODELS / name)
-        found = [*left_out(source, manifest), *notices(manifest, target)]
-        pack = Pack(out, target, name, wheel_versions(wheels), found)
-        write_texts(staging, pack, manifest)
-        os.rename(staging, out)
-    except OSError as exc:  # a full disk, a folder that cannot be written
-        shutil.rmtree(staging, ignore_errors=True)
-        reason = exc.strerror or str(exc)
-        raise EdgeError(f"The pack cannot be written to {out} ({reason}).") from None
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
+    wheels = staging / WHEELS
+    wheels.mkdir()
+    say("Building gpt2-edge's wheel")
+    own = own_wheel(wheels)
+    say(f"Downloading the wheels for {target.platform.name} and CPython {target.python}")
+    download_dependencies(target, own, wheels)
+    say(f"Copying the bundle to {out / MODELS / name}")
+    copy_bundle(source, manifest, staging / MODELS / name)
+    found = [*left_out(source, manifest), *notices(manifest, target)]
+    pack = Pack(out, target, name, wheel_versions(wheels), found)
+    write_texts(staging, pack, manifest)
     return pack
 
 

@@ -20,18 +20,17 @@ import importlib.resources
 import json
 import os
 import shutil
-import signal
 import string
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
-from gpt2_edge.runtime import EdgeError, Manifest, Precision, sha256_of, signals_as_interrupts
+from gpt2_edge.runtime import Manifest, Precision, sha256_of
 
 from .make import check_bundle, check_output, check_source, copy_bundle, left_out
 from .npm_files import NpmPackage, npm_package
+from .staging import staged
 
 WEB = "web"  # the --platform name
 MODEL = "model"  # the bundle's folder in the pack; index.html loads it from there
@@ -113,8 +112,7 @@ def make_web_pack(
     manifest = check_bundle(source)
     web = assets()
     packages = {name: npm_package(name, web, say) for name in VENDORED}
-    staging = out.parent / f".{out.name}.partial-{uuid.uuid4().hex[:8]}"
-    with signals_as_interrupts(signal.SIGTERM, signal.SIGHUP) as pending:
+    with staged(out) as (staging, pending):
         pack = _assemble(source, manifest, web, packages, out, staging, say, pending)
     say(f"Wrote {out}: serve it (cd {out} && python3 serve.py) and open http://127.0.0.1:8000/")
     return pack
@@ -135,41 +133,31 @@ def _assemble(
     say: Callable[[str], None],
     pending: Callable[[], None],
 ) -> WebPack:
-    """Write the pack in ``staging`` and rename it to ``out``; remove ``staging`` on any failure.
+    """Write the pack in ``staging`` (:func:`.staging.staged` renames it to ``out``).
 
     ``pending()`` raises for a signal that came while the pack was written (its exception may
     have been swallowed), so that no pack is renamed into place after one."""
-    try:
-        staging.mkdir(parents=True)
-        say(f"Copying the page, the runtime and {ORT} {packages[ORT].version}")
-        for name in PAGE_FILES:
-            shutil.copyfile(web / "page" / name, staging / name)
-        (staging / "js").mkdir()
-        for module in sorted((web / "src").glob("*.mjs")):
-            shutil.copyfile(module, staging / "js" / module.name)
-        for name, files in VENDORED.items():
-            for inside, target in files:
-                (staging / target).parent.mkdir(parents=True, exist_ok=True)
-                (staging / target).write_bytes(packages[name].read(inside))
-        say(f"Copying the bundle to {out / MODEL}")
-        copy_bundle(source, manifest, staging / MODEL)
-        versions = {name: package.version for name, package in packages.items()}
-        pack = WebPack(out, manifest.name, versions, {}, left_out(source, manifest))
-        files = _inventory(staging)  # every file is hashed once
-        pack.download = _download_sizes(files)
-        _write_readme(staging, manifest, pack, files, out)
-        files[README] = _entry(staging / README)
-        _write_pack_manifest(staging, manifest, pack, dict(sorted(files.items())))
-        listing = (staging / PACK_MANIFEST).stat().st_size  # the page reads it too
-        pack.download = {build: size + listing for build, size in pack.download.items()}
-        os.rename(staging, out)
-    except OSError as exc:  # a full disk, a folder that cannot be written
-        shutil.rmtree(staging, ignore_errors=True)
-        reason = exc.strerror or str(exc)
-        raise EdgeError(f"The pack cannot be written to {out} ({reason}).") from None
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
+    say(f"Copying the page, the runtime and {ORT} {packages[ORT].version}")
+    for name in PAGE_FILES:
+        shutil.copyfile(web / "page" / name, staging / name)
+    (staging / "js").mkdir()
+    for module in sorted((web / "src").glob("*.mjs")):
+        shutil.copyfile(module, staging / "js" / module.name)
+    for name, files in VENDORED.items():
+        for inside, target in files:
+            (staging / target).parent.mkdir(parents=True, exist_ok=True)
+            (staging / target).write_bytes(packages[name].read(inside))
+    say(f"Copying the bundle to {out / MODEL}")
+    copy_bundle(source, manifest, staging / MODEL)
+    versions = {name: package.version for name, package in packages.items()}
+    pack = WebPack(out, manifest.name, versions, {}, left_out(source, manifest))
+    files = _inventory(staging)  # every file is hashed once
+    pack.download = _download_sizes(files)
+    _write_readme(staging, manifest, pack, files, out)
+    files[README] = _entry(staging / README)
+    _write_pack_manifest(staging, manifest, pack, dict(sorted(files.items())))
+    listing = (staging / PACK_MANIFEST).stat().st_size  # the page reads it too
+    pack.download = {build: size + listing for build, size in pack.download.items()}
     return pack
 
 

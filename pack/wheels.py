@@ -19,6 +19,7 @@ import base64
 import csv
 import hashlib
 import io
+import re
 import shutil
 import subprocess
 import sys
@@ -186,6 +187,10 @@ def run_pip(args: list[str], doing: str, target: Target | None = None) -> str:
     raise EdgeError(pip_failure(proc.stdout + proc.stderr, doing, target))
 
 
+# An OSError's message as Python shows it: "[Errno 28] No space left on device".
+_OS_ERROR = re.compile(r"\[Errno \d+\] ([^:'\n]+)")
+
+
 def pip_failure(output: str, doing: str, target: Target | None) -> str:
     """One sentence for a failed pip run, from pip's own last error line."""
     if "No module named pip" in output:
@@ -195,6 +200,11 @@ def pip_failure(output: str, doing: str, target: Target | None) -> str:
     ]
     lines = errors or output.strip().splitlines() or ["no output"]
     reason = lines[-1].rstrip(".")
+    os_errors = _OS_ERROR.findall(output)
+    if reason.endswith(":") and os_errors:  # "ERROR: Exception:" heads pip's own traceback
+        reason = os_errors[-1]  # a full disk: "No space left on device"
+    elif reason.endswith(":"):
+        reason = output.strip().splitlines()[-1]  # the traceback's last line says what failed
     missing = "No matching distribution found for "
     if missing in reason and target is not None:
         package = reason.split(missing, 1)[1].strip()

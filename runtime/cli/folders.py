@@ -8,6 +8,8 @@ again if they are still empty. A folder that was there before is never touched.
 
 from __future__ import annotations
 
+import errno
+import os
 from pathlib import Path
 
 
@@ -21,6 +23,8 @@ def make_parents(path: Path, made: list[Path]) -> None:
     for parent in Path(path).absolute().parents:
         if parent.is_dir():
             break
+        if parent.exists():  # a file where a folder is needed
+            raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), str(parent))
         missing.append(parent)
     for folder in reversed(missing):
         made.append(folder)

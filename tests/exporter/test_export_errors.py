@@ -28,6 +28,7 @@ from gpt2_edge.exporter.cli import app
 from gpt2_edge.exporter.graphs import optimum as onnx_export
 from gpt2_edge.exporter.progress import human_size
 from gpt2_edge.exporter.writing import staging
+from support.checkpoints import gpt2_safetensors
 from typer.testing import CliRunner
 
 runner = CliRunner()
@@ -40,7 +41,11 @@ GPT2_CONFIG = {
     "n_positions": 128,
     "vocab_size": 400,
 }
-EMPTY_SAFETENSORS = b"\x02\x00\x00\x00\x00\x00\x00\x00{}"  # a valid header, no tensors
+# Every tensor GPT2_CONFIG asks for (zeros): the checks of the config against the weights pass.
+GPT2_WEIGHTS = gpt2_safetensors(GPT2_CONFIG)
+# Free space in a "nearly full" file system: above the fake export's needs (2.6 x its 264 KiB
+# of weights), far below the 64 MiB under which a failed write is put down to a full disk.
+NEARLY_FULL = 1 << 20
 BUNDLE_MANIFEST = '{"format": "gpt2-edge-bundle", "name": "older"}'
 
 
@@ -51,7 +56,7 @@ def make_fake_checkpoint(folder: Path) -> Path:
     """A folder that passes every pre-check; its export is replaced in these tests."""
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "config.json").write_text(json.dumps(GPT2_CONFIG))
-    (folder / "model.safetensors").write_bytes(EMPTY_SAFETENSORS)
+    (folder / "model.safetensors").write_bytes(GPT2_WEIGHTS)
     (folder / "vocab.json").write_text('{"a": 0, "b": 1}')
     (folder / "merges.txt").write_text("#version: 0.2\n")
     return folder
@@ -61,7 +66,7 @@ def write_config(folder: Path, config: dict, weights: bool = True) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "config.json").write_text(json.dumps(config))
     if weights:
-        (folder / "model.safetensors").write_bytes(EMPTY_SAFETENSORS)
+        (folder / "model.safetensors").write_bytes(GPT2_WEIGHTS)
         (folder / "vocab.json").write_text('{"a": 0}')
         (folder / "merges.txt").write_text("#version: 0.2\n")
     return folder
@@ -489,7 +494,7 @@ def test_output_under_a_file(tmp_path: Path, fake_ckpt: Path) -> None:
     blocker = tmp_path / "a-file"
     blocker.write_text("x")
     result = run_cli(str(fake_ckpt), "--output", str(blocker / "bundle"))
-    one_sentence(result, "cannot write the bundle", "a file is in the way")
+    one_sentence(result, "cannot write the bundle", "a part of the path is a file, not a folder")
 
 
 @pytest.mark.skipif(os.geteuid() == 0, reason="root ignores directory permissions")
@@ -606,7 +611,7 @@ def _wrapped_enospc() -> Exception:
 # step attribute of pipeline, the exception it raises, free bytes left, words of the sentence
 DISK_FAILURES = {
     "quantize-enospc": ("apply_precision", lambda: OSError(errno.ENOSPC, "No space"), None),
-    "quantize-protobuf-decode": ("apply_precision", _decode_error, 4096),
+    "quantize-protobuf-decode": ("apply_precision", _decode_error, NEARLY_FULL),
     "quantize-failed-to-serialize": (
         "apply_precision",
         lambda: ValueError("Failed to serialize the model to model.onnx"),
@@ -657,7 +662,7 @@ def test_full_disk_in_a_later_step_is_one_sentence(
 
 
 def test_full_disk_keeps_the_old_bundle(tmp_path: Path, fake_ckpt: Path, monkeypatch) -> None:
-    _break_step(monkeypatch, "apply_precision", _decode_error(), 1024)
+    _break_step(monkeypatch, "apply_precision", _decode_error(), NEARLY_FULL)
     out = tmp_path / "out"
     out.mkdir()
     (out / "bundle.json").write_text(BUNDLE_MANIFEST)
@@ -676,7 +681,7 @@ def test_permission_denied_in_a_later_step(tmp_path: Path, fake_ckpt: Path, monk
     assert_nothing_left(out)
 
 
-@pytest.mark.parametrize("free", [None, 4096], ids=["space-left", "disk-full"])
+@pytest.mark.parametrize("free", [None, NEARLY_FULL], ids=["space-left", "disk-full"])
 def test_a_bug_keeps_its_traceback(
     free: int | None, tmp_path: Path, fake_ckpt: Path, monkeypatch
 ) -> None:
@@ -737,7 +742,7 @@ def _flipped_bin(ckpt: Path) -> None:
 
 def _missing_shard(ckpt: Path) -> None:
     (ckpt / "model.safetensors").unlink()
-    (ckpt / "model-00001-of-00002.safetensors").write_bytes(EMPTY_SAFETENSORS)
+    (ckpt / "model-00001-of-00002.safetensors").write_bytes(GPT2_WEIGHTS)
     weight_map = {"a": "model-00001-of-00002.safetensors", "b": "model-00002-of-00002.safetensors"}
     (ckpt / "model.safetensors.index.json").write_text(json.dumps({"weight_map": weight_map}))
 
