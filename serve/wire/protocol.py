@@ -39,6 +39,15 @@ from ..errors import ApiError
 from .chat import TURN_STOPS, transcript
 
 MAX_COMPLETION_LOGPROBS = 5  # OpenAI's bound for /v1/completions
+# The JSON type of each wire field that has no check of its own (n, max_tokens, stream, echo,
+# logprobs... check theirs with their range; the sampling settings the runtime checks), so that
+# every field's type is held to one rule (_check_types), even where its value is then ignored.
+_KINDS = {str: "a string", int: "an integer", bool: "true or false", dict: "an object"}
+_KINDS[list] = "an array"
+COMMON_TYPES: dict[str, type] = {"user": str, "stream_options": dict}
+COMPLETION_TYPES = {**COMMON_TYPES, "suffix": str, "best_of": int, "logit_bias": dict}
+CHAT_TYPES = {**COMMON_TYPES, "logit_bias": dict, "tools": list, "functions": list}
+CHAT_TYPES.update(response_format=dict, parallel_tool_calls=bool)
 # An extra field of /v1/completions: echo's log-probabilities condition the prompt's first token
 # on the start token (<|endoftext|>), as lm-evaluation-harness's hf backend scores a text with no
 # context. Without it the first token's log-probability is null, as OpenAI's and vLLM's are.
@@ -144,6 +153,7 @@ def _integer(digits: str) -> int:
 
 def completion_request(body: dict[str, Any], gen: Generator) -> GenerationRequest:
     """Check a ``/v1/completions`` body."""
+    _check_types(body, COMPLETION_TYPES)
     for name, allowed in (
         ("suffix", (None, "")),
         ("best_of", (None, 1)),
@@ -160,6 +170,7 @@ def completion_request(body: dict[str, Any], gen: Generator) -> GenerationReques
 
 def chat_request(body: dict[str, Any], gen: Generator) -> GenerationRequest:
     """Check a ``/v1/chat/completions`` body; the messages become one prompt (:mod:`.chat`)."""
+    _check_types(body, CHAT_TYPES)
     for name in ("tools", "functions", "logit_bias"):
         if body.get(name) not in (None, [], {}):
             raise ApiError(400, f"{name} is not supported by this server.", name)
@@ -328,6 +339,17 @@ def _int(body: dict[str, Any], name: str, low: int, high: int | None) -> int:
 
 def _is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _check_types(body: dict[str, Any], types: dict[str, type]) -> None:
+    """Each field of ``types`` that ``body`` gives must be of its JSON type (null is not
+    given), before its value is looked at: Python's ``True == 1`` and ``1.0 == 1`` had let
+    ``"best_of": true`` through as 1 where ``"n": true`` was refused."""
+    for name, kind in types.items():
+        value = body.get(name)
+        if value is None or (isinstance(value, kind) and (kind is not int or _is_int(value))):
+            continue
+        raise ApiError(400, f"{name} must be {_KINDS[kind]}, got {_value(value)}.", name)
 
 
 def _from_edge(exc: EdgeError) -> ApiError:
