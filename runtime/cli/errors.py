@@ -25,7 +25,7 @@ from ..errors import EdgeError, Terminated
 try:  # typer >= 0.2x carries its own click, whose errors derive from TyperException
     from typer import TyperException as _ClickError
 except ImportError:  # pragma: no cover (older typer runs on click)
-    from click import ClickException as _ClickError  # type: ignore[assignment,no-redef]
+    from click import ClickException as _ClickError  # type: ignore[assignment]
 
 EXIT_USER_ERROR = 1
 EXIT_USAGE_ERROR = 2  # click's convention for a command line it cannot parse
@@ -92,8 +92,11 @@ class EdgeCommand(TyperCommand):
         prog_name: str | None = None,
         complete_var: str | None = None,
         standalone_mode: bool = True,
+        windows_expand_args: bool = True,
         **extra: Any,
     ) -> Any:
+        if not windows_expand_args:  # click's own default otherwise (it matters on Windows only)
+            extra["windows_expand_args"] = False
         if not standalone_mode:
             return super().main(args, prog_name, complete_var, False, **extra)
         try:
@@ -116,7 +119,7 @@ class EdgeCommand(TyperCommand):
                     sys.stdout.flush()  # buffered output fails here, in the guard, not at exit
             except _ClickError as exc:
                 ctx = getattr(exc, "ctx", None)
-                where = ctx.command_path if ctx is not None else (prog_name or self.name)
+                where = ctx.command_path if ctx is not None else str(prog_name or self.name)
                 message = one_line(exc.format_message()) + self._dash_hint(exc, args, where)
                 end = "" if message.endswith((".", "!", "?")) else "."
                 typer.echo(f"Error: {message}{end} See '{where} --help'.", err=True)
@@ -198,7 +201,7 @@ def _watched_stdout() -> Iterator[_StdoutWatch]:
     stream = sys.stdout
     watch = _StdoutWatch(stream)
     if stream is not None:
-        sys.stdout = watch  # type: ignore[assignment]
+        sys.stdout = watch
     try:
         yield watch
     finally:

@@ -27,7 +27,7 @@ class guarded_imports:  # noqa: N801 (used as ``with guarded_imports():``, like 
         # Per thread: in a thread that is not the main one SIGINT is never handled anyway.
         self._held = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
 
-    def __exit__(self, kind: object, exc: object, traceback: object) -> bool:
+    def __exit__(self, kind: object, exc: object, traceback: object) -> None:
         try:
             signal.pthread_sigmask(signal.SIG_SETMASK, self._held)
             _raise_pending()  # a Ctrl-C that was held is raised here, inside this guard
@@ -36,7 +36,6 @@ class guarded_imports:  # noqa: N801 (used as ``with guarded_imports():``, like 
         if isinstance(exc, KeyboardInterrupt):
             sys.stderr.write("\n")
             raise SystemExit(EXIT_INTERRUPTED) from None
-        return False
 
 
 def _raise_pending() -> None:

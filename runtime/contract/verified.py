@@ -69,7 +69,8 @@ def is_verified(path: Path, sha256: str) -> bool:
     try:
         data = _read_record(record)
         if not (
-            data["path"] == os.path.realpath(path)
+            isinstance(data, dict)
+            and data["path"] == os.path.realpath(path)
             and data["sha256"] == sha256
             and tuple(data["signature"]) == signature(path)
         ):
@@ -139,8 +140,11 @@ def _forget_vanished(folder: Path) -> None:
             continue
         try:
             data = _read_record(record)
-            ours = isinstance(data, dict) and set(data) == {"path", "sha256", "signature"}
-            gone = ours and not os.path.exists(data["path"])
+            gone = (
+                isinstance(data, dict)
+                and set(data) == {"path", "sha256", "signature"}
+                and not os.path.exists(data["path"])
+            )
         except (OSError, ValueError, TypeError):
             gone = False  # unreadable or not a record: not ours to delete
         if gone:

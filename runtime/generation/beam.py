@@ -102,7 +102,8 @@ def beam_search(
         generated = [np.asarray(beam, dtype=np.int64) for g in live for beam in groups[g].running]
         prompts_ = [groups[g].prompt for g in live for _ in range(nb)]
         scored = sampler.penalize(raw, prompts_, generated)
-        sources, tokens, going = [], [], []  # of the prompts that go on
+        sources, tokens = [], []  # of the prompts that go on
+        going: list[int] = []  # their slots in ``live``
         for slot, g in enumerate(live):
             rows = slice(slot * nb, (slot + 1) * nb)
             src, tok = _advance(groups[g], raw[rows], scored[rows], step, nb, length_penalty,

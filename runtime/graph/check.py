@@ -176,7 +176,8 @@ def _layer_names(
             f"{check.label('architecture.layers')} is {layers} but {model} has past inputs for "
             f"{found} layers."
         )
-    past, present = [], []
+    past: list[str] = []
+    present: list[str] = []
     for i in range(layers):
         for role in LAYER_ROLES:
             name = io[role] % i

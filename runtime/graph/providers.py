@@ -55,7 +55,7 @@ def gpu_build_installed() -> bool:
     return False
 
 
-def resolve_provider(requested: str) -> ProviderChoice:
+def resolve_provider(requested: object) -> ProviderChoice:
     """Map ``cpu|cuda|auto`` to what this onnxruntime build offers, or raise a sentence.
 
     ``auto`` falls back to the CPU silently on a CPU build of onnxruntime, where nobody could

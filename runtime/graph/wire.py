@@ -81,7 +81,8 @@ def _tensor(data: mmap.mmap, span: tuple[int, int]) -> tuple[bytes, list[int]]:
         elif number == _TENSOR_DIMS and wire == _VARINT:
             dims.append(value)
         elif number == _TENSOR_DIMS and wire == _BYTES:
-            dims.extend(v for _, _, v in _fields(data, *value, packed=True))
+            start, end = value
+            dims.extend(v for _, _, v in _fields(data, start, end, packed=True))
     return name, dims
 
 
@@ -118,6 +119,7 @@ def _fields(
     """The fields of the message in ``data[start:end]`` as (number, wire type, value): an int for
     a varint, a (start, end) span for bytes, None for fixed-size numbers. ``packed``: the span is
     a packed repeated varint field (values only, no tags)."""
+    value: int | tuple[int, int] | None
     pos = start
     while pos < end:
         if packed:

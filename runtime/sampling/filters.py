@@ -177,8 +177,10 @@ def sample_categorical(
     Returns:
         (B,) int64 token ids.
     """
-    one = isinstance(rng, (LazyRng, np.random.Generator))
-    rngs = [rng] * logits.shape[0] if one else list(rng)
+    if isinstance(rng, (LazyRng, np.random.Generator)):
+        rngs = [rng] * logits.shape[0]
+    else:
+        rngs = list(rng)
     tokens = np.empty(logits.shape[0], dtype=np.int64)
     for b, (row, row_rng) in enumerate(zip(logits, rngs, strict=True)):
         tokens[b] = draw(row, row_rng)

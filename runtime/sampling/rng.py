@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+if TYPE_CHECKING:  # it stands in for one, as far as its users can tell
+    from numpy.random import Generator as _StandIn
+else:
+    _StandIn = object
 
-class LazyRng:
+
+class LazyRng(_StandIn):
     """``np.random.default_rng(seed)``, made when first used.
 
     Greedy decoding never draws, and ``numpy.random`` takes ~17 ms to import: a fifth of the time
@@ -15,7 +20,8 @@ class LazyRng:
     """
 
     def __init__(self, seed: int | list[int] | None):
-        self._seed, self._rng = seed, None
+        self._seed = seed
+        self._rng: np.random.Generator | None = None
 
     def __getattr__(self, name: str) -> Any:  # only for what the instance itself lacks
         if name in ("_seed", "_rng"):  # a copy being built has neither yet

@@ -34,7 +34,7 @@ def sequence_rng(seed: int | None, index: int = 0) -> np.random.Generator:
     samples are the same whatever else shares the batch, and its ``num_return_sequences``
     samples differ from each other. None draws fresh entropy.
     """
-    return LazyRng(None if seed is None else seed if index == 0 else [seed, index])  # type: ignore[return-value]
+    return LazyRng(None if seed is None else seed if index == 0 else [seed, index])
 
 
 class Sampler:

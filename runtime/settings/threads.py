@@ -28,7 +28,7 @@ def check_threads(threads: object) -> int | None:
     cpus = available_cpus()
     if not is_int(threads):
         raise SettingError("threads", f"an integer from 1 to {cpus}", threads, shown(threads))
-    if not 1 <= threads <= cpus:  # type: ignore[operator]
+    if not 1 <= int(threads) <= cpus:
         rule = f"from 1 to {cpus} (the CPUs this process may use)"
         raise SettingError("threads", rule, threads, str(threads))
-    return int(threads)  # type: ignore[arg-type]
+    return int(threads)

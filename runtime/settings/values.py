@@ -7,7 +7,7 @@ from __future__ import annotations
 import math
 import numbers
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import Any, TypeGuard
 
 import numpy as np
 
@@ -77,7 +77,7 @@ def is_bool(value: object) -> bool:
     return isinstance(value, (bool, np.bool_))
 
 
-def is_int(value: object) -> bool:
+def is_int(value: object) -> TypeGuard[numbers.Integral]:
     return not is_bool(value) and isinstance(value, numbers.Integral)
 
 
@@ -94,9 +94,9 @@ def real_in(name: str, value: object, rule: str, ok: Callable[[float], bool]) ->
 
 def int_in(name: str, value: object, low: int, high: int | None, rule: str) -> int:
     """``value`` as an int in [low, high]; else "<name> must be <rule>, got <value>."."""
-    if not is_int(value) or not low <= value <= (high if high is not None else value):  # type: ignore[operator]
+    if not is_int(value) or not low <= int(value) <= (high if high is not None else int(value)):
         raise invalid(name, rule, value)
-    return int(value)  # type: ignore[arg-type]
+    return int(value)
 
 
 def early_stopping_rule(value: object) -> bool | str:
