@@ -26,6 +26,7 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from .access import RequestRecorder
+from .browser import ISOLATION, BrowserFiles
 from .config import ServeConfig
 from .errors import ApiError, error_body
 from .metrics import Metrics
@@ -35,8 +36,20 @@ from .wire.protocol import parse_json
 
 log = logging.getLogger("gpt2_edge.serve")
 PUBLIC_PATHS = frozenset({"/", "/health"})  # no key needed: the page asks for it, probes don't
-# The page loads nothing from elsewhere; the policy makes the browser hold it to that.
-PAGE_POLICY = "default-src 'self'; script-src 'unsafe-inline'; style-src 'unsafe-inline'"
+# The browser runtime's code (browser.py): a module import cannot send a key, and it holds none.
+PUBLIC_PREFIXES = ("/browser/",)
+# How /metrics labels the routes with a path parameter (one label each, whatever the path).
+PREFIX_LABELS = {
+    "/v1/models/": "/v1/models/{model}",
+    "/bundle/": "/bundle/{name}",
+    "/browser/": "/browser/{path}",
+}
+# The page loads nothing from elsewhere; the policy makes the browser hold it to that. Its "in
+# this browser" mode imports the runtime's modules from this server and compiles WebAssembly.
+PAGE_POLICY = (
+    "default-src 'self'; script-src 'self' 'unsafe-inline' 'wasm-unsafe-eval'; "
+    "style-src 'unsafe-inline'"
+)
 
 
 class KeyCheck:
@@ -51,6 +64,7 @@ class KeyCheck:
             scope["type"] == "http"
             and scope["method"] != "OPTIONS"
             and scope["path"] not in PUBLIC_PATHS
+            and not scope["path"].startswith(PUBLIC_PREFIXES)
             and not self._allowed(dict(scope["headers"]).get(b"authorization", b""))
         ):
             error = ApiError(
@@ -198,7 +212,8 @@ class Api:
 
     async def page(self, request: Request) -> Response:
         html = resources.files(__package__).joinpath("static/index.html").read_text("utf-8")
-        return HTMLResponse(html, headers={"Content-Security-Policy": PAGE_POLICY})
+        # Cross-origin isolated (ISOLATION), so that "in this browser" runs on WASM threads.
+        return HTMLResponse(html, headers={"Content-Security-Policy": PAGE_POLICY, **ISOLATION})
 
 
 async def _api_error(request: Request, exc: Exception) -> Response:
@@ -230,6 +245,7 @@ def create_app(gen: Generator, config: ServeConfig) -> Starlette:
     """
     metrics = Metrics()
     api = Api(gen, config, metrics)
+    files = BrowserFiles(gen)
     routes = [
         Route("/", api.page),
         Route("/health", api.health),
@@ -241,13 +257,15 @@ def create_app(gen: Generator, config: ServeConfig) -> Starlette:
         Route("/tokenizer_info", api.tokenizer_info),
         Route("/tokenize", api.tokenize, methods=["POST"]),
         Route("/detokenize", api.detokenize, methods=["POST"]),
+        Route("/bundle/{name:path}", files.bundle_file),
+        Route("/browser/{path:path}", files.runtime_file),
     ]
     fixed = frozenset(r.path for r in routes if "{" not in r.path)
 
     def label(path: str) -> str:
         if path in fixed:
             return path
-        return "/v1/models/{model}" if path.startswith("/v1/models/") else "other"
+        return next((shown for p, shown in PREFIX_LABELS.items() if path.startswith(p)), "other")
 
     middleware = [Middleware(RequestRecorder, metrics=metrics, label=label)]
     if config.cors_origins:
