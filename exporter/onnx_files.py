@@ -41,7 +41,7 @@ def footprint(model_path: Path) -> int:
 
     total = model_path.stat().st_size
     model = onnx.load(str(model_path), load_external_data=False)
-    locations = set()
+    locations: set[str] = set()
     for tensor in _get_all_tensors(model):
         if uses_external_data(tensor):
             locations.update(e.value for e in tensor.external_data if e.key == "location")

@@ -122,7 +122,9 @@ def _fused_products(
         if mul.op_type != "Mul" or mul.input[1] not in scale_products:
             continue
         cast = producers.get(mul.input[0])
-        mmi = producers.get(cast.input[0]) if cast is not None and cast.op_type == "Cast" else None
+        if cast is None or cast.op_type != "Cast":
+            continue
+        mmi = producers.get(cast.input[0])
         if mmi is None or mmi.op_type != "MatMulInteger" or len(mmi.input) < 4:
             continue
         if attribute(cast, "to", 0) != TensorProto.FLOAT:
