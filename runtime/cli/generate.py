@@ -22,7 +22,7 @@ with guarded_imports():
     import typer
 
     from ..api import DEFAULT_PROVIDER, check_runtime_arguments, load, pick_model
-    from ..contract.files import MAX_PROMPT_BYTES, mib, read_bounded, read_line_bounded
+    from ..contract.files import MAX_TEXT_BYTES, mib, read_bounded, read_line_bounded
     from ..contract.models_dir import MODELS_DIR, listing
     from ..errors import EdgeError
     from ..generation.generator import Generator, Settings
@@ -270,7 +270,7 @@ def interact(
     Blank lines are skipped. A user error in one turn (a line with more tokens than the context,
     or not UTF-8) is reported and the loop goes on; Ctrl-C stops the answer being written and
     returns to the prompt, and Ctrl-C at the prompt ends the loop (exit 130), as does Ctrl-D
-    (exit 0). A line longer than :data:`MAX_PROMPT_BYTES` ends the loop with one sentence (exit
+    (exit 0). A line longer than :data:`MAX_TEXT_BYTES` ends the loop with one sentence (exit
     1): its rest cannot be skipped without reading it, and it may never end (``/dev/zero``).
     """
     if first is not None and first.strip():
@@ -280,9 +280,9 @@ def interact(
         sys.stderr.flush()
         line = read_line_bounded(
             sys.stdin.buffer,
-            MAX_PROMPT_BYTES,
-            f"An input line is longer than {mib(MAX_PROMPT_BYTES)}, more than any prompt can "
-            "use; give shorter lines.",
+            MAX_TEXT_BYTES,
+            f"An input line is longer than {mib(MAX_TEXT_BYTES)}, the most gpt2-generate reads; "
+            "give shorter lines.",
         )
         if not line:
             sys.stderr.write("\n")
@@ -305,16 +305,16 @@ def turn(generator: Generator, line: str | bytes, settings: Settings, json_outpu
 
 def read_prompt(prompt: str | None) -> str:
     """The prompt argument, or stdin for '-' without its trailing newline; UTF-8 only, and from
-    stdin at most :data:`MAX_PROMPT_BYTES`."""
+    stdin at most :data:`MAX_TEXT_BYTES`."""
     if prompt is None:
         raise EdgeError("No prompt given; pass one, or '-' to read it from stdin.")
     if prompt != STDIN_PROMPT:
         return check_utf8(prompt, "The prompt")
     too_long = (
-        f"Standard input holds more than {mib(MAX_PROMPT_BYTES)}, more than any prompt can use; "
-        f"pass a shorter prompt (with --truncate left, its end: tail -c {MAX_PROMPT_BYTES >> 20}M)."
+        f"Standard input holds more than {mib(MAX_TEXT_BYTES)}, the most gpt2-generate reads; "
+        f"pass a shorter prompt (with --truncate left, its end: tail -c {MAX_TEXT_BYTES >> 20}M)."
     )
-    data = read_bounded(sys.stdin.buffer, MAX_PROMPT_BYTES, too_long)
+    data = read_bounded(sys.stdin.buffer, MAX_TEXT_BYTES, too_long)
     return drop_newline(decode_utf8(data, "Standard input"))
 
 

@@ -21,13 +21,11 @@ from .schema import shown
 
 # bundle.json, config.json and generation_config.json are a few kilobytes.
 MAX_JSON_BYTES = 16 << 20
-# A prompt read from a stream (gpt2-generate's stdin, a line of --interactive). GPT-2's context
-# holds at most 131,072 characters of prompt (1,024 tokens of at most 128 bytes), 512 KiB of
-# UTF-8 at worst; 4 MiB (gpt2-serve's largest body too) leaves room for longer contexts and for
-# the tail that truncate="left" keeps.
-MAX_PROMPT_BYTES = 4 << 20
-# A text gpt2-eval scores: three times WikiText-2's training set (10.8 MB, 2.4M GPT-2 tokens,
-# about a minute to tokenize on two cores); WikiText-103's test set is 1.3 MB.
+# The most a command reads of a text from a stream or a file: a prompt on gpt2-generate's stdin
+# or a line of --interactive (GPT-2's context takes 131,072 characters of prompt, 512 KiB of
+# UTF-8 at worst, but truncate="left" keeps the end of a longer one, so a log file may be piped
+# in whole), or a text gpt2-eval scores: three times WikiText-2's training set (10.8 MB, 2.4M
+# GPT-2 tokens, about a minute to tokenize on two cores; WikiText-103's test set is 1.3 MB).
 MAX_TEXT_BYTES = 32 << 20
 
 
@@ -60,7 +58,7 @@ def read_line_bounded(stream: BinaryIO, limit: int, too_long: str) -> bytes:
 
 
 def mib(size: int) -> str:
-    """``size`` bytes in MiB, as the sentences above show a bound ("4 MiB")."""
+    """``size`` bytes in MiB, as the sentences above show a bound ("32 MiB")."""
     return f"{size / (1 << 20):g} MiB"
 
 
