@@ -81,6 +81,13 @@ class Tokenizer:
 
         ``add_special_tokens=False`` skips the tokenizer's post-processor additions, as
         transformers' ``GPT2TokenizerFast(text)`` does (the perplexity evaluation needs that).
+
+        A long text is tokenized in pieces of about :data:`_PIECE_CHARS`, cut only where GPT-2's
+        pre-tokenizer starts a piece anyway (as :meth:`tail` cuts), so the ids are the same: one
+        call peaks at ten times the memory (the Encoding keeps offsets and token strings) and
+        holds the GIL throughout (seconds for a 4 MiB /tokenize, every other thread of a server
+        stalled). A tokenizer that may not split there (a normalizer, another pre-tokenizer, a
+        post-processor that adds tokens) gets one call.
         """
         if not isinstance(text, str):
             raise EdgeError(f"encode() takes a string, got {type(text).__name__}.")
@@ -88,17 +95,10 @@ class Tokenizer:
             text.encode("utf-8")  # lone surrogates (from undecodable argv bytes) fail here
         except UnicodeEncodeError:
             raise EdgeError("The prompt is not valid UTF-8 text.") from None
-        ids = self._tok.encode(text, add_special_tokens=add_special_tokens).ids
-        return np.asarray(ids, dtype=np.int64)
-
-    def encode_long(self, text: str) -> np.ndarray:
-        """:meth:`encode` without special tokens, in pieces cut only where GPT-2's pre-tokenizer
-        starts a piece anyway (as :meth:`tail` cuts), so the ids are the same at a tenth of the
-        memory; a tokenizer that may not split there (a normalizer, another pre-tokenizer) gets
-        one call.
-        """
-        if len(text) <= _PIECE_CHARS or not self._splits_at_word_starts:
-            return self.encode(text, add_special_tokens=False)
+        whole = len(text) <= _PIECE_CHARS or not self._splits_at_word_starts
+        if whole or (add_special_tokens and self._adds_tokens):
+            ids = self._tok.encode(text, add_special_tokens=add_special_tokens).ids
+            return np.asarray(ids, dtype=np.int64)
         pieces, start = [], 0
         while start < len(text):
             end = start + _PIECE_CHARS
@@ -106,9 +106,15 @@ class Tokenizer:
                 cuts = [m.start() for m in _WORD_START.finditer(text, end - _CUT_SEARCH, end)]
                 later = None if cuts else _WORD_START.search(text, end)
                 end = cuts[-1] if cuts else (later.start() if later else len(text))
-            pieces.append(self.encode(text[start:end], add_special_tokens=False))
+            piece = self._tok.encode(text[start:end], add_special_tokens=False).ids
+            pieces.append(np.asarray(piece, dtype=np.int64))
             start = end
         return np.concatenate(pieces)
+
+    @cached_property
+    def _adds_tokens(self) -> bool:
+        """Whether the post-processor adds tokens (a start token, say): GPT-2's adds none."""
+        return self._tok.encode("a").ids != self._tok.encode("a", add_special_tokens=False).ids
 
     @cached_property
     def _splits_at_word_starts(self) -> bool:

@@ -228,9 +228,9 @@ def encode(tokenizer_path: str | Path, text: str) -> np.ndarray:
     """Token ids of ``text`` with a bundle's ``tokenizer.json``; no special tokens added.
 
     No special tokens, as ``GPT2TokenizerFast(text)`` encodes, so ids match transformers; a long
-    text in pieces (:meth:`Tokenizer.encode_long`), in a tenth of the memory.
+    text in pieces (:meth:`Tokenizer.encode`), in a tenth of the memory.
     """
-    return Tokenizer(tokenizer_path).encode_long(text)
+    return Tokenizer(tokenizer_path).encode(text, add_special_tokens=False)
 
 
 def evaluate_text(

@@ -52,6 +52,25 @@ def test_large_detokenize_requests_leave_health_answering(gen: Generator) -> Non
     assert worst < 0.75, f"/health waited {worst:.2f} s behind {REQUESTS} large requests"
 
 
+def test_a_large_tokenize_leaves_health_answering(gen: Generator) -> None:
+    """One call to the tokenizer held the GIL for all of a long text (seconds for 4 MiB)."""
+    body = json.dumps({"prompt": "ab " * 400_000}).encode()
+    with running(gen) as server:
+        statuses: list[int] = []
+        sender = threading.Thread(
+            target=lambda: statuses.append(post(server.url + "/tokenize", body))
+        )
+        sender.start()
+        worst = 0.0
+        while sender.is_alive():
+            started = time.perf_counter()
+            server.get("/health")
+            worst = max(worst, time.perf_counter() - started)
+            time.sleep(0.01)
+    assert statuses == [200]
+    assert worst < 0.5, f"/health waited {worst:.2f} s behind a large /tokenize"
+
+
 def test_a_long_decode_is_the_same_text_in_pieces(gen: Generator) -> None:
     parts = [447, 246, 247, 222, 564, 50256]  # partial characters and the end-of-text token
     ids = np.random.default_rng(1).integers(0, 50_257, 50_000)
