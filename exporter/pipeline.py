@@ -23,7 +23,7 @@ from gpt2_edge.runtime.contract.precision import FLOAT32
 from .disk_errors import check_free_space
 from .graphs import OPTIMUM_GRAPH
 from .onnx_files import place_model
-from .plan import DEFAULT_MODEL, ExportPlan, default_output, make_plan
+from .plan import DEFAULT_MODEL, ExportPlan, check_types, default_output, make_plan
 from .progress import Steps
 from .recipes import apply_precision
 from .source import Source, check_weights, local_folder, resolve_source
@@ -70,6 +70,7 @@ def export_bundle(
         ExportError: for anything the user can fix; nothing is left at ``output`` then, and
             whatever was there is untouched unless it was a bundle that ``force`` replaced.
     """
+    check_types({"model": model, "output": output, **options})  # an unknown option too
     return run_plan(make_plan(model, output, **options), Steps(progress))
 
 

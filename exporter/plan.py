@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from os import PathLike
 from pathlib import Path
 from typing import TypeVar
 
@@ -83,6 +84,7 @@ def make_plan(
     export would not read (``target`` for fp32, ``block_size`` for int8, the gate's options with
     ``verify`` off) is refused rather than silently ignored.
     """
+    check_types({k: v for k, v in locals().items() if k in OPTION_TYPES})
     if graph not in GRAPHS:
         raise ExportError(f"Unknown graph '{graph}'; choose one of {', '.join(GRAPHS)}.")
     from .graphs.optimum import check_opset
@@ -117,6 +119,39 @@ def make_plan(
     check_gate_options(gate.eval_text, gate.max_ppl_increase, gate.min_greedy_agreement)
     out = Path(output) if output is not None else default_output(model, suffix=choice.suffix)
     return ExportPlan(model, out, choice, graph, opset, force, verify, gate)
+
+
+# What each option of make_plan (and export_bundle) takes, checked before anything else: the
+# command line gives these types, a Python caller may give any (a number for a path).
+_PATH, _TEXT, _INT, _REAL, _FLAG = "a path", "a string", "an integer", "a number", "True or False"
+OPTION_TYPES = {
+    "model": (_TEXT,), "output": (_PATH, None), "quantize": (_FLAG,), "bits": (_INT,),
+    "target": (_TEXT, None), "opset": (_INT, None), "force": (_FLAG,), "verify": (_FLAG,),
+    "graph": (_TEXT,), "dtype": (_TEXT,), "block_size": (_INT, None),
+    "accuracy_level": (_INT, None), "eval_text": (_PATH, None), "max_ppl_increase": (_REAL, None),
+    "min_greedy_agreement": (_REAL, None), "kv_cache": (_TEXT,),
+}  # fmt: skip
+_IS = {
+    _PATH: lambda v: isinstance(v, (str, PathLike)),
+    _TEXT: lambda v: isinstance(v, str),
+    _INT: lambda v: isinstance(v, int) and not isinstance(v, bool),
+    _REAL: lambda v: isinstance(v, (int, float)) and not isinstance(v, bool),
+    _FLAG: lambda v: isinstance(v, bool),
+    None: lambda v: v is None,
+}
+
+
+def check_types(options: dict[str, object]) -> None:
+    """Refuse an option of the wrong type, or one that no export has, in one sentence."""
+    for name, value in options.items():
+        kinds = OPTION_TYPES.get(name)
+        if kinds is None:
+            known = ", ".join(OPTION_TYPES)
+            raise ExportError(f"Unknown option '{name}'; the options are {known}.")
+        if not any(_IS[kind](value) for kind in kinds):
+            wanted = " or ".join(k or "None" for k in kinds)
+            shown = repr(value) if len(repr(value)) <= 40 else type(value).__name__
+            raise ExportError(f"{name} must be {wanted}, got {shown}.")
 
 
 def _given_or(value: T | None, default: T) -> T:

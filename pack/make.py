@@ -65,6 +65,8 @@ def make_pack(
             is corrupt, an output in the way, or pip failing to find or fetch a wheel.
     """
     say = log or (lambda line: None)
+    if output is not None:  # the arguments' types first, as every check after them needs them
+        path_argument(output, "output")
     target = resolve_target(platform, python)
     source = check_source(bundle)
     name = source.resolve().name
@@ -105,6 +107,7 @@ def _assemble(
 
 def check_source(bundle: str | os.PathLike[str]) -> Path:
     """``bundle`` as a path, refused unless it is a bundle folder (checked before the output)."""
+    path_argument(bundle, "bundle")
     if not os.fspath(bundle):
         raise EdgeError("The bundle path is empty; pass the folder that gpt2-export wrote.")
     source = Path(bundle)
@@ -118,6 +121,14 @@ def check_source(bundle: str | os.PathLike[str]) -> Path:
             "checksums: export it with gpt2-export first."
         )
     return source
+
+
+def path_argument(value: object, name: str) -> None:
+    """Refuse a path argument of the Python API that is no path (a number, None)."""
+    if not isinstance(value, (str, os.PathLike)):
+        raise EdgeError(
+            f"{name} must be a folder path (str or os.PathLike), got {type(value).__name__}."
+        )
 
 
 def check_output(out: Path, source: Path) -> None:

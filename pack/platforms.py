@@ -80,8 +80,11 @@ def resolve_target(platform: str, python: str = DEFAULT_PYTHON) -> Target:
 
     Raises:
         EdgeError: a platform or Python that onnxruntime publishes no wheels for, in a sentence
-            that says what exists.
+            that says what exists; either of them not a string.
     """
+    for name, value in (("platform", platform), ("python", python)):
+        if not isinstance(value, str):
+            raise EdgeError(f"{name} must be a string, got {type(value).__name__}.")
     return Target(resolve_platform(platform), resolve_python(python))
 
 

@@ -28,7 +28,14 @@ from pathlib import Path
 
 from gpt2_edge.runtime import Manifest, Precision, sha256_of
 
-from .make import check_bundle, check_output, check_source, copy_bundle, left_out
+from .make import (
+    check_bundle,
+    check_output,
+    check_source,
+    copy_bundle,
+    left_out,
+    path_argument,
+)
 from .npm_files import NpmPackage, npm_package
 from .staging import staged
 
@@ -105,6 +112,8 @@ def make_web_pack(
             onnxruntime-web neither installed nor downloadable at the pinned version.
     """
     say = log or (lambda line: None)
+    if output is not None:  # the arguments' types first, as every check after them needs them
+        path_argument(output, "output")
     source = check_source(bundle)
     out = Path(output if output is not None else f"{source.resolve().name}-web")
     check_output(out, source)

@@ -41,7 +41,9 @@ def check_api_key(key: str | None, name: str = "api_key") -> None:
     """
     if key is None:
         return
-    if not isinstance(key, str) or not key.strip():
+    if not isinstance(key, str):
+        raise EdgeError(f"{name} must be a string, got {type(key).__name__}.")
+    if not key.strip():
         raise EdgeError(f"{name} is empty; give a key or leave it out.")
     if not all("!" <= c <= "~" for c in key):
         raise EdgeError(

@@ -46,3 +46,8 @@ def test_a_good_key_from_the_environment_passes_the_check(tmp_path: Path) -> Non
 def test_a_bad_key_in_python_is_refused(key: str) -> None:
     with pytest.raises(EdgeError, match="api_key"):
         ServeConfig(("tiny",), api_key=key)
+
+
+def test_a_key_that_is_no_string_says_so() -> None:
+    with pytest.raises(EdgeError, match="api_key must be a string, got int."):
+        ServeConfig(("tiny",), api_key=5)  # type: ignore[arg-type]
