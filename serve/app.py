@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import hmac
 import logging
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from importlib import resources
 from typing import Any
@@ -281,7 +282,7 @@ def create_app(gen: Generator, config: ServeConfig) -> Starlette:
         middleware.append(Middleware(KeyCheck, key=config.api_key))
 
     @asynccontextmanager
-    async def lifespan(app: Starlette):  # type: ignore[no-untyped-def]
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
         api.scheduler.start()
         try:
             yield

@@ -212,7 +212,7 @@ class Generation:
                 if isinstance(event, Scored):
                     entries = self._prompt_entries(req, event)
                     for i in range(req.rows):
-                        shown = completion_logprobs(entries[i // req.n])
+                        shown: dict[str, Any] | None = completion_logprobs(entries[i // req.n])
                         text = req.prompt_texts[i // req.n]
                         yield _sse(completion_chunk(rid, model, i, text, shown, None, usage))
                     continue

@@ -18,7 +18,7 @@ import codecs
 import json
 import sys
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeGuard
 
 import numpy as np
 from gpt2_edge.runtime import (
@@ -337,7 +337,7 @@ def _int(body: dict[str, Any], name: str, low: int, high: int | None) -> int:
     return int(value)
 
 
-def _is_int(value: Any) -> bool:
+def _is_int(value: Any) -> TypeGuard[int]:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
