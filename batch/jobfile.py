@@ -145,8 +145,7 @@ def _line(number: int, raw: str) -> tuple[Line, bool]:
         return Line(number, None, "", f"{where} is not a JSON object."), False
     custom_id = data.get("custom_id")
     if not isinstance(custom_id, str) or not custom_id:
-        problem = f"{where} needs a custom_id, a non-empty string."
-        return Line(number, None, "", problem), True
+        return Line(number, None, "", f"{where} needs a custom_id, a non-empty string."), True
     problem = _envelope_problem(data, where)
     return Line(number, custom_id, "" if problem else raw, problem), True
 

@@ -10,7 +10,11 @@ from __future__ import annotations
 import sys
 import time
 from dataclasses import dataclass
-from typing import IO
+from typing import IO, TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from rich.progress import Progress as Bar
+    from rich.progress import TaskID
 
 REPORT_EVERY_S = 10.0
 
@@ -53,7 +57,8 @@ class Progress:
         self.live = self.stream.isatty() if live is None else live
         self.started = time.monotonic()
         self._reported = self.started
-        self._bar = self._task = None
+        self._bar: Bar | None = None
+        self._task: TaskID | None = None
 
     def __enter__(self) -> Progress:
         self.started = self._reported = time.monotonic()
@@ -72,7 +77,7 @@ class Progress:
         c.failed += not ok
         c.tokens += tokens
         now = time.monotonic()
-        if self._bar is not None:
+        if self._bar is not None and self._task is not None:
             self._bar.update(self._task, completed=c.finished, rate=self.rates(now))
         elif now - self._reported >= REPORT_EVERY_S:
             self._reported = now

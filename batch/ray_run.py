@@ -133,7 +133,7 @@ def _connect(address: str) -> Any:
         import ray
     except ImportError:
         raise EdgeError("--ray needs the ray extra: pip install 'gpt2-edge[ray]'.") from None
-    quiet = {"logging_level": logging.WARNING, "log_to_driver": False}
+    quiet: dict[str, Any] = {"logging_level": logging.WARNING, "log_to_driver": False}
     try:
         if address == LOCAL:
             # A one-machine cluster needs no other machine to reach it: Ray takes the loopback
