@@ -9,6 +9,7 @@ so a mistake never costs the 10-30 s of the export steps.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 from os import PathLike
 from pathlib import Path
@@ -159,13 +160,13 @@ def _given_or(value: T | None, default: T) -> T:
     return default if value is None else value
 
 
-def check_options_apply(kind: str, verify: bool, given: dict[str, object]) -> None:
+def check_options_apply(kind: str, verify: bool, given: Mapping[str, object]) -> None:
     """Refuse an option that was given (not None) but that an export of ``kind`` would ignore."""
-    for name, (flag, only, selector) in PRECISION_OPTIONS.items():
+    for name, (option, only, selector) in PRECISION_OPTIONS.items():
         if given.get(name) is not None and kind != only:
             raise ExportError(
-                f"{flag} is for {only} exports ({selector}) and has no effect on this {kind} "
-                f"one; drop {flag}."
+                f"{option} is for {only} exports ({selector}) and has no effect on this {kind} "
+                f"one; drop {option}."
             )
     flag = next((flag for name, flag in GATE_OPTIONS.items() if given.get(name) is not None), None)
     if flag is None:
