@@ -278,12 +278,16 @@ def interact(
     while True:
         sys.stderr.write(INTERACTIVE_PROMPT)
         sys.stderr.flush()
-        line = read_line_bounded(
-            sys.stdin.buffer,
-            MAX_TEXT_BYTES,
-            f"An input line is longer than {mib(MAX_TEXT_BYTES)}, the most gpt2-generate reads; "
-            "give shorter lines.",
-        )
+        try:
+            line = read_line_bounded(
+                sys.stdin.buffer,
+                MAX_TEXT_BYTES,
+                f"An input line is longer than {mib(MAX_TEXT_BYTES)}, the most gpt2-generate "
+                "reads; give shorter lines.",
+            )
+        except EdgeError:
+            sys.stderr.write("\n")  # the prompt's line ends before the sentence: no Enter came
+            raise
         if not line:
             sys.stderr.write("\n")
             return

@@ -60,11 +60,12 @@ def test_a_prompt_at_the_bound_is_read(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_an_endless_interactive_line_ends_the_loop_in_one_sentence(
-    monkeypatch: pytest.MonkeyPatch,
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
 ) -> None:
     endless_stdin(monkeypatch, b"x")
     with pytest.raises(EdgeError, match="An input line is longer than 32 MiB"):
         generate_cli.interact(None, None, False)  # type: ignore[arg-type]  # fails before using them
+    assert capsys.readouterr().err == "> \n"  # the sentence gets a line of its own
 
 
 def test_a_line_of_exactly_the_bound_is_a_prompt() -> None:
