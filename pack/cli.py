@@ -14,14 +14,17 @@ from gpt2_edge.runtime import guarded_imports
 # Ctrl-C while the libraries load ends the command as a later one does: 130, no traceback
 with guarded_imports():
     from pathlib import Path
-    from typing import Annotated
+    from typing import TYPE_CHECKING, Annotated
 
     import typer
     from gpt2_edge.runtime import VERSION_HELP, EdgeCommand, run_app, show_version, user_errors
 
-    from .make import make_pack
+    from .make import Pack, make_pack
     from .platforms import DEFAULT_PYTHON, PLATFORMS, WEB, is_web
     from .staging import discard_pack
+
+if TYPE_CHECKING:
+    from .web import WebPack
 
 app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
 
@@ -64,6 +67,7 @@ def pack(
     def say(line: str) -> None:
         typer.echo(line, err=True)
 
+    result: Pack | WebPack
     with user_errors(interrupted):
         if is_web(platform):
             from .web import make_web_pack  # only web packs need it

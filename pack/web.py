@@ -152,8 +152,8 @@ def _assemble(
     (staging / "js").mkdir()
     for module in sorted((web / "src").glob("*.mjs")):
         shutil.copyfile(module, staging / "js" / module.name)
-    for name, files in VENDORED.items():
-        for inside, target in files:
+    for name, copies in VENDORED.items():
+        for inside, target in copies:
             (staging / target).parent.mkdir(parents=True, exist_ok=True)
             (staging / target).write_bytes(packages[name].read(inside))
     say(f"Copying the bundle to {out / MODEL}")

@@ -74,12 +74,18 @@ def installed_distribution() -> metadata.Distribution:
     for dist in metadata.distributions():
         if (dist.metadata["Name"] or "").lower().replace("_", "-") != DISTRIBUTION:
             continue
-        if any(Path(dist.locate_file(f)).resolve() == here for f in dist.files or []):
+        if any(_located(dist, f).resolve() == here for f in dist.files or []):
             return dist
     raise EdgeError(
         f"No installed {DISTRIBUTION} distribution lists {here}; reinstall it with pip "
         "(pip install gpt2-edge) and run gpt2-pack from there."
     )
+
+
+def _located(dist: metadata.Distribution, entry: str | metadata.PackagePath) -> Path:
+    """``dist.locate_file(entry)``: typed as a ``SimplePath``, a ``pathlib.Path`` for a
+    distribution installed in a folder (``str`` of it is the same path)."""
+    return Path(str(dist.locate_file(entry)))
 
 
 def build_wheel(source: Path, dest: Path) -> Path:
@@ -114,7 +120,7 @@ def repack_installed(dist: metadata.Distribution, dest: Path) -> Path:
     Only files under the install location are taken (console scripts in ``bin/`` are remade by
     pip from ``entry_points.txt``), no bytecode, and a fresh ``RECORD`` with every hash.
     """
-    site = Path(dist.locate_file("")).resolve()
+    site = _located(dist, "").resolve()
     wheel_meta = dist.read_text("WHEEL") or ""
     tags = [
         line.split(":", 1)[1].strip() for line in wheel_meta.splitlines() if line.startswith("Tag:")
@@ -131,7 +137,7 @@ def repack_installed(dist: metadata.Distribution, dest: Path) -> Path:
     records = []
     with zipfile.ZipFile(wheel, "w", zipfile.ZIP_DEFLATED) as out:
         for entry in dist.files:
-            path = Path(dist.locate_file(entry)).resolve()
+            path = _located(dist, entry).resolve()
             if not path.is_relative_to(site) or path.suffix == ".pyc" or not path.is_file():
                 continue
             arcname = path.relative_to(site).as_posix()
