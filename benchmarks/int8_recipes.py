@@ -1,8 +1,8 @@
 """int8 recipes side by side: speed on GPT-2 124M, invariance and perplexity on the trained fixture.
 
 Every recipe starts from the exporter's fused fp32 graph and is built from the exporter's own
-pieces (Optimum's ORTQuantizer, ``exporter/edits/rewrites.py``, ``per_row.py``, ``recipes/nbits.py``), so
-the shipped recipe is measured exactly as it ships:
+pieces (Optimum's ORTQuantizer, ``exporter/edits/rewrites.py``, ``per_row.py``,
+``recipes/nbits.py``), so the shipped recipe is measured exactly as it ships:
 
 - ``per-tensor (before)``: ORTQuantizer's dynamic int8 as it was shipped until 2026-11-30, one
   activation scale per tensor (``DynamicQuantizeLinear``), 8-bit weights, LM head blocks of 128;

@@ -6,10 +6,11 @@
 A fresh process per run takes the steps in the CLI's order: the interpreter, the CLI's imports
 (numpy, onnxruntime, tokenizers, typer), the bundle (manifest, checksums, tokenizer), the
 onnxruntime session (its prepacked copy of the weights; the weight file's pages are given back
-right after, ``runtime/graph/pageout.py``), then 128 greedy tokens after a 5-token prompt. After each
-step it reads ``/proc/self/status``: anonymous memory (private: what no limit can reclaim), file
-pages (the libraries' code and the bundle's mapped weights: clean, a memory limit reclaims them)
-and the peak resident set so far (``VmHWM``, what ``ru_maxrss`` reports). Medians of ``--runs``.
+right after, ``runtime/graph/pageout.py``), then 128 greedy tokens after a 5-token prompt. After
+each step it reads ``/proc/self/status``: anonymous memory (private: what no limit can reclaim),
+file pages (the libraries' code and the bundle's mapped weights: clean, a memory limit reclaims
+them) and the peak resident set so far (``VmHWM``, what ``ru_maxrss`` reports). Medians of
+``--runs``.
 
 The table is the floor under a peak RSS: whatever stays resident at the end (the prepacked
 weights, the imports, the tokenizer) is a lower bound for the peak. Linux only.
