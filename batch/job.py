@@ -131,8 +131,8 @@ async def _drive(job: JobFile, todo: list[Line], pool: Pool, out: Appender, bar:
 
     def finished(task: asyncio.Task[None]) -> None:
         tasks.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            errors.append(task.exception())  # type: ignore[arg-type]
+        if not task.cancelled() and (error := task.exception()) is not None:
+            errors.append(error)
 
     try:
         for line in todo:

@@ -156,10 +156,11 @@ def _stop_strings(stop: str | Sequence[str] | None) -> tuple[str, ...]:
         items = tuple(stop)
     else:  # bytes, numbers, sets (no order) and the like
         items = (stop,)
-    if not all(isinstance(s, str) and s for s in items):
+    strings = tuple(s for s in items if isinstance(s, str) and s)
+    if len(strings) != len(items):
         shown = repr(stop) if len(repr(stop)) <= 60 else type(stop).__name__
         raise SettingError("stop", "a non-empty string or a list of them", stop, shown)
-    return items  # type: ignore[return-value]
+    return strings
 
 
 GENERATOR_NAMES = tuple(f.name for f in fields(GenerationOptions))
