@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from gpt2_edge.runtime.contract.files import read_json
+from gpt2_edge.runtime.contract.files import not_a_regular_file, read_json
 from gpt2_edge.runtime.errors import EdgeError
 
 from .checkpoint import check_config, check_weights_match
@@ -75,6 +75,8 @@ def local_folder(model: str) -> Path | None:
 
 def resolve_source(model: str) -> Source:
     """Return the checkpoint for ``model``, downloading it from the hub when it is not a folder."""
+    if not model.strip():  # Path("") is ".": the working folder would be taken for a checkpoint
+        raise ExportError("The model is empty; pass a hub id or a checkpoint folder.")
     folder = Path(model).expanduser()
     if folder.is_dir():
         return _local_source(folder, model)
@@ -87,6 +89,11 @@ def resolve_source(model: str) -> Source:
 
 def _local_source(folder: Path, model: str) -> Source:
     config = read_config(folder, model)
+    for name in WEIGHT_FILES:  # a FIFO there would hang transformers' loader
+        path = folder / name
+        odd = path.exists() and not_a_regular_file(path)
+        if odd:
+            raise ExportError(odd)
     if not any((folder / name).is_file() for name in WEIGHT_FILES):
         raise ExportError(
             f"{model} has a config.json but no model weights (model.safetensors or "
@@ -98,7 +105,7 @@ def _local_source(folder: Path, model: str) -> Source:
 def read_config(folder: Path, model: str) -> dict[str, Any]:
     """Read and check ``config.json``: it must describe a GPT-2 causal language model."""
     path = folder / "config.json"
-    if not path.is_file():
+    if not path.exists():  # one that is a FIFO or a folder is named by checkpoint_json
         raise ExportError(
             f"{model} is not a transformers checkpoint folder (it has no config.json)."
         )

@@ -107,3 +107,35 @@ def test_a_consistent_checkpoint_reaches_the_export(tmp_path: Path, export_spy: 
     """The positive side: the same checks pass a checkpoint whose config and weights agree."""
     code, _ = export(checkpoint(tmp_path / "ckpt", CONFIG))
     assert export_spy == [tmp_path / "ckpt"] and code != 0
+
+
+@pytest.mark.parametrize("name", ["config.json", "model.safetensors"])
+@pytest.mark.parametrize("kind", ["fifo", "folder", "device"])
+def test_a_special_file_in_the_checkpoint_is_named(
+    tmp_path: Path, export_spy: list[Path], name: str, kind: str
+) -> None:
+    """A FIFO, a folder or a link to /dev/zero where a file should be: its own sentence (it had
+    read as "no config.json" or "no model weights"; a FIFO would hang the loader)."""
+    import os
+
+    folder = checkpoint(tmp_path / "ckpt", CONFIG)
+    (folder / name).unlink()
+    if kind == "fifo":
+        os.mkfifo(folder / name)
+    elif kind == "folder":
+        (folder / name).mkdir()
+    else:
+        (folder / name).symlink_to("/dev/zero")
+    code, errors = export(folder)
+    assert code == 1 and len(errors) == 1 and f"{name} is " in errors[0], errors
+    assert "where a file is expected" in errors[0] and export_spy == []
+
+
+def test_an_empty_model_is_not_the_working_folder(tmp_path: Path, monkeypatch) -> None:
+    checkpoint(tmp_path / "here", CONFIG)
+    monkeypatch.chdir(tmp_path / "here")  # Path("") is "." and this is a checkpoint
+    from gpt2_edge.exporter.cli import app
+
+    result = CliRunner().invoke(app, ["", "--output", str(tmp_path / "out")])
+    assert result.exit_code == 1
+    assert "Error: The model is empty; pass a hub id or a checkpoint folder." in result.output
