@@ -115,7 +115,11 @@ def check_source(bundle: str | os.PathLike[str]) -> Path:
         raise EdgeError(f"Bundle folder {source} does not exist.")
     if not source.is_dir():
         raise EdgeError(f"{source} is a file, not a bundle folder; pass the folder that holds it.")
-    if not (source / MANIFEST).is_file():
+    manifest = source / MANIFEST
+    if (manifest.exists() or manifest.is_symlink()) and not manifest.is_file():
+        what = "a folder" if manifest.is_dir() else "not a regular file (a FIFO, a device, a link)"
+        raise EdgeError(f"{manifest} is {what}; a bundle's {MANIFEST} is a file gpt2-export wrote.")
+    if not manifest.is_file():
         raise EdgeError(
             f"{source} has no {MANIFEST}; gpt2-pack ships gpt2-edge bundles, whose files carry "
             "checksums: export it with gpt2-export first."

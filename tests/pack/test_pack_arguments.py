@@ -30,3 +30,19 @@ def test_a_wrong_argument_is_one_sentence(tmp_path: Path, args: tuple, says: str
 def test_an_output_that_is_no_path(tmp_path: Path) -> None:
     with pytest.raises(EdgeError, match="output must be a folder path"):
         make_pack(tmp_path, "linux_x86_64", output=5)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("kind", ["fifo", "folder", "device"])
+def test_a_manifest_that_is_no_file_is_named(tmp_path: Path, kind: str) -> None:
+    import os
+
+    bundle = tmp_path / "b"
+    bundle.mkdir()
+    if kind == "fifo":
+        os.mkfifo(bundle / "bundle.json")
+    elif kind == "folder":
+        (bundle / "bundle.json").mkdir()
+    else:
+        (bundle / "bundle.json").symlink_to("/dev/zero")
+    with pytest.raises(EdgeError, match=r"bundle\.json is (a folder|not a regular file)"):
+        make_pack(bundle, "linux_x86_64", output=tmp_path / "o")
