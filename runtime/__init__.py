@@ -43,7 +43,7 @@ if TYPE_CHECKING:
     from .contract.precision import Precision
     from .contract.tokenizer import Tokenizer
     from .contract.verified import cache_dir
-    from .errors import EdgeError, PromptTooLong, SettingError
+    from .errors import EdgeError, PromptTooLong, SettingError, Terminated
     from .generation.engine import Engine
     from .generation.generator import Generator
     from .generation.results import (
@@ -85,6 +85,7 @@ _WHERE = {
     "SettingError": "errors",
     "StreamEvent": "generation.results",
     "TOKENIZER_FILE": "contract.manifest",
+    "Terminated": "errors",
     "Timings": "generation.results",
     "TokenLogprob": "generation.results",
     "Tokenizer": "contract.tokenizer",
@@ -134,6 +135,7 @@ __all__ = [
     "SettingError",
     "StreamEvent",
     "TOKENIZER_FILE",
+    "Terminated",
     "Timings",
     "TokenLogprob",
     "Tokenizer",

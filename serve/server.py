@@ -6,11 +6,13 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
+import signal
 import socket
 from collections.abc import Callable
+from types import FrameType
 
 import uvicorn
-from gpt2_edge.runtime import EdgeError
+from gpt2_edge.runtime import EdgeError, Terminated
 from starlette.applications import Starlette
 
 # After Ctrl-C the scheduler stops and open streams end; a client that stopped reading gets
@@ -80,6 +82,12 @@ class EndingServer(uvicorn.Server):
     def __init__(self, config: uvicorn.Config, end_work: Callable[[], None] | None):
         super().__init__(config)
         self._end_work = end_work
+        self.stopped_by: int | None = None  # the first signal that stopped it
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        if self.stopped_by is None:
+            self.stopped_by = sig
+        super().handle_exit(sig, frame)
 
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
         if self._end_work is not None:
@@ -87,7 +95,7 @@ class EndingServer(uvicorn.Server):
         await super().shutdown(sockets)
 
 
-def make_server(app: Starlette, log_level: str = "warning") -> uvicorn.Server:
+def make_server(app: Starlette, log_level: str = "warning") -> EndingServer:
     """The uvicorn server for ``app``; ``.run(sockets=[sock])`` serves until Ctrl-C or SIGTERM."""
     config = uvicorn.Config(
         app,
@@ -99,5 +107,17 @@ def make_server(app: Starlette, log_level: str = "warning") -> uvicorn.Server:
 
 
 def serve(app: Starlette, sock: socket.socket, log_level: str = "warning") -> None:
-    """Run ``app`` on ``sock`` until Ctrl-C or SIGTERM (blocks)."""
-    make_server(app, log_level).run(sockets=[sock])
+    """Run ``app`` on ``sock`` until Ctrl-C or SIGTERM (blocks), then end as that signal ends a
+    command: KeyboardInterrupt (exit 130) or :class:`Terminated` (128 + its number).
+
+    uvicorn re-raises the signal it caught once it has shut down, but from inside
+    ``asyncio.run``, whose own SIGINT handler then only cancels the main task: when the task
+    has no await left the cancel is lost and the process exited 0 (a race, seen in about one
+    run in ten). The server notes the signal, and it is raised here, outside the loop.
+    """
+    server = make_server(app, log_level)
+    server.run(sockets=[sock])
+    if server.stopped_by == signal.SIGINT:
+        raise KeyboardInterrupt
+    if server.stopped_by is not None:
+        raise Terminated(server.stopped_by)
